@@ -1,0 +1,1 @@
+"""Resource operations: realms, spaces, stacks, cells, containers, images, apply, reconcile."""

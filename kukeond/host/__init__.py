@@ -1,0 +1,1 @@
+"""Host facilities: names and paths, cgroups, CNI, the instance file."""

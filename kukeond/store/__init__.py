@@ -1,0 +1,1 @@
+"""The run-path metadata tree: atomic writes, in-memory index, keyed locks."""
