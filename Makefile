@@ -1,0 +1,41 @@
+# kukeond: `make run` runs the daemon in the foreground, `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RUNDIR := $(CURDIR)/.run
+# Tests that need containerd use KUKEOND_TEST_CONTAINERD_SOCKET when set;
+# otherwise the suite starts its own private containerd.
+TRIAL_ARGS ?= tests
+
+.PHONY: install run test lint protos image bench clean kuke
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The busybox test image, built offline from Debian's busybox-static.
+image: install
+	$(PY) -m tests.support.image --out $(CURDIR)/.image
+
+protos: install
+	$(PY) -m kukeond.containerd.genprotos
+
+run: install
+	$(PY) -m kukeond.devrun --run-dir $(RUNDIR)
+
+test: install
+	$(VENV)/bin/trial -j2 $(TRIAL_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check kukeond tests bench twisted setup.py
+
+bench: install
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info _trial_temp* .run .image
+	find . -name __pycache__ -prune -exec rm -rf {} +
