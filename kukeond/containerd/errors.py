@@ -1,0 +1,99 @@
+"""Typed errors of the containerd layer, and the mapping from gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ContainerdError(Exception):
+    """Base of every error raised by an ``IContainerd`` provider.
+
+    ``message`` is the human-readable text (containerd's own when it came
+    from a gRPC status); ``code`` is the gRPC status code name, or ``None``
+    for errors found on our side of the wire.
+    """
+
+    code: str | None = None
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(ContainerdError):
+    """The named object (namespace, image, container, task, snapshot...) does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(ContainerdError):
+    """An object with that name or ID exists already."""
+
+    code = "ALREADY_EXISTS"
+
+
+class Unavailable(ContainerdError):
+    """containerd cannot be reached (socket missing, daemon restarting, client stopped)."""
+
+    code = "UNAVAILABLE"
+
+
+class InvalidArgument(ContainerdError):
+    """The request or its input (e.g. an image archive) is malformed."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class FailedPrecondition(ContainerdError):
+    """The object is not in a state that allows the operation (e.g. non-empty namespace)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class DeadlineExceeded(ContainerdError):
+    """The call did not finish before its deadline."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(ContainerdError):
+    """The call was cancelled (client stopping or caller's cancel)."""
+
+    code = "CANCELLED"
+
+
+class Unimplemented(ContainerdError):
+    """containerd does not implement the call (older daemon, disabled plugin)."""
+
+    code = "UNIMPLEMENTED"
+
+
+class ImageFormatError(InvalidArgument):
+    """An image archive or layout is corrupt, truncated or of an unsupported type."""
+
+
+class DigestMismatch(ImageFormatError):
+    """A blob's bytes do not hash to the digest that names it."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+}
+
+
+def from_rpc_error(error: grpc.RpcError, what: str) -> ContainerdError:
+    """Translate a ``grpc.RpcError`` raised by ``what`` (e.g. ``"Tasks.Kill"``)."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    cls = _BY_CODE.get(code, ContainerdError)
+    name = code.name if isinstance(code, grpc.StatusCode) else None
+    return cls(f"{what}: {details}", name)
