@@ -1,0 +1,790 @@
+"""Space networks: one CNI bridge per space, cells attached with CNI ADD/DEL.
+
+Every space gets ``DATA/R/S/network.conflist`` (network ``R-S``, bridge
+``k-<fnv1a32(R-S)>``, host-local IPAM over the space's ``/24`` from
+:mod:`kukeond.host.subnets`) and, when its spec asks for one, an egress policy
+(:mod:`kukeond.host.netpolicy`). A cell's root container joins the network
+through the CNI plugins, run as the CNI specification describes: one process
+per plugin with ``CNI_*`` variables, the plugin's configuration (with
+``name``, ``cniVersion`` and the previous result injected) on stdin and a
+result or error JSON on stdout.
+
+Plugins are looked up in ``plugin_dirs`` in order (default ``/opt/cni/bin``
+only, as the reference; Debian installs them in ``/usr/lib/cni``, which
+``.ci/run`` and ``make run`` link into ``/opt/cni/bin``). The libcni result
+cache (``CACHE/results/<net>-<id>-<ifname>``) is written in libcni's format
+so either implementation can DEL what the other added.
+
+Methods that only touch files under the run path are synchronous; those that
+run host commands return Deferreds and never block the reactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IReactorProcess
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from kukeond.api import gojson
+from kukeond.host import netpolicy
+from kukeond.host.subnets import SubnetAllocator, write_file_atomic
+
+CNI_VERSION = "0.4.0"
+CONFLIST_FILE = "network.conflist"
+DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)
+DEFAULT_CACHE_DIR = "/opt/cni/cache"
+DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
+LEGACY_RESULTS_DIR = "/var/lib/cni/results"
+DEFAULT_TIMEOUT = 60.0
+MAX_BRIDGE_NAME = 15
+
+_VETH_EXISTS = re.compile(r"container veth name .*already exists")
+
+
+def network_name(realm: str, space: str) -> str:
+    """Return the CNI network name of a space, ``R-S``."""
+    return f"{realm}-{space}"
+
+
+def bridge_name(network: str) -> str:
+    """Return the bridge of a network: ``k-`` and 8 hex of FNV-1a."""
+    return f"k-{netpolicy.fnv1a32(network):08x}"
+
+
+def conflist_path(data_root: str, realm: str, space: str) -> str:
+    """Return ``DATA/R/S/network.conflist``."""
+    return os.path.join(data_root, realm, space, CONFLIST_FILE)
+
+
+def render_conflist(name: str, bridge: str, subnet: str) -> bytes:
+    """Render a space conflist byte for byte as the reference writes it."""
+    doc = {
+        "cniVersion": CNI_VERSION,
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "loopback"},
+        ],
+    }
+    return gojson.dumps_indent(doc).encode("utf-8")
+
+
+class CNIError(Exception):
+    """A CNI operation failed; the text follows libcni's wording."""
+
+
+class CNIPluginError(CNIError):
+    """A plugin exited non-zero; ``code``/``msg``/``details`` from its error JSON."""
+
+    def __init__(self, text: str, code: int | None = None, msg: str = "") -> None:
+        super().__init__(text)
+        self.code = code
+        self.msg = msg
+
+
+class CNITimeout(CNIError):
+    """A command did not finish within its deadline and was killed."""
+
+
+class CNIPluginNotFound(CNIError):
+    """A plugin binary is missing (the reference's ErrCNIPluginNotFound)."""
+
+    sentinel = "cni plugin not found"
+
+    def __init__(self, network: str, cause: str) -> None:
+        super().__init__(
+            f"{self.sentinel}: required CNI plugin missing on host — install the standard "
+            f"CNI plugins (e.g. apt install containernetworking-plugins) so "
+            f"{json.dumps(network)} resolves: {cause}"
+        )
+
+
+class BridgeNameTooLong(CNIError):
+    """A bridge name longer than IFNAMSIZ-1 (the reference's ErrBridgeNameTooLong)."""
+
+    sentinel = "bridge name exceeds Linux IFNAMSIZ limit"
+
+    def __init__(self, bridge: str, cause: str = "") -> None:
+        text = (f"{self.sentinel}: bridge {json.dumps(bridge)} is {len(bridge)} chars, "
+                f"max {MAX_BRIDGE_NAME} (IFNAMSIZ-1)")
+        super().__init__(f"{text}: {cause}" if cause else text)
+
+
+class NetworkAlreadyExists(CNIError):
+    """An exclusive create found a conflist of the same network."""
+
+    sentinel = "network already exists"
+
+    def __init__(self, network: str, path: str) -> None:
+        super().__init__(f"{self.sentinel}: {network} ({path})")
+
+
+class NetworkConfigNotLoaded(CNIError):
+    """The conflist of an attach/detach is missing or unreadable."""
+
+    sentinel = "network config not loaded"
+
+
+@dataclass
+class SpaceNetwork:
+    """What a space's network is: name, bridge, subnet and conflist path."""
+
+    name: str
+    bridge: str
+    subnet: str
+    conflist_path: str
+    created: bool = False
+
+
+@dataclass
+class AttachResult:
+    """Outcome of CNI ADD: the first IPv4 (or None) and the final result JSON.
+
+    ``reused`` is True when the interface was already in the namespace (a
+    previous ADD got that far) and the cached result was returned instead.
+    """
+
+    ipv4: str | None
+    result: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+
+
+def first_ipv4(result: Mapping[str, Any] | None) -> str | None:
+    """Return the first IPv4 address (no prefix) of a CNI result."""
+    for entry in (result or {}).get("ips") or []:
+        address = str(entry.get("address", "")).split("/")[0]
+        try:
+            if ipaddress.ip_address(address).version == 4:
+                return address
+        except ValueError:
+            continue
+    return None
+
+
+class INetwork(Interface):
+    """The daemon's view of container networking (see the module docstring)."""
+
+    def ensure_space_network(realm: str, space: str, exclusive: bool = False) -> SpaceNetwork:
+        """Make sure the space's conflist and subnet record exist and are current.
+
+        With ``exclusive`` (a brand-new space) a conflist already naming this
+        network raises NetworkAlreadyExists. Synchronous: files only.
+        """
+
+    def space_network_exists(realm: str, space: str) -> bool:
+        """True when the canonical conflist exists and names ``R-S``."""
+
+    def apply_egress(realm: str, space: str, egress: Any) -> defer.Deferred:
+        """Install (or re-assert) the space's egress policy; None/allow-all is a no-op."""
+
+    def remove_egress(realm: str, space: str) -> defer.Deferred:
+        """Remove the space's egress chain and dispatch rules."""
+
+    def remove_space_network(realm: str, space: str) -> defer.Deferred:
+        """Tear a space's network down; fires with the list of things removed."""
+
+    def attach(
+        container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """CNI ADD; fires with an AttachResult. A failure leaves nothing attached."""
+
+    def detach(
+        container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """CNI DEL (idempotent); fires with None."""
+
+    def scrub(container_id: str, network: str) -> list[str]:
+        """Remove IPAM leases and cached results of a container; returns paths."""
+
+
+class _Collector(protocol.ProcessProtocol):
+    def __init__(self, stdin: bytes, done: defer.Deferred) -> None:
+        self._stdin = stdin
+        self._done = done
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+        self.timed_out = False
+
+    def connectionMade(self) -> None:  # noqa: N802
+        if self._stdin:
+            self.transport.write(self._stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:  # noqa: N802
+        self._out.append(data)
+
+    def errReceived(self, data: bytes) -> None:  # noqa: N802
+        self._err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+        code = getattr(reason.value, "exitCode", None)
+        self._done.callback((-1 if code is None else code, b"".join(self._out),
+                             b"".join(self._err)))
+
+
+class ProcessRunner:
+    """Run a command without blocking the reactor, killing it after ``timeout``."""
+
+    def __init__(self, reactor: IReactorProcess, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._reactor = reactor
+        self.timeout = timeout
+
+    async def __call__(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, stdin: bytes = b""
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``argv``; returns ``(exit code, stdout, stderr)`` (-1: killed by signal)."""
+        done: defer.Deferred = defer.Deferred()
+        proto = _Collector(stdin, done)
+        transport = self._reactor.spawnProcess(
+            proto, argv[0], list(argv), env=dict(os.environ if env is None else env)
+        )
+
+        def expire() -> None:
+            proto.timed_out = True
+            try:
+                transport.signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
+
+        timer = self._reactor.callLater(self.timeout, expire)  # type: ignore[attr-defined]
+        try:
+            result = await done
+        finally:
+            if timer.active():
+                timer.cancel()
+        if proto.timed_out:
+            raise CNITimeout(f"{argv[0]}: timed out after {self.timeout:g}s")
+        return result
+
+
+def _read_json(path: str) -> Any:
+    with open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def _remove_file(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class _SpaceFiles:
+    """Conflist and subnet record of spaces: the file half shared by both networks."""
+
+    log = Logger()
+
+    def __init__(self, data_root: str, allocator: SubnetAllocator | None) -> None:
+        self.data_root = data_root
+        self.allocator = allocator or SubnetAllocator(data_root)
+
+    def read_conflist(self, path: str) -> dict[str, Any] | None:
+        try:
+            doc = _read_json(path)
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    @staticmethod
+    def bridge_plugin(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        for plugin in (doc or {}).get("plugins") or []:
+            if isinstance(plugin, dict) and plugin.get("type") == "bridge":
+                return plugin
+        return None
+
+    def ensure(self, realm: str, space: str, exclusive: bool) -> SpaceNetwork:
+        name = network_name(realm, space)
+        bridge = bridge_name(name)
+        path = conflist_path(self.data_root, realm, space)
+        doc = self.read_conflist(path)
+        if doc is not None and doc.get("name") == name and exclusive:
+            raise NetworkAlreadyExists(name, path)
+        plugin = self.bridge_plugin(doc)
+        old_subnet = _conflist_subnet(plugin)
+        if doc is not None and plugin is not None and plugin.get("bridge") == bridge \
+                and doc.get("name") == name and old_subnet:
+            return SpaceNetwork(name, bridge, old_subnet, path, created=False)
+        self.log.info("Creating space network '{network}'", network=name)
+        subnet = self.allocator.allocate(realm, space, preferred=old_subnet)
+        write_file_atomic(path, render_conflist(name, bridge, subnet), 0o600)
+        return SpaceNetwork(name, bridge, subnet, path, created=True)
+
+    def exists(self, realm: str, space: str) -> bool:
+        doc = self.read_conflist(conflist_path(self.data_root, realm, space))
+        return doc is not None and doc.get("name") == network_name(realm, space)
+
+    def remove_conflist(self, realm: str, space: str) -> tuple[bool, str | None]:
+        """Delete the conflist when it is this space's; return (removed, bridge)."""
+        path = conflist_path(self.data_root, realm, space)
+        doc = self.read_conflist(path)
+        plugin = self.bridge_plugin(doc)
+        bridge = plugin.get("bridge") if plugin else None
+        if doc is None or doc.get("name") != network_name(realm, space):
+            return False, bridge
+        return _remove_file(path), bridge
+
+
+def _conflist_subnet(plugin: Mapping[str, Any] | None) -> str | None:
+    try:
+        subnet = plugin["ipam"]["ranges"][0][0]["subnet"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return subnet if isinstance(subnet, str) and subnet else None
+
+
+@implementer(INetwork)
+class CniNetwork:
+    """The real network: CNI plugins, ``ip`` and ``iptables`` on the host.
+
+    ``cache_dir``, ``ipam_dir`` and ``legacy_results_dir`` default to the
+    host's libcni/host-local locations; tests point them at a temporary
+    directory (a non-default ``ipam_dir`` is passed to host-local as its
+    ``dataDir``, never written into the conflist).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        data_root: str,
+        *,
+        plugin_dirs: Sequence[str] = DEFAULT_PLUGIN_DIRS,
+        cache_dir: str = DEFAULT_CACHE_DIR,
+        ipam_dir: str = DEFAULT_IPAM_DIR,
+        legacy_results_dir: str = LEGACY_RESULTS_DIR,
+        allocator: SubnetAllocator | None = None,
+        runner: ProcessRunner | None = None,
+        enforcer: netpolicy.IptablesEnforcer | None = None,
+    ) -> None:
+        self._files = _SpaceFiles(data_root, allocator)
+        self.plugin_dirs = list(plugin_dirs)
+        self.cache_dir = cache_dir
+        self.ipam_dir = ipam_dir
+        self.legacy_results_dir = legacy_results_dir
+        self._run = runner or ProcessRunner(reactor)
+        self._enforcer = enforcer or netpolicy.IptablesEnforcer(
+            self._run, netpolicy.reactor_resolver(reactor)
+        )
+
+    # -- spaces -----------------------------------------------------------
+
+    def ensure_space_network(
+        self, realm: str, space: str, exclusive: bool = False
+    ) -> SpaceNetwork:
+        """See INetwork.ensure_space_network."""
+        return self._files.ensure(realm, space, exclusive)
+
+    def space_network_exists(self, realm: str, space: str) -> bool:
+        """See INetwork.space_network_exists."""
+        return self._files.exists(realm, space)
+
+    def apply_egress(self, realm: str, space: str, egress: Any) -> defer.Deferred:
+        """See INetwork.apply_egress."""
+        policy = netpolicy.policy_from_spec(
+            realm, space, bridge_name(network_name(realm, space)), egress
+        )
+        return defer.Deferred.fromCoroutine(self._enforcer.apply(policy))
+
+    def remove_egress(self, realm: str, space: str) -> defer.Deferred:
+        """See INetwork.remove_egress."""
+        return defer.Deferred.fromCoroutine(self._enforcer.remove(realm, space))
+
+    def remove_space_network(self, realm: str, space: str) -> defer.Deferred:
+        """See INetwork.remove_space_network."""
+        return defer.Deferred.fromCoroutine(self._remove_space(realm, space))
+
+    async def _remove_space(self, realm: str, space: str) -> list[str]:
+        removed = []
+        name = network_name(realm, space)
+        try:
+            await self._enforcer.remove(realm, space)
+            removed.append("egress")
+        except netpolicy.EgressError as exc:
+            self.log.warn("failed to remove egress policy: {error}", error=str(exc))
+        deleted, bridge = self._files.remove_conflist(realm, space)
+        if deleted:
+            removed.append("conflist")
+        if bridge and await self._delete_bridge(bridge):
+            removed.append("bridge")
+        ipam = os.path.join(self.ipam_dir, name)
+        if os.path.isdir(ipam):
+            shutil.rmtree(ipam)
+            removed.append("ipam")
+        if self._scrub_network_cache(name):
+            removed.append("cache")
+        if self._files.allocator.release(realm, space):
+            removed.append("subnet")
+        return removed
+
+    async def _delete_bridge(self, bridge: str) -> bool:
+        code, out, err = await self._run(["ip", "link", "delete", bridge, "type", "bridge"])
+        text = (out + err).decode("utf-8", "replace").strip()
+        if code == 0:
+            return True
+        if "cannot find device" in text.lower():
+            return False
+        raise CNIError(f"ip link delete {bridge}: exit status {code}: {text}")
+
+    def _results_dirs(self) -> list[str]:
+        return [os.path.join(self.cache_dir, "results"), self.legacy_results_dir]
+
+    def _scrub_network_cache(self, name: str) -> list[str]:
+        removed = []
+        for directory in self._results_dirs():
+            for entry in _listdir(directory):
+                path = os.path.join(directory, entry)
+                try:
+                    owner = _read_json(path).get("networkName")
+                except (OSError, ValueError, AttributeError):
+                    owner = None
+                if owner == name or (owner is None and entry.startswith(name + "-")):
+                    if _remove_file(path):
+                        removed.append(path)
+        return removed
+
+    # -- containers -------------------------------------------------------
+
+    def attach(
+        self, container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """See INetwork.attach."""
+        return defer.Deferred.fromCoroutine(self._attach(container_id, netns, conflist, ifname))
+
+    def detach(
+        self, container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """See INetwork.detach."""
+        return defer.Deferred.fromCoroutine(self._detach(container_id, netns, conflist, ifname))
+
+    def scrub(self, container_id: str, network: str) -> list[str]:
+        """See INetwork.scrub."""
+        removed = []
+        leases = os.path.join(self.ipam_dir, network)
+        for entry in _listdir(leases):
+            path = os.path.join(leases, entry)
+            if entry == container_id:
+                matched = True
+            else:
+                try:
+                    with open(path, "rb") as handle:
+                        tokens = handle.read(4096).decode("utf-8", "replace").split()
+                except OSError:
+                    continue
+                matched = container_id in tokens
+            if matched and _remove_file(path):
+                removed.append(path)
+        for directory in self._results_dirs():
+            for entry in _listdir(directory):
+                if entry == container_id or entry.startswith(container_id + "-") or \
+                        entry.startswith(f"{network}-{container_id}-"):
+                    path = os.path.join(directory, entry)
+                    if _remove_file(path):
+                        removed.append(path)
+        return removed
+
+    def _load(self, path: str) -> tuple[dict[str, Any], bytes]:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            doc = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise NetworkConfigNotLoaded(
+                f"failed to load CNI config list {path}: {exc}") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
+            raise NetworkConfigNotLoaded(f"failed to load CNI config list {path}: no plugins")
+        return doc, raw
+
+    def _cache_path(self, name: str, container_id: str, ifname: str) -> str:
+        return os.path.join(self.cache_dir, "results", f"{name}-{container_id}-{ifname}")
+
+    def _cached_result(self, name: str, container_id: str, ifname: str) -> dict | None:
+        try:
+            result = _read_json(self._cache_path(name, container_id, ifname)).get("result")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def _plugin_stdin(self, conf: Mapping[str, Any], plugin: Mapping[str, Any],
+                      prev: dict | None) -> bytes:
+        body = dict(plugin)
+        body["name"] = conf.get("name", "")
+        body["cniVersion"] = conf.get("cniVersion", CNI_VERSION)
+        ipam = body.get("ipam")
+        if self.ipam_dir != DEFAULT_IPAM_DIR and isinstance(ipam, dict) \
+                and ipam.get("type") == "host-local":
+            body["ipam"] = {**ipam, "dataDir": self.ipam_dir}
+        if prev is not None:
+            body["prevResult"] = prev
+        return json.dumps(body).encode("utf-8")
+
+    def _find_plugin(self, kind: str) -> str | None:
+        for directory in self.plugin_dirs:
+            candidate = os.path.join(directory, kind)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+        return None
+
+    async def _exec(self, conf: Mapping[str, Any], plugin: Mapping[str, Any], command: str,
+                    container_id: str, netns: str, ifname: str, prev: dict | None) -> dict:
+        kind = str(plugin.get("type", ""))
+        name = str(conf.get("name", ""))
+        what = f'plugin type="{kind}" name="{name}" failed ({command.lower()})'
+        binary = self._find_plugin(kind)
+        if binary is None:
+            raise CNIPluginNotFound(name, f'{what}: failed to find plugin "{kind}" in path '
+                                          f'[{" ".join(self.plugin_dirs)}]')
+        env = dict(os.environ)
+        env.update(CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=netns,
+                   CNI_IFNAME=ifname, CNI_ARGS="", CNI_PATH=os.pathsep.join(self.plugin_dirs))
+        code, out, err = await self._run(
+            [binary], env=env, stdin=self._plugin_stdin(conf, plugin, prev))
+        if code != 0:
+            raise _plugin_failure(what, code, out, err)
+        if command == "DEL" or not out.strip():
+            return {}
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            raise CNIError(f"{what}: invalid result: {exc}") from exc
+
+    async def _attach(self, container_id: str, netns: str, path: str,
+                      ifname: str) -> AttachResult:
+        conf, raw = self._load(path)
+        name = str(conf.get("name", ""))
+        prev: dict | None = None
+        try:
+            for plugin in conf["plugins"]:
+                prev = await self._exec(conf, plugin, "ADD", container_id, netns, ifname, prev)
+        except CNIError as exc:
+            if _VETH_EXISTS.search(str(exc)):
+                cached = self._cached_result(name, container_id, ifname)
+                self.log.info("container veth already exists, recovered cached result "
+                              "for {container_id}", container_id=container_id)
+                return AttachResult(first_ipv4(cached), cached or {}, reused=True)
+            await self._rollback(conf, container_id, netns, ifname, prev)
+            raise _translate(exc, conf) from exc
+        self._write_cache(name, container_id, ifname, raw, prev or {})
+        return AttachResult(first_ipv4(prev), prev or {})
+
+    async def _rollback(self, conf: Mapping[str, Any], container_id: str, netns: str,
+                        ifname: str, prev: dict | None) -> None:
+        for plugin in reversed(conf["plugins"]):
+            try:
+                await self._exec(conf, plugin, "DEL", container_id, netns, ifname, prev)
+            except CNIError as exc:
+                self.log.debug("rollback DEL failed: {error}", error=str(exc))
+
+    async def _detach(self, container_id: str, netns: str, path: str, ifname: str) -> None:
+        conf, _ = self._load(path)
+        name = str(conf.get("name", ""))
+        cached = self._cached_result(name, container_id, ifname)
+        try:
+            for plugin in reversed(conf["plugins"]):
+                await self._exec(conf, plugin, "DEL", container_id, netns, ifname, cached)
+        except CNIError as exc:
+            raise _translate(exc, conf) from exc
+        _remove_file(self._cache_path(name, container_id, ifname))
+
+    def _write_cache(self, name: str, container_id: str, ifname: str, raw: bytes,
+                     result: dict) -> None:
+        entry = {
+            "kind": "cniCacheV1",
+            "containerId": container_id,
+            "config": base64.b64encode(raw).decode("ascii"),
+            "ifName": ifname,
+            "networkName": name,
+            "result": result,
+        }
+        write_file_atomic(self._cache_path(name, container_id, ifname),
+                          json.dumps(entry).encode("utf-8"), 0o600, dir_mode=0o700)
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _plugin_failure(what: str, code: int, out: bytes, err: bytes) -> CNIPluginError:
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "msg" in doc:
+        msg = str(doc.get("msg", ""))
+        if doc.get("details"):
+            msg = f"{msg}; {doc['details']}"
+        return CNIPluginError(f"{what}: {msg}", doc.get("code"), msg)
+    text = (out + err).decode("utf-8", "replace").strip()
+    return CNIPluginError(f"{what}: exit status {code}: {text}", None, text)
+
+
+def _translate(exc: CNIError, conf: Mapping[str, Any]) -> CNIError:
+    """Map a raw failure to the reference's typed errors where one applies."""
+    if isinstance(exc, CNIPluginNotFound):
+        return exc
+    text = str(exc)
+    plugin = _SpaceFiles.bridge_plugin(conf)
+    bridge = str(plugin.get("bridge", "")) if plugin else ""
+    if "numerical result out of range" in text and len(bridge) > MAX_BRIDGE_NAME:
+        return BridgeNameTooLong(bridge, text)
+    if "failed to find plugin" in text or "executable file not found" in text:
+        return CNIPluginNotFound(str(conf.get("name", "")), text)
+    return exc
+
+
+@implementer(INetwork)
+class FakeNetwork:
+    """INetwork without the host: same conflist and subnet files, leases in memory.
+
+    Addresses are handed out lowest-first from ``.2`` of the space subnet
+    (``.1`` is the bridge). ``missing_plugins`` names plugin types that
+    behave as absent, to exercise the plugin-not-found path.
+    """
+
+    def __init__(
+        self,
+        data_root: str,
+        *,
+        allocator: SubnetAllocator | None = None,
+        missing_plugins: Sequence[str] = (),
+    ) -> None:
+        self._files = _SpaceFiles(data_root, allocator)
+        self.missing_plugins = set(missing_plugins)
+        self.attached: dict[tuple[str, str, str], str] = {}
+        self.bridges: set[str] = set()
+        self.policies: dict[tuple[str, str], netpolicy.Policy] = {}
+
+    def ensure_space_network(
+        self, realm: str, space: str, exclusive: bool = False
+    ) -> SpaceNetwork:
+        """See INetwork.ensure_space_network."""
+        return self._files.ensure(realm, space, exclusive)
+
+    def space_network_exists(self, realm: str, space: str) -> bool:
+        """See INetwork.space_network_exists."""
+        return self._files.exists(realm, space)
+
+    def apply_egress(self, realm: str, space: str, egress: Any) -> defer.Deferred:
+        """See INetwork.apply_egress."""
+        try:
+            policy = netpolicy.policy_from_spec(
+                realm, space, bridge_name(network_name(realm, space)), egress)
+        except netpolicy.EgressError:
+            return defer.fail()
+        if policy is not None:
+            self.policies[(realm, space)] = policy
+        return defer.succeed(None)
+
+    def remove_egress(self, realm: str, space: str) -> defer.Deferred:
+        """See INetwork.remove_egress."""
+        self.policies.pop((realm, space), None)
+        return defer.succeed(None)
+
+    def remove_space_network(self, realm: str, space: str) -> defer.Deferred:
+        """See INetwork.remove_space_network."""
+        removed = []
+        if self.policies.pop((realm, space), None) is not None:
+            removed.append("egress")
+        deleted, bridge = self._files.remove_conflist(realm, space)
+        if deleted:
+            removed.append("conflist")
+        if bridge in self.bridges:
+            self.bridges.discard(bridge)
+            removed.append("bridge")
+        name = network_name(realm, space)
+        leases = [key for key in self.attached if key[0] == name]
+        for key in leases:
+            del self.attached[key]
+        if leases:
+            removed.append("ipam")
+        if self._files.allocator.release(realm, space):
+            removed.append("subnet")
+        return defer.succeed(removed)
+
+    def attach(
+        self, container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """See INetwork.attach."""
+        try:
+            return defer.succeed(self._attach(container_id, conflist, ifname))
+        except CNIError:
+            return defer.fail()
+
+    def _attach(self, container_id: str, path: str, ifname: str) -> AttachResult:
+        doc = self._files.read_conflist(path)
+        if doc is None or not isinstance(doc.get("plugins"), list):
+            raise NetworkConfigNotLoaded(f"failed to load CNI config list {path}")
+        name = str(doc.get("name", ""))
+        for plugin in doc["plugins"]:
+            if plugin.get("type") in self.missing_plugins:
+                kind = plugin.get("type")
+                raise CNIPluginNotFound(name, f'plugin type="{kind}" name="{name}" failed '
+                                              f'(add): failed to find plugin "{kind}" in path')
+        key = (name, container_id, ifname)
+        plugin = _SpaceFiles.bridge_plugin(doc)
+        subnet = ipaddress.IPv4Network(_conflist_subnet(plugin) or "", strict=False)
+        if key in self.attached:
+            ip = self.attached[key]
+            return AttachResult(ip, _fake_result(ip, subnet, ifname), reused=True)
+        taken = {ip for (net, _, _), ip in self.attached.items() if net == name}
+        for host in list(subnet.hosts())[1:]:
+            if str(host) not in taken:
+                self.attached[key] = str(host)
+                self.bridges.add(str(plugin.get("bridge")))
+                return AttachResult(str(host), _fake_result(str(host), subnet, ifname))
+        raise CNIPluginError(f'plugin type="bridge" name="{name}" failed (add): '
+                             f"no IP addresses available in range set")
+
+    def detach(
+        self, container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """See INetwork.detach."""
+        doc = self._files.read_conflist(conflist)
+        if doc is None:
+            return defer.fail(NetworkConfigNotLoaded(
+                f"failed to load CNI config list {conflist}"))
+        self.attached.pop((str(doc.get("name", "")), container_id, ifname), None)
+        return defer.succeed(None)
+
+    def scrub(self, container_id: str, network: str) -> list[str]:
+        """See INetwork.scrub."""
+        keys = [k for k in self.attached if k[0] == network and k[1] == container_id]
+        return [f"{network}/{self.attached.pop(key)}" for key in keys]
+
+
+def _fake_result(ip: str, subnet: ipaddress.IPv4Network, ifname: str) -> dict[str, Any]:
+    gateway = str(next(subnet.hosts()))
+    return {
+        "cniVersion": CNI_VERSION,
+        "interfaces": [{"name": ifname, "sandbox": ""}],
+        "ips": [{"version": "4", "interface": 0,
+                 "address": f"{ip}/{subnet.prefixlen}", "gateway": gateway}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dns": {},
+    }
