@@ -1,0 +1,459 @@
+"""A declarative mirror of Go structs and their ``encoding/json`` behaviour.
+
+Each Go struct is a :class:`GoStruct` subclass with a field table in Go
+declaration order::
+
+    class RealmMetadata(GoStruct):
+        go_name = "v1beta1.RealmMetadata"
+        fields = (("name", STRING), ("labels", Map(STRING)))
+
+Attributes are named by the JSON key (``doc.metadata.name``, ``reply.Err``).
+``Cls()`` is the Go zero value, ``obj.to_wire()`` the Go-ordered dict ready for
+:func:`kukeond.api.gojson.dumps`, and ``Cls.from_wire(obj)`` decodes a parsed
+JSON value the way Go's decoder fills a zero value (exact key first, then
+case-insensitive; unknown keys ignored; ``null`` leaves the zero value).
+
+Value representations: ``str``/``bool``/``int`` as is; times as canonical Go
+text (:data:`~kukeond.api.gojson.ZERO_TIME` when zero); state enums as their
+label strings; ``[]byte`` as ``bytes`` or ``None``; slices as ``list`` or
+``None`` (nil); maps as ``dict`` or ``None``; pointers as the value or ``None``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from kukeond.api import gojson
+
+# omitempty modes
+_NEVER = 0  # not tagged, or a struct/time (Go never omits those)
+_FALSY = 1  # "", 0, false, nil or empty slice/map/[]byte
+_NIL = 2  # pointers: only nil is omitted
+
+
+class DecodeError(ValueError):
+    """A JSON value Go's decoder would reject; ``str()`` is the Go error text."""
+
+
+class _Mismatch(Exception):
+    """A type mismatch on its way up to the struct that names the field."""
+
+    def __init__(self, value: str, go_type: str) -> None:
+        super().__init__(value)
+        self.value = value
+        self.go_type = go_type
+        self.struct: str | None = None
+        self.path: list[str] = []
+
+    def to_error(self) -> DecodeError:
+        if self.struct is None:
+            return DecodeError(
+                f"json: cannot unmarshal {self.value} into Go value of type {self.go_type}"
+            )
+        field = ".".join(reversed(self.path))
+        return DecodeError(
+            f"json: cannot unmarshal {self.value} into Go struct field "
+            f"{self.struct}.{field} of type {self.go_type}"
+        )
+
+
+def json_kind(raw: Any) -> str:
+    """Name a decoded JSON value's kind as Go's error messages do."""
+    if isinstance(raw, str):
+        return "string"
+    if isinstance(raw, bool):
+        return "bool"
+    if isinstance(raw, (int, float)):
+        return "number"
+    if isinstance(raw, list):
+        return "array"
+    if isinstance(raw, dict):
+        return "object"
+    return "null"
+
+
+def raw_text(raw: Any) -> str:
+    """Re-emit a decoded JSON value compactly (number literals kept when known)."""
+    literal = getattr(raw, "literal", None)
+    if literal is not None:
+        return literal
+    if isinstance(raw, list):
+        return "[" + ",".join(raw_text(v) for v in raw) + "]"
+    if isinstance(raw, dict):
+        return "{" + ",".join(gojson.dumps(k) + ":" + raw_text(v) for k, v in raw.items()) + "}"
+    return gojson.dumps(raw)
+
+
+def go_quote(text: str) -> str:
+    """Quote ``text`` roughly like Go's ``%q`` (double quotes, backslash escapes)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+class GoType:
+    """How one Go type is zeroed, decoded and encoded.
+
+    ``encode`` is ``None`` when the Python value is already JSON-ready, so the
+    struct encoder can skip the call.
+    """
+
+    go_type: str = ""
+    omit = _FALSY
+    mutable_zero = False
+    encode: Callable[[Any], Any] | None = None
+
+    def zero(self) -> Any:
+        """Return a fresh zero value (``None``: nil slice, map, pointer or ``[]byte``)."""
+        return None
+
+    def decode(self, raw: Any) -> Any:
+        """Decode a parsed JSON value (``None`` for ``null``)."""
+        raise NotImplementedError
+
+
+class _String(GoType):
+    go_type = "string"
+
+    def zero(self) -> str:
+        return ""
+
+    def decode(self, raw: Any) -> str:
+        if isinstance(raw, str):
+            return raw
+        if raw is None:
+            return ""
+        raise _Mismatch(json_kind(raw), self.go_type)
+
+
+class _Bool(GoType):
+    go_type = "bool"
+
+    def zero(self) -> bool:
+        return False
+
+    def decode(self, raw: Any) -> bool:
+        if raw is True or raw is False:
+            return raw
+        if raw is None:
+            return False
+        raise _Mismatch(json_kind(raw), self.go_type)
+
+
+class _Int(GoType):
+    def __init__(self, go_type: str, low: int, high: int) -> None:
+        self.go_type = go_type
+        self.low = low
+        self.high = high
+
+    def zero(self) -> int:
+        return 0
+
+    def decode(self, raw: Any) -> int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            if self.low <= raw <= self.high:
+                return raw
+            raise _Mismatch(f"number {raw}", self.go_type)
+        if raw is None:
+            return 0
+        if isinstance(raw, float):
+            raise _Mismatch(f"number {raw_text(raw)}", self.go_type)
+        raise _Mismatch(json_kind(raw), self.go_type)
+
+
+class _Bytes(GoType):
+    go_type = "[]uint8"
+    _ALPHABET = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
+
+    def decode(self, raw: Any) -> bytes | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise _Mismatch(json_kind(raw), self.go_type)
+        data = raw.replace("\r", "").replace("\n", "").encode("utf-8", "replace")
+        bad = self._ALPHABET.match(data) is None or len(data) % 4 != 0
+        if not bad:
+            try:
+                return base64.b64decode(data, validate=True)
+            except binascii.Error:
+                bad = True
+        m = re.match(rb"[A-Za-z0-9+/]*", data)
+        pos = m.end() if m else 0
+        raise DecodeError(f"illegal base64 data at input byte {pos}")
+
+    @staticmethod
+    def encode(value: bytes | None) -> str | None:
+        if value is None:
+            return None
+        return base64.b64encode(value).decode("ascii")
+
+
+class _Time(GoType):
+    go_type = "time.Time"
+    omit = _NEVER
+
+    def zero(self) -> str:
+        return gojson.ZERO_TIME
+
+    def decode(self, raw: Any) -> str:
+        if raw is None:
+            return gojson.ZERO_TIME
+        if not isinstance(raw, str):
+            raise DecodeError("Time.UnmarshalJSON: input is not a JSON string")
+        if raw == "":
+            raise DecodeError(
+                'parsing time "" as "2006-01-02T15:04:05Z07:00": cannot parse "" as "2006"'
+            )
+        try:
+            return gojson.normalize_time(raw)
+        except gojson.GoTimeError as e:
+            raise DecodeError(str(e)) from None
+
+
+class Enum(GoType):
+    """A v1beta1 state enum: a label string on the wire, legacy ints accepted."""
+
+    omit = _FALSY
+
+    def __init__(self, go_type: str, what: str, labels: tuple[str, ...]) -> None:
+        self.go_type = go_type
+        self.what = what
+        self.labels = labels
+        self._set = frozenset(labels)
+
+    def zero(self) -> str:
+        """Return the label of code 0."""
+        return self.labels[0]
+
+    def decode(self, raw: Any) -> str:
+        """Accept a label or an in-range code; reject anything else as the reference does."""
+        if raw is None:
+            raw = ""
+        if isinstance(raw, str):
+            if raw in self._set:
+                return raw
+            raise DecodeError(f"{self.what} state: unknown label {go_quote(raw)}")
+        if isinstance(raw, int) and not isinstance(raw, bool) and -(2**63) <= raw < 2**63:
+            if 0 <= raw < len(self.labels):
+                return self.labels[raw]
+            raise DecodeError(f"{self.what} state: int {raw} out of range")
+        raise DecodeError(f"{self.what} state: expected string or int, got {raw_text(raw)}")
+
+    def label(self, code: int) -> str:
+        """Return the label of an integer code (``Unknown`` when out of range, as Go prints)."""
+        if 0 <= code < len(self.labels):
+            return self.labels[code]
+        return "Unknown"
+
+
+class Slice(GoType):
+    """Go ``[]T``: ``None`` is nil (``null``), ``[]`` is empty (``[]``)."""
+
+    def __init__(self, elem: Any) -> None:
+        self.elem = as_type(elem)
+        self.go_type = "[]" + self.elem.go_type
+        if self.elem.encode is not None:
+            enc = self.elem.encode
+            self.encode = lambda v: None if v is None else [enc(x) for x in v]
+
+    def decode(self, raw: Any) -> list | None:
+        """Decode an array element by element; ``null`` is nil."""
+        if isinstance(raw, list):
+            dec = self.elem.decode
+            return [dec(x) for x in raw]
+        if raw is None:
+            return None
+        raise _Mismatch(json_kind(raw), self.go_type)
+
+
+class Map(GoType):
+    """Go ``map[string]T``: emitted with keys sorted byte-wise; ``None`` is nil."""
+
+    def __init__(self, elem: Any) -> None:
+        self.elem = as_type(elem)
+        self.go_type = "map[string]" + self.elem.go_type
+        enc = self.elem.encode
+        if enc is None:
+            self.encode = gojson.sorted_map
+        else:
+            self.encode = lambda v: (
+                None if v is None else {k: enc(x) for k, x in gojson.sorted_map(v).items()}
+            )
+
+    def decode(self, raw: Any) -> dict | None:
+        """Decode an object value by value; ``null`` is nil."""
+        if isinstance(raw, dict):
+            dec = self.elem.decode
+            return {k: dec(x) for k, x in raw.items()}
+        if raw is None:
+            return None
+        raise _Mismatch(json_kind(raw), self.go_type)
+
+
+class Ptr(GoType):
+    """Go ``*T``: ``None`` is nil; omitempty omits only nil (``false``/``0`` are kept)."""
+
+    omit = _NIL
+
+    def __init__(self, elem: Any) -> None:
+        self.elem = as_type(elem)
+        self.go_type = "*" + self.elem.go_type
+        if self.elem.encode is not None:
+            enc = self.elem.encode
+            self.encode = lambda v: None if v is None else enc(v)
+
+    def decode(self, raw: Any) -> Any:
+        """Decode into a new pointee; ``null`` is nil."""
+        if raw is None:
+            return None
+        return self.elem.decode(raw)
+
+
+class _StructType(GoType):
+    omit = _NEVER
+    mutable_zero = True
+
+    def __init__(self, cls: type[GoStruct]) -> None:
+        self.cls = cls
+        self.go_type = cls.go_name
+
+    def zero(self) -> GoStruct:
+        return self.cls()
+
+    def decode(self, raw: Any) -> GoStruct:
+        if isinstance(raw, dict):
+            return self.cls._decode(raw)
+        if raw is None:
+            return self.cls()
+        raise _Mismatch(json_kind(raw), self.go_type)
+
+    @staticmethod
+    def encode(value: GoStruct) -> dict:
+        return value.to_wire()
+
+
+STRING = _String()
+BOOL = _Bool()
+INT = _Int("int", -(2**63), 2**63 - 1)
+INT64 = _Int("int64", -(2**63), 2**63 - 1)
+UINT32 = _Int("uint32", 0, 2**32 - 1)
+BYTES = _Bytes()
+TIME = _Time()
+
+_struct_types: dict[type, _StructType] = {}
+
+
+def as_type(t: Any) -> GoType:
+    """Accept a :class:`GoType` or a :class:`GoStruct` subclass (meaning the struct by value)."""
+    if isinstance(t, GoType):
+        return t
+    if isinstance(t, type) and issubclass(t, GoStruct):
+        st = _struct_types.get(t)
+        if st is None:
+            st = _struct_types[t] = _StructType(t)
+        return st
+    raise TypeError(f"not a Go type: {t!r}")
+
+
+class GoStruct:
+    """Base of every mirrored Go struct; subclasses declare ``go_name`` and ``fields``.
+
+    ``fields`` entries are ``(json_key, type)`` or ``(json_key, type, True)``
+    for ``omitempty``, in Go declaration order.
+    """
+
+    go_name: ClassVar[str] = ""
+    fields: ClassVar[tuple] = ()
+
+    _enc: ClassVar[tuple]
+    _dec: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]]
+    _fold: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]]
+    _scalar_zero: ClassVar[dict[str, Any]]
+    _mutable_zero: ClassVar[tuple]
+    _keys: ClassVar[frozenset]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        enc, dec, fold, scalar, mutable = [], {}, {}, {}, []
+        for entry in cls.fields:
+            key, t = entry[0], as_type(entry[1])
+            omitempty = len(entry) > 2 and entry[2]
+            enc.append((key, t.encode, t.omit if omitempty else _NEVER))
+            dec[key] = (key, t.decode)
+            fold.setdefault(key.lower(), (key, t.decode))
+            if t.mutable_zero:
+                mutable.append((key, t.zero))
+            else:
+                scalar[key] = t.zero()
+        cls._enc = tuple(enc)
+        cls._dec = dec
+        cls._fold = fold
+        cls._scalar_zero = scalar
+        cls._mutable_zero = tuple(mutable)
+        cls._keys = frozenset(dec)
+
+    def __init__(self, **values: Any) -> None:
+        d = self.__dict__
+        d.update(self._scalar_zero)
+        for key, zero in self._mutable_zero:
+            if key not in values:
+                d[key] = zero()
+        if values:
+            unknown = values.keys() - self._keys
+            if unknown:
+                raise TypeError(f"{type(self).__name__} has no fields {sorted(unknown)}")
+            d.update(values)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the Go-ordered JSON object (a dict) for this value."""
+        d = self.__dict__
+        out = {}
+        for key, enc, omit in self._enc:
+            v = d[key]
+            if omit and (v is None if omit == _NIL else not v):
+                continue
+            out[key] = v if enc is None else enc(v)
+        return out
+
+    @classmethod
+    def _decode(cls, raw: dict) -> GoStruct:
+        obj = cls()
+        d = obj.__dict__
+        exact, fold = cls._dec, cls._fold
+        for k, v in raw.items():
+            entry = exact.get(k) or fold.get(k.lower())
+            if entry is None:
+                continue
+            try:
+                d[entry[0]] = entry[1](v)
+            except _Mismatch as e:
+                if e.struct is None:
+                    e.struct = cls.go_name.rpartition(".")[2]
+                e.path.append(entry[0])
+                raise
+        return obj
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Any:
+        """Decode a parsed JSON value into a new instance, or raise :class:`DecodeError`."""
+        try:
+            return as_type(cls).decode(raw)
+        except _Mismatch as e:
+            raise e.to_error() from None
+
+    def clone(self) -> Any:
+        """Return a deep copy."""
+        return copy.deepcopy(self)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={self.__dict__[k]!r}" for k, _, _ in self._enc)
+        return f"{type(self).__name__}({inner})"
