@@ -38,11 +38,11 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from kukeond.api import gojson
-from kukeond.host import netpolicy
+from kukeond.host import naming, netpolicy
+from kukeond.host.naming import bridge_name, network_name
 from kukeond.host.subnets import SubnetAllocator, write_file_atomic
 
 CNI_VERSION = "0.4.0"
-CONFLIST_FILE = "network.conflist"
 DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)
 DEFAULT_CACHE_DIR = "/opt/cni/cache"
 DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
@@ -51,21 +51,6 @@ DEFAULT_TIMEOUT = 60.0
 MAX_BRIDGE_NAME = 15
 
 _VETH_EXISTS = re.compile(r"container veth name .*already exists")
-
-
-def network_name(realm: str, space: str) -> str:
-    """Return the CNI network name of a space, ``R-S``."""
-    return f"{realm}-{space}"
-
-
-def bridge_name(network: str) -> str:
-    """Return the bridge of a network: ``k-`` and 8 hex of FNV-1a."""
-    return f"k-{netpolicy.fnv1a32(network):08x}"
-
-
-def conflist_path(data_root: str, realm: str, space: str) -> str:
-    """Return ``DATA/R/S/network.conflist``."""
-    return os.path.join(data_root, realm, space, CONFLIST_FILE)
 
 
 def render_conflist(name: str, bridge: str, subnet: str) -> bytes:
@@ -297,9 +282,9 @@ class _SpaceFiles:
 
     log = Logger()
 
-    def __init__(self, data_root: str, allocator: SubnetAllocator | None) -> None:
-        self.data_root = data_root
-        self.allocator = allocator or SubnetAllocator(data_root)
+    def __init__(self, run_path: str, allocator: SubnetAllocator | None) -> None:
+        self.run_path = run_path
+        self.allocator = allocator or SubnetAllocator(run_path)
 
     def read_conflist(self, path: str) -> dict[str, Any] | None:
         try:
@@ -317,8 +302,8 @@ class _SpaceFiles:
 
     def ensure(self, realm: str, space: str, exclusive: bool) -> SpaceNetwork:
         name = network_name(realm, space)
-        bridge = bridge_name(name)
-        path = conflist_path(self.data_root, realm, space)
+        bridge = bridge_name(realm, space)
+        path = naming.network_conflist_path(self.run_path, realm, space)
         doc = self.read_conflist(path)
         if doc is not None and doc.get("name") == name and exclusive:
             raise NetworkAlreadyExists(name, path)
@@ -333,12 +318,12 @@ class _SpaceFiles:
         return SpaceNetwork(name, bridge, subnet, path, created=True)
 
     def exists(self, realm: str, space: str) -> bool:
-        doc = self.read_conflist(conflist_path(self.data_root, realm, space))
+        doc = self.read_conflist(naming.network_conflist_path(self.run_path, realm, space))
         return doc is not None and doc.get("name") == network_name(realm, space)
 
     def remove_conflist(self, realm: str, space: str) -> tuple[bool, str | None]:
         """Delete the conflist when it is this space's; return (removed, bridge)."""
-        path = conflist_path(self.data_root, realm, space)
+        path = naming.network_conflist_path(self.run_path, realm, space)
         doc = self.read_conflist(path)
         plugin = self.bridge_plugin(doc)
         bridge = plugin.get("bridge") if plugin else None
@@ -370,7 +355,7 @@ class CniNetwork:
     def __init__(
         self,
         reactor: Any,
-        data_root: str,
+        run_path: str,
         *,
         plugin_dirs: Sequence[str] = DEFAULT_PLUGIN_DIRS,
         cache_dir: str = DEFAULT_CACHE_DIR,
@@ -380,7 +365,7 @@ class CniNetwork:
         runner: ProcessRunner | None = None,
         enforcer: netpolicy.IptablesEnforcer | None = None,
     ) -> None:
-        self._files = _SpaceFiles(data_root, allocator)
+        self._files = _SpaceFiles(run_path, allocator)
         self.plugin_dirs = list(plugin_dirs)
         self.cache_dir = cache_dir
         self.ipam_dir = ipam_dir
@@ -405,7 +390,7 @@ class CniNetwork:
     def apply_egress(self, realm: str, space: str, egress: Any) -> defer.Deferred:
         """See INetwork.apply_egress."""
         policy = netpolicy.policy_from_spec(
-            realm, space, bridge_name(network_name(realm, space)), egress
+            realm, space, bridge_name(realm, space), egress
         )
         return defer.Deferred.fromCoroutine(self._enforcer.apply(policy))
 
@@ -669,12 +654,12 @@ class FakeNetwork:
 
     def __init__(
         self,
-        data_root: str,
+        run_path: str,
         *,
         allocator: SubnetAllocator | None = None,
         missing_plugins: Sequence[str] = (),
     ) -> None:
-        self._files = _SpaceFiles(data_root, allocator)
+        self._files = _SpaceFiles(run_path, allocator)
         self.missing_plugins = set(missing_plugins)
         self.attached: dict[tuple[str, str, str], str] = {}
         self.bridges: set[str] = set()
@@ -694,7 +679,7 @@ class FakeNetwork:
         """See INetwork.apply_egress."""
         try:
             policy = netpolicy.policy_from_spec(
-                realm, space, bridge_name(network_name(realm, space)), egress)
+                realm, space, bridge_name(realm, space), egress)
         except netpolicy.EgressError:
             return defer.fail()
         if policy is not None:

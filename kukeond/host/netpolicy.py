@@ -27,6 +27,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
+from kukeond.host import naming
+
 MASTER_CHAIN = "KUKEON-EGRESS"
 DEFAULT_ALLOW = "allow"
 DEFAULT_DENY = "deny"
@@ -102,17 +104,9 @@ class EgressRemove(EgressError):
     sentinel = "failed to remove egress policy"
 
 
-def fnv1a32(text: str) -> int:
-    """Return the 32-bit FNV-1a hash of the UTF-8 bytes of ``text``."""
-    value = 0x811C9DC5
-    for byte in text.encode("utf-8"):
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value
-
-
 def chain_name(realm: str, space: str) -> str:
     """Return the per-space chain name ``KUKE-EGR-<8 hex>``."""
-    return f"KUKE-EGR-{fnv1a32(f'{realm}/{space}'):08x}"
+    return naming.egress_chain_name(realm, space)
 
 
 def comment_tag(realm: str, space: str) -> str:

@@ -18,8 +18,8 @@ import threading
 from twisted.logger import Logger
 
 from kukeond.api import gojson
+from kukeond.host import naming
 
-STATE_FILE = "network.json"
 STATE_VERSION = "v1"
 DEFAULT_PARENT_CIDR = "10.88.0.0/16"
 DEFAULT_PREFIX_LEN = 24
@@ -81,16 +81,17 @@ def write_file_atomic(path: str, data: bytes, mode: int, dir_mode: int = 0o750) 
 class SubnetAllocator:
     """Hand out per-space subnets carved from ``parent_cidr``.
 
-    ``data_root`` is ``RUN/data``. Calls are serialised by a lock that is
-    shared by every caller of this instance (the daemon holds one), so two
-    concurrent space creations never receive the same block.
+    ``run_path`` is the daemon's run path; records live under ``RUN/data``.
+    Calls are serialised by a lock shared by every caller of this instance
+    (the daemon holds one), so two concurrent space creations never receive
+    the same block.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        data_root: str,
+        run_path: str,
         parent_cidr: str = DEFAULT_PARENT_CIDR,
         prefix_len: int = DEFAULT_PREFIX_LEN,
     ) -> None:
@@ -103,14 +104,15 @@ class SubnetAllocator:
                 f"prefix /{prefix_len} must be longer than parent /{parent.prefixlen}"
                 " and at most /32"
             )
-        self.data_root = data_root
+        self.run_path = run_path
+        self.data_root = naming.data_dir(run_path)
         self.parent = parent
         self.prefix_len = prefix_len
         self._lock = threading.Lock()
 
     def state_path(self, realm: str, space: str) -> str:
         """Return the ``network.json`` path of one space."""
-        return os.path.join(self.data_root, realm, space, STATE_FILE)
+        return naming.network_state_path(self.run_path, realm, space)
 
     def load_assigned(self, realm: str, space: str) -> str | None:
         """Return the subnet recorded for the space, or None when there is none.
@@ -185,7 +187,7 @@ class SubnetAllocator:
             for space in spaces:
                 if not space.is_dir():
                     continue
-                path = os.path.join(space.path, STATE_FILE)
+                path = os.path.join(space.path, naming.NETWORK_STATE_FILE)
                 try:
                     subnet = self._read(path)
                 except SubnetStateCorrupt as exc:
