@@ -28,7 +28,7 @@ run: install
 	$(PY) -m kukeond.devrun --run-dir $(RUNDIR)
 
 test: install
-	$(VENV)/bin/trial -j2 $(TRIAL_ARGS)
+	$(PY) -m twisted.trial -j2 $(TRIAL_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check kukeond tests bench twisted setup.py

@@ -1,0 +1,56 @@
+"""The ``kukeond`` console script: ``kukeond [flags] serve [flags]`` in the foreground.
+
+It parses the same options as the twistd plugin, logs logfmt lines to
+stderr, and exits 0 after a SIGINT/SIGTERM-triggered graceful stop, 1 when
+the configuration or the start-up is refused (with an ``Error: …`` line).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.logger import FilteringLogObserver, LogLevelFilterPredicate, globalLogBeginner
+from twisted.python import usage
+
+from kukeond.daemon import StartupError
+from kukeond.listener import ListenerError
+from kukeond.logs import logfmt_observer, parse_level
+from kukeond.tap import Options, makeService
+
+
+def _start_logging(level_name: str) -> None:
+    predicate = LogLevelFilterPredicate(defaultLogLevel=parse_level(level_name))
+    observer = FilteringLogObserver(logfmt_observer(sys.stderr), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon; return the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    options = Options()
+    if not argv:
+        print(options)
+        return 0
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        print("Run 'kukeond --help' for usage.", file=sys.stderr)
+        return 1
+    _start_logging(options.config.log_level)
+    try:
+        service = makeService(options)
+        service.privilegedStartService()
+    except (StartupError, ListenerError, OSError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    from twisted.internet import reactor
+
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

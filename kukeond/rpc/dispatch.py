@@ -1,0 +1,92 @@
+"""Route ``KukeonV1.<Method>`` requests to handlers, with Go ``net/rpc``'s error texts.
+
+The method table has one source: :data:`kukeond.api.kukeonv1.METHODS` gives the
+Args and Reply types of all 40 methods, and the daemon passes the handlers it
+implements. A method without a handler answers exactly as Go does for a method
+that does not exist.
+
+Domain failures travel inside the reply (``Err``); only protocol failures
+become the response's ``error`` string. A handler that raises never takes the
+daemon down: the exception becomes ``Err{Kind:"Unknown"}`` and is logged with
+its traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from kukeond.errors import KukeonError
+from kukeond.logs import Logger
+from kukeond.rpc.codec import Request, params_type_name
+
+SERVICE = "KukeonV1"
+
+Handler = Callable[[Any], Awaitable[Any] | Any]
+
+
+class Dispatcher:
+    """Decode a request's arguments, run its handler and shape the reply.
+
+    ``types`` maps a bare method name to ``(ArgsType, ReplyType)``; ``handlers``
+    maps the bare names the daemon implements to callables taking the decoded
+    Args and returning a Reply (directly, as a Deferred or as a coroutine).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        types: Mapping[str, tuple[type, type]] | None = None,
+    ) -> None:
+        if types is None:
+            from kukeond.api.kukeonv1 import METHODS
+
+            types = METHODS
+        unknown = set(handlers) - set(types)
+        if unknown:
+            raise ValueError(f"handlers for methods that do not exist: {sorted(unknown)}")
+        self._handlers = dict(handlers)
+        self._types = types
+
+    def methods(self) -> list[str]:
+        """Return the full names of the methods that have handlers."""
+        return sorted(f"{SERVICE}.{name}" for name in self._handlers)
+
+    async def dispatch(self, request: Request) -> tuple[Any, str | None]:
+        """Run ``request``; return ``(result, None)`` or ``(None, protocol error text)``."""
+        method = request.method
+        dot = method.rfind(".")
+        if dot < 0:
+            return None, f"rpc: service/method request ill-formed: {method}"
+        if method[:dot] != SERVICE:
+            return None, f"rpc: can't find service {method}"
+        name = method[dot + 1 :]
+        handler = self._handlers.get(name)
+        if handler is None:
+            return None, f"rpc: can't find method {method}"
+        if not request.has_params:
+            return None, "jsonrpc: request body missing params"
+        params = request.params
+        if not isinstance(params, list):
+            kind = params_type_name(params)
+            return None, f"json: cannot unmarshal {kind} into Go value of type [1]interface {{}}"
+        args_type, reply_type = self._types[name]
+        try:
+            args = args_type.from_wire(params[0] if params else None)
+        except Exception as e:  # every decode failure is a protocol error, as in Go
+            return None, str(e) or type(e).__name__
+        try:
+            reply = handler(args)
+            if isinstance(reply, Deferred) or inspect.isawaitable(reply):
+                reply = await reply
+        except KukeonError as e:
+            reply = reply_type.failure(e)
+        except Exception as e:
+            self.log.failure("handler for {method} raised", method=method)
+            reply = reply_type.failure(e)
+        return reply.to_wire(), None

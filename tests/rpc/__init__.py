@@ -1,0 +1,1 @@
+"""Tests of the kukeonv1 wire layer."""

@@ -1,0 +1,62 @@
+"""Small Args/Reply types standing in for the kukeonv1 ones in wire-layer tests."""
+
+from kukeond.errors import KukeonError
+
+
+class EchoArgs:
+    def __init__(self, value=None):
+        self.value = value
+
+    @classmethod
+    def from_wire(cls, obj):
+        if obj is None:
+            return cls()
+        if not isinstance(obj, dict):
+            raise ValueError("json: cannot unmarshal number into Go value of type EchoArgs")
+        return cls(obj.get("Value"))
+
+
+class EchoReply:
+    def __init__(self, value=None, err=None):
+        self.value = value
+        self.err = err
+
+    @classmethod
+    def failure(cls, exc):
+        kind = getattr(exc, "kind", "Unknown")
+        return cls(None, {"Kind": kind, "Message": str(exc)})
+
+    def to_wire(self):
+        return {"Value": self.value, "Err": self.err}
+
+
+TYPES = {
+    "Echo": (EchoArgs, EchoReply),
+    "Slow": (EchoArgs, EchoReply),
+    "Boom": (EchoArgs, EchoReply),
+    "Fail": (EchoArgs, EchoReply),
+    "Missing": (EchoArgs, EchoReply),
+}
+
+
+def make_handlers(clock=None, pending=None):
+    """Echo answers at once; Slow waits for the test; Boom raises; Fail raises a KukeonError."""
+    from twisted.internet import defer
+
+    def echo(args):
+        return EchoReply(args.value)
+
+    def slow(args):
+        d = defer.Deferred()
+        d.addCallback(lambda _: EchoReply(args.value))
+        if pending is not None:
+            pending.append(d)
+        return d
+
+    def boom(args):
+        raise RuntimeError("kaboom")
+
+    async def fail(args):
+        raise KukeonError("realm name is required", kinds=frozenset({"RealmNameRequired"}))
+
+    return {"Echo": echo, "Slow": slow, "Boom": boom, "Fail": fail}
