@@ -1,0 +1,280 @@
+"""The metadata tree: atomic writes, index, locks, reference files."""
+
+import os
+import shutil
+import stat
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from kukeond.store import atomic
+from kukeond.store.locks import KeyedLock
+from kukeond.store.metadata import MetadataCorrupt, MetadataStore, parse_document
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+KEYS = {
+    "realm": ("default",),
+    "space": ("default", "default"),
+    "stack": ("default", "default", "default"),
+    "cell": ("default", "default", "default", "web"),
+}
+NOW = "2025-07-01T12:00:00.5Z"
+
+
+def fixture_bytes(kind):
+    with open(os.path.join(FIXTURES, f"{kind}.metadata.json"), "rb") as fh:
+        return fh.read()
+
+
+def result(d):
+    out = []
+    d.addBoth(out.append)
+    assert out, "Deferred has not fired"
+    return out[0]
+
+
+class StoreTestMixin:
+    def make_store(self, **kw):
+        self.run = self.mktemp()
+        os.makedirs(self.run)
+        kw.setdefault("inline", True)
+        return MetadataStore(self.run, clock=lambda: NOW, **kw)
+
+    def place(self, key, content):
+        path = os.path.join(self.run, "data", *key, "metadata.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(content)
+        return path
+
+
+class ReferenceFileTests(StoreTestMixin, SynchronousTestCase):
+    def test_reference_files_round_trip_to_the_byte(self):
+        store = self.make_store()
+        for kind, key in KEYS.items():
+            self.place(key, fixture_bytes(kind))
+        self.assertEqual(store.load(), 4)
+        for kind, key in KEYS.items():
+            doc = store.get(key)
+            self.assertEqual(doc["kind"], kind.capitalize())
+            stored = result(store.put(key, doc, stamp=False))
+            self.assertEqual(stored, doc)
+            with open(store.path(key), "rb") as fh:
+                self.assertEqual(fh.read(), fixture_bytes(kind))
+
+    def test_write_modes_and_layout(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(KEYS["cell"], {"kind": "Cell"}))
+        path = store.path(KEYS["cell"])
+        self.assertEqual(
+            path, os.path.join(self.run, "data/default/default/default/web/metadata.json")
+        )
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+        mode = os.stat(os.path.dirname(path)).st_mode
+        self.assertEqual(stat.S_IMODE(mode), stat.S_ISGID | 0o750)
+        with open(path, "rb") as fh:
+            self.assertEqual(fh.read(), b'{\n  "kind": "Cell"\n}\n')
+
+    def test_stamping(self):
+        store = self.make_store()
+        store.load()
+        doc = {"status": {"state": "Pending", "createdAt": "0001-01-01T00:00:00Z",
+                          "updatedAt": "0001-01-01T00:00:00Z", "readyAt": "0001-01-01T00:00:00Z"}}
+        stored = result(store.put(("r",), doc))
+        self.assertEqual(doc["status"]["createdAt"], "0001-01-01T00:00:00Z")
+        self.assertEqual(stored["status"], {"state": "Pending", "createdAt": NOW,
+                                            "updatedAt": NOW,
+                                            "readyAt": "0001-01-01T00:00:00Z"})
+        stored["status"]["state"] = "Ready"
+        stored["status"]["createdAt"] = "2020-01-01T00:00:00Z"
+        again = result(store.put(("r",), stored))
+        self.assertEqual(again["status"]["createdAt"], "2020-01-01T00:00:00Z")
+        self.assertEqual(again["status"]["readyAt"], NOW)
+
+    def test_parse_rules(self):
+        self.assertEqual(parse_document(b'{"apiVersion":""}'), {"apiVersion": ""})
+        self.assertEqual(parse_document(b'{"a":"\xff"}'), {"a": "\ufffd"})
+        for bad in (b"{", b"[]", b'{"apiVersion":"v2"}', b"null"):
+            self.assertRaises(ValueError, parse_document, bad)
+
+
+class IndexTests(StoreTestMixin, SynchronousTestCase):
+    def test_corrupt_skipped_rest_served(self):
+        store = self.make_store()
+        self.place(("a",), b'{"kind":"Realm"}')
+        bad = self.place(("b",), b'{"kind":')
+        self.place(("c",), b'{"apiVersion":"v9"}')
+        self.place(("a", "s"), b'{"kind":"Space"}')
+        os.makedirs(os.path.join(self.run, "data", "d", "nometa"))
+        self.assertEqual(store.load(), 2)
+        self.assertEqual(store.children(), ["a"])
+        self.assertEqual(store.children(("a",)), ["s"])
+        self.assertEqual(store.list(("a",)), [(("a", "s"), {"kind": "Space"})])
+        self.assertIsNone(store.get(("d",)))
+        with self.assertRaises(MetadataCorrupt) as ctx:
+            store.get(("b",))
+        self.assertEqual(ctx.exception.wire_kind, "ConversionFailed")
+        self.assertIn(bad, str(ctx.exception))
+        self.assertEqual(sorted(store.corrupt()), [("b",), ("c",)])
+        result(store.put(("b",), {"kind": "Realm"}))
+        self.assertEqual(store.children(), ["a", "b"])
+        self.assertEqual(sorted(store.corrupt()), [("c",)])
+
+    def test_index_never_rescans(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(("r",), {"n": 1}))
+        shutil.rmtree(os.path.join(self.run, "data"))
+        self.assertEqual(store.get(("r",)), {"n": 1})
+
+    def test_returned_documents_are_copies(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(("r",), {"n": [1]}))
+        store.get(("r",))["n"].append(2)
+        store.list()[0][1]["n"].append(3)
+        self.assertEqual(store.get(("r",)), {"n": [1]})
+
+    def test_index_matches_disk_after_writes(self):
+        store = self.make_store()
+        store.load()
+        for key in [("r",), ("r", "s"), ("r", "s", "k"), ("r", "s", "k", "c1"),
+                    ("r", "s", "k", "c0"), ("r2",)]:
+            result(store.put(key, {"key": list(key)}))
+        self.assertEqual(store.children(("r", "s", "k")), ["c0", "c1"])
+        self.assertTrue(result(store.delete(("r", "s", "k", "c1"))))
+        self.assertFalse(result(store.delete(("r", "s", "k", "c1"))))
+        self.assertFalse(os.path.exists(os.path.join(self.run, "data/r/s/k/c1")))
+        result(store.purge(("r", "s")))
+        self.assertFalse(os.path.exists(os.path.join(self.run, "data/r/s")))
+        self.assertEqual(store.keys(4), [])
+        fresh = MetadataStore(self.run, inline=True)
+        fresh.load()
+        for depth in (1, 2, 3, 4):
+            self.assertEqual(fresh.keys(depth), store.keys(depth))
+        self.assertEqual(store.keys(1), [("r",), ("r2",)])
+
+    def test_delete_keeps_nonempty_dir(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(("r", "s", "k", "c"), {}))
+        os.makedirs(os.path.join(self.run, "data/r/s/k/c/root"))
+        result(store.delete(("r", "s", "k", "c")))
+        self.assertTrue(os.path.isdir(os.path.join(self.run, "data/r/s/k/c/root")))
+        self.assertFalse(store.exists(("r", "s", "k", "c")))
+
+    def test_rejects_bad_keys(self):
+        store = self.make_store()
+        for key in [(), ("..",), ("a/b",), ("r", "s", "k", "c", "x"), ("",)]:
+            self.assertRaises(ValueError, store.put, key, {})
+        self.assertRaises(ValueError, store.children, ("a", "b", "c", "d", "e"))
+
+
+class CrashTests(StoreTestMixin, SynchronousTestCase):
+    def test_crash_before_rename_keeps_old_file(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(("r",), {"v": 1}, stamp=False))
+        path = store.path(("r",))
+
+        def crash(src, dst):
+            raise OSError("power cut")
+
+        self.patch(os, "rename", crash)
+        failure = result(store.put(("r",), {"v": 2}, stamp=False))
+        failure.trap(OSError)
+        with open(path, "rb") as fh:
+            self.assertEqual(fh.read(), b'{\n  "v": 1\n}\n')
+        self.assertEqual(store.get(("r",)), {"v": 1})
+        self.assertEqual(os.listdir(os.path.dirname(path)), ["metadata.json"])
+
+    def test_leftover_temp_ignored_and_cleaned_at_load(self):
+        store = self.make_store()
+        path = self.place(("r",), b'{"v": 1}')
+        temp = os.path.join(os.path.dirname(path), ".meta-123.tmp")
+        with open(temp, "wb") as fh:
+            fh.write(b'{"v": 2')
+        other = os.path.join(os.path.dirname(path), "network.json")
+        with open(other, "wb") as fh:
+            fh.write(b"{}")
+        store.load()
+        self.assertEqual(store.get(("r",)), {"v": 1})
+        self.assertFalse(os.path.exists(temp))
+        self.assertTrue(os.path.exists(other))
+        self.assertTrue(atomic.is_temp_name(".meta-x.tmp"))
+
+
+class ThreadedStoreTests(StoreTestMixin, TestCase):
+    def test_writes_on_thread_pool(self):
+        store = self.make_store(inline=False)
+        store.load()
+        self.assertRaises(RuntimeError, store.put, ("r",), {})
+        store.start()
+        self.addCleanup(store.stop)
+
+        async def go():
+            await defer.gatherResults([store.put(("r", f"s{i}"), {"i": i}) for i in range(5)])
+            await store.put(("r",), {"n": 1})
+            return store.children(("r",))
+
+        d = Deferred.fromCoroutine(go())
+        d.addCallback(self.assertEqual, [f"s{i}" for i in range(5)])
+        return d
+
+
+class KeyedLockTests(SynchronousTestCase):
+    def test_same_key_serialised_other_keys_parallel(self):
+        locks = KeyedLock()
+        order = []
+        gates = {name: Deferred() for name in ("a1", "a2", "b")}
+
+        async def worker(name, key):
+            async with locks(key):
+                order.append(f"{name}+")
+                await gates[name]
+                order.append(f"{name}-")
+
+        runs = [Deferred.fromCoroutine(worker("a1", ("r", "a"))),
+                Deferred.fromCoroutine(worker("a2", ("r", "a"))),
+                Deferred.fromCoroutine(worker("b", ("r", "b")))]
+        self.assertEqual(order, ["a1+", "b+"])
+        self.assertTrue(locks.locked(("r", "a")))
+        gates["b"].callback(None)
+        self.assertEqual(order, ["a1+", "b+", "b-"])
+        self.assertFalse(locks.locked(("r", "b")))
+        gates["a1"].callback(None)
+        self.assertEqual(order, ["a1+", "b+", "b-", "a1-", "a2+"])
+        gates["a2"].callback(None)
+        self.assertEqual(order[-1], "a2-")
+        for run in runs:
+            self.assertIsNone(result(run))
+        self.assertEqual(len(locks), 0)
+
+    def test_released_on_error_and_cancel(self):
+        locks = KeyedLock()
+
+        async def fail():
+            async with locks("k"):
+                raise ValueError("boom")
+
+        result(Deferred.fromCoroutine(fail())).trap(ValueError)
+        self.assertEqual(len(locks), 0)
+        held = locks.acquire("k")
+        waiting = locks.acquire("k")
+        waiting.cancel()
+        result(waiting).trap(defer.CancelledError)
+        self.assertIsNotNone(result(held))
+        locks.release("k")
+        self.assertEqual(len(locks), 0)
+
+    def test_store_lock(self):
+        store = MetadataStore("/nonexistent", inline=True)
+        first = store.lock(("r",))
+        result(Deferred.fromCoroutine(first.__aenter__()))
+        second = Deferred.fromCoroutine(store.lock(("r",)).__aenter__())
+        self.assertFalse(second.called)
+        result(Deferred.fromCoroutine(first.__aexit__(None, None, None)))
+        self.assertTrue(second.called)
+        self.assertRaises(ValueError, store.lock, ("..",))
