@@ -15,17 +15,20 @@ only, as the reference; Debian installs them in ``/usr/lib/cni``, which
 cache (``CACHE/results/<net>-<id>-<ifname>``) is written in libcni's format
 so either implementation can DEL what the other added.
 
-Methods that only touch files under the run path are synchronous; those that
-run host commands return Deferreds and never block the reactor.
+``ensure_space_network`` and ``space_network_exists`` only touch files under
+the run path and are synchronous; every other method runs host commands and
+returns a Deferred, never blocking the reactor.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,8 +203,12 @@ class INetwork(Interface):
     ) -> defer.Deferred:
         """CNI DEL (idempotent); fires with None."""
 
-    def scrub(container_id: str, network: str) -> list[str]:
-        """Remove IPAM leases and cached results of a container; returns paths."""
+    def scrub(container_id: str, network: str) -> defer.Deferred:
+        """Forget a container whose namespace is gone, without CNI DEL.
+
+        Removes its host-local leases, cached results and the masquerade
+        chain the bridge plugin made for it; fires with what was removed.
+        """
 
 
 class _Collector(protocol.ProcessProtocol):
@@ -465,8 +472,30 @@ class CniNetwork:
         """See INetwork.detach."""
         return defer.Deferred.fromCoroutine(self._detach(container_id, netns, conflist, ifname))
 
-    def scrub(self, container_id: str, network: str) -> list[str]:
+    def scrub(self, container_id: str, network: str) -> defer.Deferred:
         """See INetwork.scrub."""
+        removed = self._scrub_files(container_id, network)
+
+        async def with_nat() -> list[str]:
+            return removed + await self._scrub_masquerade(container_id, network)
+
+        return defer.Deferred.fromCoroutine(with_nat())
+
+    async def _scrub_masquerade(self, container_id: str, network: str) -> list[str]:
+        chain = masquerade_chain(network, container_id)
+        code, _, _ = await self._run(["iptables", "-w", "-t", "nat", "-L", chain, "-n"])
+        if code != 0:
+            return []
+        code, out, _ = await self._run(["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"])
+        for line in out.decode("utf-8", "replace").splitlines():
+            args = shlex.split(line)
+            if args[:2] == ["-A", "POSTROUTING"] and args[-2:] == ["-j", chain]:
+                await self._run(["iptables", "-w", "-t", "nat", "-D", *args[1:]])
+        await self._run(["iptables", "-w", "-t", "nat", "-F", chain])
+        await self._run(["iptables", "-w", "-t", "nat", "-X", chain])
+        return [f"nat:{chain}"]
+
+    def _scrub_files(self, container_id: str, network: str) -> list[str]:
         removed = []
         leases = os.path.join(self.ipam_dir, network)
         for entry in _listdir(leases):
@@ -606,6 +635,11 @@ class CniNetwork:
         }
         write_file_atomic(self._cache_path(name, container_id, ifname),
                           json.dumps(entry).encode("utf-8"), 0o600, dir_mode=0o700)
+
+
+def masquerade_chain(network: str, container_id: str) -> str:
+    """Return the nat chain the bridge plugin's ipMasq makes for a container."""
+    return "CNI-" + hashlib.sha512((network + container_id).encode("utf-8")).hexdigest()[:24]
 
 
 def _listdir(directory: str) -> list[str]:
@@ -757,10 +791,10 @@ class FakeNetwork:
         self.attached.pop((str(doc.get("name", "")), container_id, ifname), None)
         return defer.succeed(None)
 
-    def scrub(self, container_id: str, network: str) -> list[str]:
+    def scrub(self, container_id: str, network: str) -> defer.Deferred:
         """See INetwork.scrub."""
         keys = [k for k in self.attached if k[0] == network and k[1] == container_id]
-        return [f"{network}/{self.attached.pop(key)}" for key in keys]
+        return defer.succeed([f"{network}/{self.attached.pop(key)}" for key in keys])
 
 
 def _fake_result(ip: str, subnet: ipaddress.IPv4Network, ifname: str) -> dict[str, Any]:
