@@ -71,8 +71,11 @@ class WireExampleTests(SynchronousTestCase):
             result = json.loads(response)["result"]
             reply = reply_cls.from_wire(result)
             line = (
-                '{"id":' + json.dumps(request["id"]) + ',"result":'
-                + gojson.dumps(reply.to_wire()) + ',"error":null}'
+                '{"id":'
+                + json.dumps(request["id"])
+                + ',"result":'
+                + gojson.dumps(reply.to_wire())
+                + ',"error":null}'
             )
             self.assertEqual(line, response, ex["section"])
             checked += 1

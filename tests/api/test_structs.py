@@ -118,8 +118,7 @@ class DecodeTests(SynchronousTestCase):
 
         self.assertEqual(v1beta1.ContainerSpec.from_wire(mount(493)).volumes[0].mode, 493)
         field = (
-            "json: cannot unmarshal {} into Go struct field VolumeMount.volumes.mode"
-            " of type uint32"
+            "json: cannot unmarshal {} into Go struct field VolumeMount.volumes.mode of type uint32"
         )
         self.assertDecodeError(v1beta1.ContainerSpec, mount(-1), field.format("number -1"))
         self.assertDecodeError(
