@@ -43,7 +43,7 @@ from zope.interface import Interface, implementer
 from kukeond.api import gojson
 from kukeond.host import naming, netpolicy
 from kukeond.host.naming import bridge_name, network_name
-from kukeond.host.subnets import SubnetAllocator, write_file_atomic
+from kukeond.host.subnets import SubnetAllocator, SubnetStateCorrupt, write_file_atomic
 
 CNI_VERSION = "0.4.0"
 DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)
@@ -317,12 +317,28 @@ class _SpaceFiles:
         plugin = self.bridge_plugin(doc)
         old_subnet = _conflist_subnet(plugin)
         if doc is not None and plugin is not None and plugin.get("bridge") == bridge \
-                and doc.get("name") == name and old_subnet:
+                and doc.get("name") == name and old_subnet \
+                and self._recorded(realm, space, old_subnet):
             return SpaceNetwork(name, bridge, old_subnet, path, created=False)
         self.log.info("Creating space network '{network}'", network=name)
         subnet = self.allocator.allocate(realm, space, preferred=old_subnet)
         write_file_atomic(path, render_conflist(name, bridge, subnet), 0o600)
         return SpaceNetwork(name, bridge, subnet, path, created=True)
+
+    def _recorded(self, realm: str, space: str, subnet: str) -> bool:
+        """Make sure a live conflist's subnet is recorded; False if it cannot be.
+
+        A conflist written before ``network.json`` existed gets its subnet
+        recorded now, unless another space already holds it (then the caller
+        regenerates the conflist on a fresh block).
+        """
+        try:
+            if self.allocator.load_assigned(realm, space) is not None:
+                return True
+        except SubnetStateCorrupt as exc:
+            self.log.warn("keeping live conflist despite {error}", error=str(exc))
+            return True
+        return self.allocator.allocate(realm, space, preferred=subnet) == subnet
 
     def exists(self, realm: str, space: str) -> bool:
         doc = self.read_conflist(naming.network_conflist_path(self.run_path, realm, space))

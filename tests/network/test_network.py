@@ -91,6 +91,15 @@ class NetworkContract:
         self.assertTrue(repaired.created)
         self.assertEqual((repaired.bridge, repaired.subnet), (sn.bridge, sn.subnet))
 
+    def test_ensure_records_the_subnet_of_an_older_conflist(self):
+        sn = self.space()
+        os.unlink(naming.network_state_path(self.run_path, self.realm, SPACE))
+        again = self.space()
+        self.assertFalse(again.created)
+        self.assertNotEqual(self.net.ensure_space_network(self.realm, "t").subnet, sn.subnet)
+        with open(naming.network_state_path(self.run_path, self.realm, SPACE)) as handle:
+            self.assertEqual(json.load(handle)["subnetCIDR"], sn.subnet)
+
     @coroutine_test
     async def test_two_cells_get_distinct_addresses_in_the_subnet(self):
         sn = self.space()
