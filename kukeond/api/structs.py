@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 import re
 from collections.abc import Callable
@@ -446,8 +445,8 @@ class GoStruct:
             raise e.to_error() from None
 
     def clone(self) -> Any:
-        """Return a deep copy."""
-        return copy.deepcopy(self)
+        """Return a deep copy (through the wire form, which is faster than ``copy.deepcopy``)."""
+        return type(self).from_wire(self.to_wire())
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
