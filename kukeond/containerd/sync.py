@@ -212,7 +212,10 @@ class SyncContainerd:
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         """A namespace's labels."""
-        reply = self.call("Namespaces.Get", ns_pb.GetNamespaceRequest(name=name), name)
+        # containerd 1.6 answers Get for a missing namespace with empty labels.
+        if name not in self.list_namespaces():
+            raise errors.NotFound(f"namespace {name}: not found")
+        reply = self.call("Namespaces.Get", ns_pb.GetNamespaceRequest(name=name))
         return dict(reply.namespace.labels)
 
     def delete_namespace(self, name: str) -> None:
@@ -613,8 +616,14 @@ class SyncContainerd:
 
     def delete_task(self, namespace: str, container_id: str) -> ExitStatus:
         """Delete a task."""
-        reply = self.call("Tasks.Delete", t_pb.DeleteTaskRequest(container_id=container_id),
-                          namespace, timeout=self.long_timeout)
+        try:
+            reply = self.call("Tasks.Delete", t_pb.DeleteTaskRequest(container_id=container_id),
+                              namespace, timeout=self.long_timeout)
+        except errors.ContainerdError as exc:
+            # containerd reports this case with code UNKNOWN; give it its real meaning.
+            if type(exc) is errors.ContainerdError and "running" in exc.message:
+                raise errors.FailedPrecondition(exc.message) from None
+            raise
         return ExitStatus(reply.exit_status, time_of(reply.exited_at))
 
     def list_tasks(self, namespace: str) -> list[TaskInfo]:
