@@ -6,18 +6,15 @@
   container rules; failures are ``ConversionFailed`` with the reference texts.
 * ``default_*`` / :func:`resolve_root_container` — the derived values of the
   reference (namespace, ownership labels, ids, root container).
-* :func:`stamp_lifecycle` — ``createdAt``/``updatedAt``/``readyAt`` on persist.
 
 Name character rules are not here: they belong to :mod:`kukeond.host.naming`.
 """
 
 from __future__ import annotations
 
-from kukeond.api import gojson
 from kukeond.api.structs import GoStruct
 from kukeond.api.v1beta1 import (
     API_VERSION,
-    READY,
     CellDoc,
     ContainerDoc,
     ContainerSpec,
@@ -225,16 +222,3 @@ def ensure_root_container(doc: CellDoc) -> ContainerSpec:
             container.root = True
             return container
     raise AssertionError("resolved root container vanished")
-
-
-def stamp_lifecycle(status, now: str | None = None) -> None:
-    """Stamp a status before a persist: ``createdAt`` once, ``updatedAt`` always, ``readyAt`` once.
-
-    ``readyAt`` is set the first time a write happens in state ``Ready``.
-    """
-    now = now or gojson.now()
-    if gojson.is_zero_time(status.createdAt):
-        status.createdAt = now
-    status.updatedAt = now
-    if status.state == READY and gojson.is_zero_time(status.readyAt):
-        status.readyAt = now

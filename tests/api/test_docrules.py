@@ -1,11 +1,11 @@
-"""Request document checks, defaults and lifecycle stamps."""
+"""Request document checks and defaults."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond import errors
-from kukeond.api import docrules, gojson, v1beta1
+from kukeond.api import docrules, v1beta1
 from kukeond.api.v1beta1 import CellDoc, ContainerSpec, ContainerTty, TtyStage
 
 
@@ -128,18 +128,3 @@ class DefaultTests(SynchronousTestCase):
         self.assertEqual(len(doc.spec.containers), 2)
         doc = _cell(ContainerSpec(id="a"), rootContainerId="a")
         self.assertTrue(docrules.ensure_root_container(doc).root)
-
-
-class StampTests(SynchronousTestCase):
-    def test_lifecycle(self) -> None:
-        status = v1beta1.RealmStatus()
-        docrules.stamp_lifecycle(status, "2025-06-01T10:00:00Z")
-        self.assertEqual(status.createdAt, "2025-06-01T10:00:00Z")
-        self.assertEqual(status.readyAt, gojson.ZERO_TIME)
-        status.state = v1beta1.READY
-        docrules.stamp_lifecycle(status, "2025-06-01T10:00:01Z")
-        docrules.stamp_lifecycle(status, "2025-06-01T10:00:02Z")
-        self.assertEqual(
-            (status.createdAt, status.updatedAt, status.readyAt),
-            ("2025-06-01T10:00:00Z", "2025-06-01T10:00:02Z", "2025-06-01T10:00:01Z"),
-        )
