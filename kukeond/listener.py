@@ -72,12 +72,16 @@ def write_pid_file(path: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def systemd_activated(environ: dict[str, str] | os._Environ = os.environ) -> bool:
-    """Tell whether this process was handed listening sockets by systemd."""
-    return (
-        environ.get("LISTEN_PID") == str(os.getpid())
-        and int(environ.get("LISTEN_FDS", "0") or 0) > 0
-    )
+def systemd_activated() -> bool:
+    """Tell whether this process was handed listening sockets by systemd.
+
+    Twisted reads (and clears) ``LISTEN_FDS``/``LISTEN_PID`` when its endpoint
+    module is imported, which under twistd happens before our code runs, so
+    the inherited descriptors are asked of its ``systemd:`` parser.
+    """
+    from twisted.internet.endpoints import _SystemdParser
+
+    return bool(_SystemdParser._sddaemon.inheritedDescriptors())
 
 
 class ListenerService(Service):
@@ -165,12 +169,18 @@ class ListenerService(Service):
         port, self._port = self._port, None
         if port is None:
             return
-        yield defer.maybeDeferred(port.stopListening)
+        if self._owns_socket:
+            yield defer.maybeDeferred(port.stopListening)
+        else:
+            # Twisted unlinks a unix port's path when it stops listening; an
+            # inherited socket belongs to the systemd unit, so only stop accepting.
+            port.stopReading()
         left = yield self.factory.drain(self.drain_timeout, self._reactor)
         if left:
             self.log.warn("stopped with {count} request(s) still running", count=left)
         for proto in list(self.factory.connections):
-            proto.transport.abortConnection()
+            if proto.in_flight:  # idle ones already close after flushing their replies
+                proto.transport.abortConnection()
         if self._owns_socket:
             _unlink_quietly(self.socket_path)
         _unlink_quietly(self.pid_file)

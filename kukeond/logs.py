@@ -9,6 +9,7 @@ the reference daemon's style: ``time=… level=… msg="…" key=value``.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import IO, Any
 
@@ -71,7 +72,7 @@ def _logfmt_value(value: Any) -> str:
     text = str(value)
     if text and not any(c in text for c in ' "=\n\t'):
         return text
-    return gojson.dumps(text)
+    return json.dumps(text, ensure_ascii=False)
 
 
 @implementer(ILogObserver)

@@ -138,6 +138,7 @@ class KukeonFactory(Factory):
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ) -> None:
         self.dispatcher = dispatcher
+        self.noisy = False
         self.max_frame_bytes = max_frame_bytes
         self.connections: set[KukeonProtocol] = set()
         self.in_flight = 0
