@@ -16,6 +16,7 @@ from kukeond.api.structs import GoStruct
 from kukeond.api.v1beta1 import (
     API_VERSION,
     CellDoc,
+    CellSpec,
     ContainerDoc,
     ContainerSpec,
     RealmDoc,
@@ -59,7 +60,7 @@ def validate_container_spec(spec: ContainerSpec) -> None:
         raise ConversionFailed(f"container {_q(spec.id)}: tty fields require attachable: true")
 
 
-def resolve_root_container(spec) -> str:
+def resolve_root_container(spec: CellSpec) -> str:
     """Return the root container id named by ``rootContainerId`` / ``root: true``, or ``""``.
 
     ``""`` means the daemon must add the implicit root container. Raises
@@ -85,7 +86,7 @@ def resolve_root_container(spec) -> str:
     return marked[0] if marked else ""
 
 
-def validate_cell_spec(spec) -> None:
+def validate_cell_spec(spec: CellSpec) -> None:
     """Apply the container tty, cell ``tty.default`` and root container rules, in that order."""
     containers = spec.containers or []
     for container in containers:
@@ -130,7 +131,7 @@ def default_namespace(realm: str, suffix: str = DEFAULT_NAMESPACE_SUFFIX) -> str
     return f"{realm}.{suffix}"
 
 
-def _add_labels(meta, labels: dict[str, str]) -> None:
+def _add_labels(meta: GoStruct, labels: dict[str, str]) -> None:
     current = dict(meta.labels or {})
     for key, value in labels.items():
         current.setdefault(key, value)

@@ -242,12 +242,6 @@ class Enum(GoType):
             raise DecodeError(f"{self.what} state: int {raw} out of range")
         raise DecodeError(f"{self.what} state: expected string or int, got {raw_text(raw)}")
 
-    def label(self, code: int) -> str:
-        """Return the label of an integer code (``Unknown`` when out of range, as Go prints)."""
-        if 0 <= code < len(self.labels):
-            return self.labels[code]
-        return "Unknown"
-
 
 class Slice(GoType):
     """Go ``[]T``: ``None`` is nil (``null``), ``[]`` is empty (``[]``)."""
