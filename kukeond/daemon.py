@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 
 from kukeond import __version__
 from kukeond.config import DaemonConfig
+from kukeond.containerd.grpc import ContainerdService, GrpcContainerd
+from kukeond.controller.registry import collect_handlers
+from kukeond.controller.runtime import CNI_PLUGIN_DIRS, Runtime
+from kukeond.host.cgroups import detect_cgroups
+from kukeond.host.cni import CniNetwork
 from kukeond.listener import ListenerService
 from kukeond.logs import Logger, parse_level, set_level
 from kukeond.rpc.dispatch import Dispatcher, Handler
 from kukeond.rpc.protocol import KukeonFactory
+from kukeond.store.metadata import MetadataStore
 
 VERSION = f"v{__version__}"
 """What ``Ping`` reports: the kukeon API release this daemon implements."""
@@ -35,10 +41,51 @@ def ping_handler(args: Any) -> Any:
     return PingReply(OK=True, Version=VERSION)
 
 
-def build_handlers(runtime: Any = None) -> dict[str, Handler]:
+def build_handlers(runtime: Runtime) -> dict[str, Handler]:
     """The kukeonv1 handler table: every implemented method, by bare name."""
     handlers: dict[str, Handler] = {"Ping": ping_handler}
+    handlers.update(collect_handlers(runtime))
     return handlers
+
+
+class StoreService(Service):
+    """Loads the metadata index before anything serves, runs the store's write thread."""
+
+    name = "store"
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+
+    def privilegedStartService(self) -> None:
+        """Load the index (a blocking scan, once, before the socket exists)."""
+        count = self.store.load()
+        log.info("metadata index loaded documents={count}", count=count)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        """Start the write thread."""
+        super().startService()
+        self.store.start()
+
+    def stopService(self):
+        """Stop the write thread after pending writes."""
+        super().stopService()
+        return self.store.stop()
+
+
+def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Service]]:
+    """Create the runtime collaborators and the services that own their threads."""
+    containerd = GrpcContainerd(config.containerd_socket, reactor=reactor)
+    store = MetadataStore(config.run_path, reactor=reactor)
+    runtime = Runtime(
+        config=config,
+        store=store,
+        containerd=containerd,
+        cgroups=detect_cgroups(),
+        network=CniNetwork(reactor, config.run_path, plugin_dirs=CNI_PLUGIN_DIRS),
+        reactor=reactor,
+    )
+    return runtime, [ContainerdService(containerd), StoreService(store)]
 
 
 def check_instance(config: DaemonConfig) -> None:
@@ -62,7 +109,10 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> MultiService:
         log.warn("{warning}", warning=warning)
     check_instance(config)
     top = MultiService()
-    dispatcher = Dispatcher(build_handlers())
+    runtime, services = build_runtime(config, reactor)
+    for svc in services:
+        svc.setServiceParent(top)
+    dispatcher = Dispatcher(build_handlers(runtime))
     factory = KukeonFactory(dispatcher, max_frame_bytes=config.max_frame_bytes)
     ListenerService(
         reactor,
