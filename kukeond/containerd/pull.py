@@ -1,0 +1,685 @@
+"""Pull an image from an OCI distribution registry into an OCI image-layout directory.
+
+The HTTP side runs on the reactor with :class:`twisted.web.client.Agent`;
+blob bodies are streamed (the transport is paused while a chunk is written),
+hashed and written on a small dedicated thread pool, so neither the reactor
+thread nor memory ever holds a whole layer. Anonymous, basic and bearer-token
+authentication are supported; an image index (or Docker manifest list) is
+resolved to the host platform.
+
+The result is a layout directory (``oci-layout``, ``index.json``,
+``blobs/sha256/…``) whose single ``index.json`` entry carries the full image
+name in ``io.containerd.image.name`` and the tag in
+``org.opencontainers.image.ref.name``. When the image is an index, only the
+chosen platform's manifest and blobs are fetched, and the index stays the
+image's target (as containerd records a pull). :func:`pull_image` hands the
+directory to ``IContainerd.import_image``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+
+from kukeond.containerd.errors import ContainerdError
+from kukeond.containerd.reference import host_platform, normalize_reference
+from kukeond.logs import Logger
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = frozenset({MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST})
+MANIFEST_TYPES = frozenset({MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST})
+
+NAME_ANNOTATION = "io.containerd.image.name"
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+
+MAX_MANIFEST_BYTES = 4 << 20
+_CHUNK_FLUSH = 1 << 20
+_PROGRESS_EVERY = 16 << 20
+
+
+class PullError(ContainerdError):
+    """The image could not be pulled (registry answer, transport or content problem)."""
+
+    code = "UNKNOWN"
+
+
+class RegistryUnauthorized(PullError):
+    """The registry refused our (missing or wrong) credentials."""
+
+    code = "PERMISSION_DENIED"
+
+
+class RegistryNotFound(PullError):
+    """The repository, tag, manifest or blob does not exist in the registry."""
+
+    code = "NOT_FOUND"
+
+
+class ContentMismatch(PullError):
+    """Downloaded bytes do not match the digest or size that named them."""
+
+    code = "DATA_LOSS"
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """A parsed, normalised image reference (``docker.io/library/busybox:latest``)."""
+
+    registry: str
+    repository: str
+    tag: str = ""
+    digest: str = ""
+
+    @property
+    def name(self) -> str:
+        """The full name as containerd records it."""
+        out = f"{self.registry}/{self.repository}"
+        if self.tag:
+            out += ":" + self.tag
+        if self.digest:
+            out += "@" + self.digest
+        return out
+
+    @property
+    def api_host(self) -> str:
+        """``host[:port]`` of the registry API (Docker Hub's API lives elsewhere)."""
+        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
+
+    @property
+    def manifest_ref(self) -> str:
+        """What to put after ``/manifests/``: the digest when pinned, else the tag."""
+        return self.digest or self.tag
+
+
+def parse_reference(ref: str) -> ImageReference:
+    """Normalise ``ref`` (``busybox``, ``host:5000/a/b:t``, ``x@sha256:…``) and split it."""
+    full = normalize_reference(ref)
+    registry, _, remainder = full.partition("/")
+    digest = ""
+    if "@" in remainder:
+        remainder, _, digest = remainder.partition("@")
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ValueError(f"unsupported digest in image reference {ref!r}")
+    tag = ""
+    slash = remainder.rfind("/")
+    colon = remainder.rfind(":")
+    if colon > slash:
+        remainder, tag = remainder[:colon], remainder[colon + 1 :]
+    if not remainder or remainder != remainder.lower():
+        raise ValueError(f"invalid repository in image reference {ref!r}")
+    return ImageReference(registry, remainder, tag, digest)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Username and password (or token) for one registry."""
+
+    username: str
+    password: str
+
+    def basic(self) -> bytes:
+        """The value of a ``Authorization: Basic`` header."""
+        pair = f"{self.username}:{self.password}".encode()
+        return b"Basic " + base64.b64encode(pair)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What :meth:`RegistryPuller.pull` wrote."""
+
+    name: str
+    layout_dir: str
+    target: dict[str, Any]
+    manifest_digest: str
+    config_digest: str
+    layer_digests: tuple[str, ...]
+    bytes_fetched: int
+
+
+def parse_challenges(values: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """Parse ``WWW-Authenticate`` headers into ``(scheme, params)`` pairs (scheme lower-cased)."""
+    out = []
+    for value in values:
+        match = re.match(r"\s*([A-Za-z][A-Za-z0-9_-]*)\s*(.*)", value)
+        if not match:
+            continue
+        params = {
+            key.lower(): quoted if quoted or not bare else bare
+            for key, quoted, bare in re.findall(
+                r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', match.group(2)
+            )
+        }
+        out.append((match.group(1).lower(), params))
+    return out
+
+
+def choose_platform(manifests: list[dict[str, Any]], platform: tuple[str, str]) -> dict[str, Any]:
+    """The first index entry for ``platform`` (``(os, arch)``), or the only entry."""
+    want_os, want_arch = platform
+    for entry in manifests:
+        plat = entry.get("platform") or {}
+        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
+            return entry
+    if len(manifests) == 1 and not manifests[0].get("platform"):
+        return manifests[0]
+    raise RegistryNotFound(f"no manifest for platform {want_os}/{want_arch}")
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    return name in ("localhost", "::1") or name.startswith("127.")
+
+
+class _Collector(Protocol):
+    """Gather a small body, refusing more than ``limit`` bytes."""
+
+    def __init__(self, done: Deferred[bytes], limit: int) -> None:
+        self._done = done
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._too_big = False
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted protocol API
+        self._size += len(data)
+        if self._size > self._limit:
+            if not self._too_big:
+                self._too_big = True
+                self.transport.stopProducing()
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
+        if self._too_big:
+            self._done.errback(PullError(f"response larger than {self._limit} bytes"))
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._parts))
+        else:
+            self._done.errback(reason)
+
+
+class _BlobSink(Protocol):
+    """Stream a response body to a file on a thread pool, hashing as it goes.
+
+    The transport is paused while a chunk is being written and resumed
+    once the write finished, so at most ~1 MiB sits in memory. Fires
+    ``done`` with ``(size, sha256 hex)``.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        path: str,
+        run: Callable[..., Deferred[Any]],
+        idle_timeout: float,
+        done: Deferred[tuple[int, str]],
+        progress: Callable[[int], None],
+    ) -> None:
+        self._reactor = reactor
+        self._run = run
+        self._path = path
+        self._done = done
+        self._progress = progress
+        self._idle_timeout = idle_timeout
+        self._hasher = hashlib.sha256()
+        self._file: Any = None
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._received = 0
+        self._pending = 0
+        self._paused = False
+        self._finished = False
+        self._error: Failure | None = None
+        self._timer: IDelayedCall | None = None
+        self._tail: Deferred[Any] = run(open, path, "wb")
+        self._tail.addCallback(self._opened)
+        self._tail.addErrback(self._write_failed)
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self._timer = self._reactor.callLater(self._idle_timeout, self._timed_out)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._error is not None:
+            return
+        self._received += len(data)
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self._touch()
+        if self._buffered >= _CHUNK_FLUSH:
+            self._flush()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
+        self._finished = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._error is None and not reason.check(ResponseDone, PotentialDataLoss):
+            self._error = reason
+        if self._error is None:
+            self._flush()
+        self._tail.addCallback(lambda _: self._run(self._close))
+        self._tail.addBoth(self._finish)
+
+    def _opened(self, handle: Any) -> None:
+        self._file = handle
+
+    def _write_chunk(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hasher.update(chunk)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def _flush(self) -> None:
+        if not self._buffer or self._error is not None:
+            return
+        chunk = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        self._pending += 1
+        if not self._paused and not self._finished:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._tail.addCallback(lambda _: self._run(self._write_chunk, chunk))
+        self._tail.addCallback(self._written, len(chunk))
+        self._tail.addErrback(self._write_failed)
+
+    def _written(self, _: object, size: int) -> None:
+        self._pending -= 1
+        self._progress(size)
+        if self._pending == 0 and self._paused and not self._finished:
+            self._paused = False
+            self._touch()
+            self.transport.resumeProducing()
+
+    def _write_failed(self, failure: Failure) -> None:
+        if self._error is None:
+            self._error = failure
+        if not self._finished:
+            self.transport.stopProducing()
+
+    def _touch(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._idle_timeout)
+
+    def _timed_out(self) -> None:
+        self._error = Failure(PullError(f"no data for {self._idle_timeout:g}s"))
+        self.transport.stopProducing()
+
+    def _finish(self, result: object) -> None:
+        if isinstance(result, Failure) and self._error is None:
+            self._error = result
+        if self._error is not None:
+            self._done.errback(self._error)
+        else:
+            self._done.callback((self._received, self._hasher.hexdigest()))
+
+
+class RegistryPuller:
+    """Pull images over HTTP(S) into OCI layout directories.
+
+    ``plain_http`` decides per ``host[:port]`` whether to use ``http://``;
+    by default loopback registries are spoken to in plain HTTP and the rest
+    over HTTPS. Blob writes run on ``threadpool`` (one is created, and
+    stopped by :meth:`close`, when none is given).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        agent: IAgent | None = None,
+        threadpool: ThreadPool | None = None,
+        platform: tuple[str, str] | None = None,
+        plain_http: Callable[[str], bool] = _is_loopback,
+        request_timeout: float = 60.0,
+        idle_timeout: float = 60.0,
+        parallel_blobs: int = 3,
+    ) -> None:
+        self._reactor = reactor
+        if agent is None:
+            self._pool: HTTPConnectionPool | None = HTTPConnectionPool(reactor, persistent=True)
+            agent = Agent(reactor, pool=self._pool)
+        else:
+            self._pool = None
+        self._agent = RedirectAgent(agent)
+        self._own_threads = threadpool is None
+        if threadpool is None:
+            threadpool = ThreadPool(minthreads=0, maxthreads=2, name="kukeond-pull")
+        self._threads = threadpool
+        if not self._threads.started:
+            self._threads.start()
+        self._platform = platform or host_platform()
+        self._plain_http = plain_http
+        self._request_timeout = request_timeout
+        self._idle_timeout = idle_timeout
+        self._parallel = parallel_blobs
+        self._auth: dict[tuple[str, str], bytes] = {}
+
+    def close(self) -> Deferred[None]:
+        """Stop the private thread pool and close pooled connections."""
+        if self._own_threads:
+            self._threads.stop()
+        if self._pool is not None:
+            return self._pool.closeCachedConnections()
+        return defer.succeed(None)
+
+    def pull(
+        self, ref: str, layout_dir: str, credentials: Credentials | None = None
+    ) -> Deferred[PullResult]:
+        """Fetch ``ref`` into ``layout_dir`` (created; must not hold another layout)."""
+        return Deferred.fromCoroutine(self._pull(parse_reference(ref), layout_dir, credentials))
+
+    async def _pull(
+        self, ref: ImageReference, layout_dir: str, credentials: Credentials | None
+    ) -> PullResult:
+        self.log.info("pulling {image}", image=ref.name)
+        blob_dir = os.path.join(layout_dir, "blobs", "sha256")
+        await self._in_thread(os.makedirs, blob_dir, exist_ok=True)
+        session = _Session(self, ref, credentials)
+
+        body, media_type = await session.manifest(ref.manifest_ref)
+        target_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if ref.digest and target_digest != ref.digest:
+            raise ContentMismatch(f"manifest of {ref.name} has digest {target_digest}")
+        target = {"mediaType": media_type, "digest": target_digest, "size": len(body)}
+        await self._write_blob(blob_dir, target_digest, body)
+
+        if media_type in INDEX_TYPES:
+            entries = _json(body, "image index").get("manifests") or []
+            chosen = choose_platform(entries, self._platform)
+            body, media_type = await session.manifest(chosen["digest"])
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            if digest != chosen["digest"]:
+                raise ContentMismatch(f"manifest {chosen['digest']} has digest {digest}")
+            await self._write_blob(blob_dir, digest, body)
+        manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if media_type not in MANIFEST_TYPES:
+            raise PullError(f"unsupported manifest media type {media_type!r}")
+        manifest = _json(body, "image manifest")
+        config = manifest.get("config") or {}
+        layers = manifest.get("layers") or []
+        wanted = [config, *layers]
+
+        seen: set[str] = set()
+        semaphore = defer.DeferredSemaphore(self._parallel)
+        jobs = []
+        for desc in wanted:
+            if desc.get("digest") in seen:
+                continue
+            seen.add(desc.get("digest"))
+            jobs.append(semaphore.run(session.blob, desc, blob_dir))
+        # Let every download finish (or fail) before reporting, so nothing still
+        # writes into the layout once the caller sees the outcome.
+        outcomes = await defer.DeferredList(jobs, consumeErrors=True)
+        for ok, value in outcomes:
+            if not ok:
+                value.raiseException()
+        fetched = sum(value for _, value in outcomes)
+
+        annotations = {NAME_ANNOTATION: ref.name}
+        if ref.tag:
+            annotations[REF_ANNOTATION] = ref.tag
+        entry = dict(target, annotations=annotations)
+        index = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": [entry]}
+        await self._in_thread(_write_layout_files, layout_dir, index)
+        self.log.info(
+            "pulled {image} ({digest}, {bytes} bytes)",
+            image=ref.name,
+            digest=target_digest,
+            bytes=fetched,
+        )
+        return PullResult(
+            name=ref.name,
+            layout_dir=layout_dir,
+            target=entry,
+            manifest_digest=manifest_digest,
+            config_digest=config.get("digest", ""),
+            layer_digests=tuple(layer["digest"] for layer in layers),
+            bytes_fetched=fetched,
+        )
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._threads, fn, *args, **kwargs)
+
+    async def _write_blob(self, blob_dir: str, digest: str, body: bytes) -> None:
+        path = os.path.join(blob_dir, digest.split(":", 1)[1])
+        await self._in_thread(_write_file, path, body)
+
+
+class _Session:
+    """One pull: the URLs, credentials and cached authorization for one repository."""
+
+    def __init__(
+        self, puller: RegistryPuller, ref: ImageReference, credentials: Credentials | None
+    ) -> None:
+        self._puller = puller
+        self._ref = ref
+        self._credentials = credentials
+        scheme = "http" if puller._plain_http(ref.api_host) else "https"
+        self._base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
+        self._auth_key = (ref.api_host, ref.repository)
+
+    async def manifest(self, reference: str) -> tuple[bytes, str]:
+        accept = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
+        response = await self._get(f"{self._base}/manifests/{reference}", accept)
+        body = await self._read(response, MAX_MANIFEST_BYTES)
+        self._check_status(response, body, f"manifest {reference}")
+        media_type = _header(response, b"content-type").split(";", 1)[0].strip()
+        if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            media_type = _json(body, "manifest").get("mediaType") or media_type
+        header_digest = _header(response, b"docker-content-digest")
+        actual = "sha256:" + hashlib.sha256(body).hexdigest()
+        if header_digest and header_digest != actual:
+            raise ContentMismatch(f"manifest {reference}: registry says {header_digest}")
+        return body, media_type
+
+    async def blob(self, desc: dict[str, Any], blob_dir: str) -> int:
+        digest = desc["digest"]
+        algorithm, _, hexpart = digest.partition(":")
+        if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexpart):
+            raise PullError(f"unsupported blob digest {digest!r}")
+        puller = self._puller
+        response = await self._get(f"{self._base}/blobs/{digest}", "*/*")
+        if response.code != 200:
+            body = await self._read(response, 64 << 10)
+            self._check_status(response, body, f"blob {digest}")
+        final = os.path.join(blob_dir, hexpart)
+        temp = final + ".part"
+        done: Deferred[tuple[int, str]] = Deferred()
+        state = {"next": _PROGRESS_EVERY, "bytes": 0}
+
+        def progress(size: int) -> None:
+            state["bytes"] += size
+            if state["bytes"] >= state["next"]:
+                state["next"] += _PROGRESS_EVERY
+                puller.log.debug(
+                    "blob {digest}: {bytes} of {total} bytes",
+                    digest=digest,
+                    bytes=state["bytes"],
+                    total=desc.get("size"),
+                )
+
+        response.deliverBody(
+            _BlobSink(
+                puller._reactor, temp, puller._in_thread, puller._idle_timeout, done, progress
+            )
+        )
+        try:
+            size, hexdigest = await done
+            if hexdigest != hexpart:
+                raise ContentMismatch(f"blob {digest} has digest sha256:{hexdigest}")
+            if desc.get("size") is not None and size != desc["size"]:
+                raise ContentMismatch(f"blob {digest} has {size} bytes, expected {desc['size']}")
+            await puller._in_thread(os.replace, temp, final)
+        except BaseException:
+            await puller._in_thread(_remove, temp)
+            raise
+        puller.log.info("fetched blob {digest} ({bytes} bytes)", digest=digest, bytes=size)
+        return size
+
+    async def _get(self, url: str, accept: str) -> IResponse:
+        response = await self._send(url, accept)
+        if response.code != 401:
+            return response
+        challenges = response.headers.getRawHeaders(b"www-authenticate") or []
+        await self._read(response, 64 << 10)
+        self._puller._auth[self._auth_key] = await self._authenticate(
+            [c.decode("latin-1") for c in challenges], url
+        )
+        response = await self._send(url, accept)
+        if response.code == 401:
+            await self._read(response, 64 << 10)
+            raise RegistryUnauthorized(f"GET {url}: unauthorized")
+        return response
+
+    async def _send(self, url: str, accept: str) -> IResponse:
+        puller = self._puller
+        headers = Headers({b"Accept": [accept.encode()], b"User-Agent": [b"kukeond"]})
+        auth = puller._auth.get(self._auth_key)
+        if auth is not None:
+            headers.addRawHeader(b"Authorization", auth)
+        request = puller._agent.request(b"GET", url.encode(), headers)
+        request.addTimeout(puller._request_timeout, puller._reactor)
+        try:
+            return await request
+        except defer.TimeoutError:
+            raise PullError(f"GET {url}: no answer in {puller._request_timeout:g}s") from None
+        except Exception as exc:
+            raise PullError(f"GET {url}: {exc}") from exc
+
+    async def _authenticate(self, challenges: list[str], url: str) -> bytes:
+        parsed = dict(parse_challenges(challenges))
+        creds = self._credentials
+        if "bearer" in parsed:
+            return await self._token(parsed["bearer"])
+        if "basic" in parsed:
+            if creds is None:
+                raise RegistryUnauthorized(f"GET {url}: registry requires credentials")
+            return creds.basic()
+        raise RegistryUnauthorized(f"GET {url}: unsupported authentication {challenges!r}")
+
+    async def _token(self, params: dict[str, str]) -> bytes:
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryUnauthorized("bearer challenge without realm")
+        query = {"scope": params.get("scope") or f"repository:{self._ref.repository}:pull"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        url = realm + ("&" if "?" in realm else "?") + urlencode(query)
+        headers = Headers({b"User-Agent": [b"kukeond"]})
+        if self._credentials is not None:
+            headers.addRawHeader(b"Authorization", self._credentials.basic())
+        request = self._puller._agent.request(b"GET", url.encode(), headers)
+        request.addTimeout(self._puller._request_timeout, self._puller._reactor)
+        try:
+            response = await request
+        except Exception as exc:
+            raise RegistryUnauthorized(f"token request to {realm}: {exc}") from exc
+        body = await self._read(response, 1 << 20)
+        if response.code != 200:
+            raise RegistryUnauthorized(f"token request to {realm}: HTTP {response.code}")
+        answer = _json(body, "token response")
+        token = answer.get("token") or answer.get("access_token")
+        if not token:
+            raise RegistryUnauthorized(f"token request to {realm}: no token in the answer")
+        return b"Bearer " + token.encode()
+
+    async def _read(self, response: IResponse, limit: int) -> bytes:
+        done: Deferred[bytes] = Deferred()
+        response.deliverBody(_Collector(done, limit))
+        done.addTimeout(self._puller._request_timeout, self._puller._reactor)
+        return await done
+
+    def _check_status(self, response: IResponse, body: bytes, what: str) -> None:
+        if response.code == 200:
+            return
+        detail = body[:200].decode("utf-8", "replace")
+        if response.code == 404:
+            raise RegistryNotFound(f"{self._ref.name}: {what} not found")
+        if response.code in (401, 403):
+            raise RegistryUnauthorized(f"{self._ref.name}: {what}: HTTP {response.code}")
+        raise PullError(f"{self._ref.name}: {what}: HTTP {response.code} {detail}")
+
+
+async def pull_image(
+    containerd: Any,
+    puller: RegistryPuller,
+    namespace: str,
+    ref: str,
+    workdir: str | None = None,
+    credentials: Credentials | None = None,
+    unpack: bool = True,
+) -> Any:
+    """Pull ``ref`` into a temporary layout under ``workdir`` and import it into ``namespace``.
+
+    ``containerd`` is an ``IContainerd``; fires with what its
+    ``import_image`` returns. The layout directory is removed afterwards.
+    """
+    layout = await puller._in_thread(tempfile.mkdtemp, prefix="kukeond-pull-", dir=workdir)
+    try:
+        result = await puller.pull(ref, layout, credentials)
+        return await containerd.import_image(namespace, layout, name=result.name, unpack=unpack)
+    finally:
+        await puller._in_thread(shutil.rmtree, layout, True)
+
+
+def _header(response: IResponse, name: bytes) -> str:
+    values = response.headers.getRawHeaders(name) or [b""]
+    return values[0].decode("latin-1")
+
+
+def _json(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise PullError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PullError(f"{what} is not a JSON object")
+    return doc
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_layout_files(layout_dir: str, index: dict[str, Any]) -> None:
+    _write_file(os.path.join(layout_dir, "oci-layout"), b'{"imageLayoutVersion":"1.0.0"}')
+    _write_file(os.path.join(layout_dir, "index.json"), json.dumps(index).encode())
