@@ -14,10 +14,10 @@ setup(
         "twisted>=23.8",
         "txaio>=23.1",
         "grpcio>=1.60,<2",
-        "protobuf>=5.26,<8",
+        "protobuf>=7.35.1,<8",
         "pyyaml>=6.0",
         "zope.interface>=6.0",
     ],
-    extras_require={"dev": ["grpcio-tools>=1.60,<2", "ruff"]},
+    extras_require={"dev": ["grpcio-tools==1.85.1", "ruff"]},
     entry_points={"console_scripts": ["kukeond = kukeond.cli:main"]},
 )

@@ -1,0 +1,1 @@
+"""Tests of the resource controllers and their RPC handlers."""
