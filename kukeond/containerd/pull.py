@@ -348,8 +348,9 @@ class RegistryPuller:
 
     ``plain_http`` decides per ``host[:port]`` whether to use ``http://``;
     by default loopback registries are spoken to in plain HTTP and the rest
-    over HTTPS. Blob writes run on ``threadpool`` (one is created, and
-    stopped by :meth:`close`, when none is given).
+    over HTTPS. Blob writes run on ``threadpool`` (a started pool the caller
+    owns); when none is given a private one is created, stopped by
+    :meth:`close` or at reactor shutdown.
     """
 
     log = Logger()
@@ -372,12 +373,15 @@ class RegistryPuller:
         else:
             self._pool = None
         self._agent = RedirectAgent(agent)
-        self._own_threads = threadpool is None
+        self._shutdown_trigger: Any = None
         if threadpool is None:
             threadpool = ThreadPool(minthreads=0, maxthreads=2, name="kukeond-pull")
+            threadpool.start()
+            # Worker threads would keep the process alive past reactor shutdown.
+            self._shutdown_trigger = reactor.addSystemEventTrigger(
+                "during", "shutdown", threadpool.stop
+            )
         self._threads = threadpool
-        if not self._threads.started:
-            self._threads.start()
         self._platform = platform or host_platform()
         self._plain_http = plain_http
         self._request_timeout = request_timeout
@@ -387,7 +391,9 @@ class RegistryPuller:
 
     def close(self) -> Deferred[None]:
         """Stop the private thread pool and close pooled connections."""
-        if self._own_threads:
+        if self._shutdown_trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
             self._threads.stop()
         if self._pool is not None:
             return self._pool.closeCachedConnections()

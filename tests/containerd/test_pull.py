@@ -20,9 +20,13 @@ import tempfile
 import time
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -33,9 +37,11 @@ from kukeond.containerd.pull import (
     ContentMismatch,
     Credentials,
     ImageReference,
+    PullError,
     RegistryNotFound,
     RegistryPuller,
     RegistryUnauthorized,
+    _BlobSink,
     choose_platform,
     parse_challenges,
     parse_reference,
@@ -601,3 +607,84 @@ class FakeRegistryTests(_PullTestMixin, TestCase):
             self.assertFalse(os.path.exists(os.path.join(layout, "index.json")))
 
         return ensureDeferred(go())
+
+
+class _ProducerTransport:
+    def __init__(self):
+        self.events = []
+
+    def pauseProducing(self):  # noqa: N802
+        self.events.append("pause")
+
+    def resumeProducing(self):  # noqa: N802
+        self.events.append("resume")
+
+    def stopProducing(self):  # noqa: N802
+        self.events.append("stop")
+
+
+class BlobSinkTests(SynchronousTestCase):
+    """Flow control and the idle timeout of the streaming writer, on a fake clock."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.path = os.path.join(tempfile.mkdtemp(prefix="kukeond-sink-"), "blob")
+        self.addCleanup(shutil.rmtree, os.path.dirname(self.path), True)
+        self.held = []
+        self.done = Deferred()
+        self.transport = _ProducerTransport()
+
+    def run_now(self, fn, *args, **kwargs):
+        return succeed(fn(*args, **kwargs))
+
+    def run_later(self, fn, *args, **kwargs):
+        d = Deferred()
+        self.held.append((d, fn, args, kwargs))
+        return d
+
+    def release(self):
+        while self.held:
+            d, fn, args, kwargs = self.held.pop(0)
+            d.callback(fn(*args, **kwargs))
+
+    def sink(self, run):
+        sink = _BlobSink(self.clock, self.path, run, 10, self.done, lambda size: None)
+        sink.makeConnection(self.transport)
+        return sink
+
+    def test_pauses_while_writing_and_resumes(self):
+        sink = self.sink(self.run_later)
+        self.release()
+        big = b"a" * (1 << 20)
+        sink.dataReceived(big)
+        self.assertEqual(self.transport.events, ["pause"])
+        sink.dataReceived(b"tail")  # already in flight from the HTTP parser
+        self.release()
+        self.assertEqual(self.transport.events, ["pause", "resume"])
+        sink.connectionLost(Failure(ResponseDone()))
+        self.assertNoResult(self.done)
+        self.release()
+        size, hexdigest = self.successResultOf(self.done)
+        self.assertEqual(size, len(big) + 4)
+        self.assertEqual(hexdigest, hashlib.sha256(big + b"tail").hexdigest())
+        with open(self.path, "rb") as handle:
+            self.assertEqual(handle.read(), big + b"tail")
+
+    def test_idle_timeout_stops_the_transfer(self):
+        sink = self.sink(self.run_now)
+        sink.dataReceived(b"x")
+        self.clock.advance(9)
+        sink.dataReceived(b"y")
+        self.clock.advance(9)
+        self.assertEqual(self.transport.events, [])
+        self.clock.advance(2)
+        self.assertEqual(self.transport.events, ["stop"])
+        sink.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(self.done, PullError)
+
+    def test_transport_error_fails(self):
+        sink = self.sink(self.run_now)
+        sink.dataReceived(b"x")
+        sink.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(self.done, ConnectionDone)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
