@@ -21,9 +21,12 @@ file system, and so can half-create a resource before failing. They are the
 reference's own effective limits made explicit: every name ends up inside a
 containerd identifier (``R.<suffix>`` namespaces, ``S_K_C_X`` container and
 snapshot IDs), which containerd restricts to ``[A-Za-z0-9]+([._-][A-Za-z0-9]+)*``
-of at most 76 characters. The longest composed ID holds four names and three
-``_``: ``4 * 18 + 3 = 75`` fits, so 18 is the per-name limit. The same names
-are then always valid cgroup directory names, path components and host names.
+of at most 76 characters. Each name may have up to 63 characters (a DNS
+label, so it is always a valid host name, cgroup directory and path
+component); the composed ``S_K_C_X`` ID is checked by
+:func:`check_containerd_id` where a cell or container is created, so a long
+name fails with a message that says which ID is too long instead of every
+name being held to a quarter of 76.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from __future__ import annotations
 import os
 import re
 
-MAX_NAME_LENGTH = 18
-"""Longest accepted resource name; four of them plus three ``_`` fit containerd's 76."""
+MAX_NAME_LENGTH = 63
+"""Longest accepted resource name (a DNS label)."""
 
 CONTAINERD_ID_MAX_LENGTH = 76
 """containerd's identifier length limit (namespaces, containers, snapshots)."""
@@ -215,6 +218,18 @@ def containerd_id(space: str, stack: str, cell: str, container: str) -> str:
         if not part:
             raise ValueError(f"{kind} name cannot be empty")
     return "_".join(parts)
+
+
+def check_containerd_id(cid: str) -> str:
+    """Return ``cid`` if containerd accepts it, else raise :class:`InvalidName` saying why."""
+    if len(cid) > CONTAINERD_ID_MAX_LENGTH:
+        raise InvalidName(
+            "container",
+            cid,
+            f"containerd ID {go_quote(cid)} is {len(cid)} characters long; containerd allows "
+            f"{CONTAINERD_ID_MAX_LENGTH}: shorten the space, stack, cell or container name",
+        )
+    return cid
 
 
 def split_containerd_id(cid: str) -> tuple[str, str, str, str] | None:

@@ -59,11 +59,18 @@ class ValidateNameTests(SynchronousTestCase):
     def test_unknown_kind(self):
         self.assertRaises(ValueError, naming.validate_name, "volume", "x")
 
-    def test_longest_names_make_valid_containerd_ids(self):
-        longest = "a" * naming.MAX_NAME_LENGTH
-        cid = naming.containerd_id(longest, longest, longest, longest)
-        self.assertTrue(naming.is_containerd_identifier(cid))
-        self.assertFalse(naming.is_containerd_identifier(cid + "bb"))
+    def test_longest_name_is_a_dns_label(self):
+        naming.validate_name("cell", "a" * 63)
+        self.assertRaises(naming.InvalidName, naming.validate_name, "cell", "a" * 64)
+
+    def test_composed_id_length_is_checked(self):
+        fits = naming.containerd_id("a" * 18, "b" * 18, "c" * 18, "d" * 19)
+        self.assertEqual(naming.check_containerd_id(fits), fits)
+        self.assertTrue(naming.is_containerd_identifier(fits))
+        too_long = naming.containerd_id("a" * 18, "b" * 18, "c" * 18, "d" * 20)
+        with self.assertRaises(naming.InvalidName) as ctx:
+            naming.check_containerd_id(too_long)
+        self.assertIn("77 characters long; containerd allows 76", str(ctx.exception))
 
 
 class GoQuoteTests(SynchronousTestCase):
