@@ -11,7 +11,7 @@ setup(
     package_data={"twisted": ["plugins/kukeond_plugin.py"]},
     include_package_data=True,
     install_requires=[
-        "twisted>=23.8",
+        "twisted[tls]>=23.8",
         "txaio>=23.1",
         "grpcio>=1.60,<2",
         "protobuf>=7.35.1,<8",
