@@ -12,35 +12,20 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import uuid
 
 from twisted.trial.unittest import SkipTest
 
+from kukeond.containerd.private import PrivateContainerd, PrivateContainerdError
+
 ENV_SOCKET = "KUKEOND_TEST_CONTAINERD_SOCKET"
 NAMESPACE_PREFIX = "kukeond-test-"
+TEST_SUFFIX_END = ".kukeon.test"
+"""Realm namespaces of controller tests end with this (see tests.support.runtime)."""
 _state: dict[str, str] = {}
 
-_CONFIG = """version = 2
-root = "{root}/root"
-state = "{root}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "{root}/containerd.sock"
-
-[ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-"""
 
 
 def unique_namespace(prefix: str = NAMESPACE_PREFIX) -> str:
@@ -71,26 +56,14 @@ def get_containerd_socket() -> str:
 
 
 def _start() -> str:
-    root = tempfile.mkdtemp(prefix="kukeond-ctrd-")
-    config = os.path.join(root, "config.toml")
-    with open(config, "w") as f:
-        f.write(_CONFIG.format(root=root))
-    log = open(os.path.join(root, "containerd.log"), "wb")
-    proc = subprocess.Popen(
-        ["containerd", "-c", config], stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True)
-    log.close()
-    socket = os.path.join(root, "containerd.sock")
-    atexit.register(_stop, proc, root, socket)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(socket):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            with open(os.path.join(root, "containerd.log"), "rb") as f:
-                tail = f.read()[-2000:].decode(errors="replace")
-            _stop(proc, root, socket)
-            _state["skip"] = f"private containerd did not start: {tail}"
-            raise SkipTest(_state["skip"])
-        time.sleep(0.05)
+    daemon = PrivateContainerd(tempfile.mkdtemp(prefix="kukeond-ctrd-"))
+    try:
+        socket = daemon.start()
+    except PrivateContainerdError as e:
+        daemon.stop(remove=True)
+        _state["skip"] = str(e)
+        raise SkipTest(_state["skip"]) from None
+    atexit.register(_stop, daemon)
     return socket
 
 
@@ -102,7 +75,7 @@ def _clean_namespaces(socket: str) -> None:
         return done.stdout
 
     for ns in ctr("namespaces", "list", "-q").split():
-        if not ns.startswith(NAMESPACE_PREFIX):
+        if not (ns.startswith(NAMESPACE_PREFIX) or ns.endswith(TEST_SUFFIX_END)):
             continue
         for cid in ctr("-n", ns, "tasks", "list", "-q").split():
             ctr("-n", ns, "tasks", "kill", "-s", "SIGKILL", cid)
@@ -116,17 +89,10 @@ def _clean_namespaces(socket: str) -> None:
         ctr("namespaces", "remove", ns)
 
 
-def _stop(proc: subprocess.Popen[bytes], root: str, socket: str) -> None:
-    if proc.poll() is None:
+def _stop(daemon: PrivateContainerd) -> None:
+    if daemon.running:
         try:
-            _clean_namespaces(socket)
+            _clean_namespaces(daemon.socket)
         except (OSError, subprocess.SubprocessError):
             pass
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    subprocess.run(["umount", "-R", os.path.join(root, "root")], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+    daemon.stop(remove=True)
