@@ -1,4 +1,5 @@
 # kukeond: `make run` runs the daemon in the foreground, `make test` runs the suite.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -28,7 +29,7 @@ run: install
 	$(PY) -m kukeond.devrun --run-dir $(RUNDIR)
 
 test: install
-	$(PY) -m twisted.trial -j2 $(TRIAL_ARGS)
+	set -o pipefail; $(PY) -m twisted.trial -j2 $(TRIAL_ARGS) 2>&1 | $(PY) -m tests.summarize
 
 lint: install
 	$(VENV)/bin/ruff check kukeond tests bench twisted setup.py
