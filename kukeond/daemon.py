@@ -58,8 +58,7 @@ class StoreService(Service):
 
     def privilegedStartService(self) -> None:
         """Load the index (a blocking scan, once, before the socket exists)."""
-        count = self.store.load()
-        log.info("metadata index loaded documents={count}", count=count)
+        self.store.load()
         super().privilegedStartService()
 
     def startService(self) -> None:

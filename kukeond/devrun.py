@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     print(f"kukeond on unix://{sock} (kuke --host unix://{sock} ...)", file=sys.stderr)
     proc = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     try:
         return proc.wait()
     except KeyboardInterrupt:
