@@ -9,6 +9,9 @@ ends it with status 128+signal, as runc reports a signal death.
 
 from __future__ import annotations
 
+import copy
+import io
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -17,7 +20,7 @@ from typing import Any, BinaryIO
 from twisted.internet import defer
 from zope.interface import implementer
 
-from kukeond.containerd import errors
+from kukeond.containerd import errors, rootfs
 from kukeond.containerd._pb.events import container_pb2, task_pb2
 from kukeond.containerd.archive import open_archive
 from kukeond.containerd.interface import IContainerd, ISubscription
@@ -27,6 +30,7 @@ from kukeond.containerd.model import (
     Event,
     ExitStatus,
     ImageInfo,
+    ImageRuntimeConfig,
     Mount,
     SnapshotInfo,
     TaskInfo,
@@ -55,6 +59,7 @@ class _Namespace:
     def __init__(self, labels: Mapping[str, str]) -> None:
         self.labels = dict(labels)
         self.images: dict[str, tuple[ImageInfo, list[str]]] = {}
+        self.image_content: dict[str, tuple[dict[str, Any], list[tuple[str, bytes]]]] = {}
         self.containers: dict[str, ContainerInfo] = {}
         self.snapshots: dict[tuple[str, str], SnapshotInfo] = {}
         self.tasks: dict[str, dict[str, Any]] = {}
@@ -152,6 +157,10 @@ class FakeContainerd:
                 info = ImageInfo(image.name, image.target.digest, image.target.media_type,
                                  image.target.size, size, created, _now(), {})
                 ns.images[image.name] = (info, chain_ids(image.manifest.diff_ids))
+                plan = image.manifest
+                config = json.loads(b"".join(archive.chunks(plan.config)))
+                layers = [(d.media_type, b"".join(archive.chunks(d))) for d in plan.layers]
+                ns.image_content[image.name] = (config, layers)
                 infos[image.name] = info
                 if unpack:
                     self._unpack(ns, image.name, snapshotter)
@@ -188,12 +197,25 @@ class FakeContainerd:
         return entry[0]
 
     @_deferred
+    def image_runtime_config(self, namespace: str, ref: str,
+                             files: Sequence[str] = ()) -> ImageRuntimeConfig:
+        """See ``IContainerd``."""
+        ns = self._ns(namespace, create=False)
+        if ref not in ns.images:
+            raise errors.NotFound(f"image {ref!r}: not found")
+        config, layers = ns.image_content[ref]
+        found = rootfs.read_files(((t, io.BytesIO(b)) for t, b in layers), files) if files \
+            else {}
+        return ImageRuntimeConfig(ref, copy.deepcopy(config), found)
+
+    @_deferred
     def delete_image(self, namespace: str, ref: str, sync: bool = True) -> None:
         """See ``IContainerd``; unreferenced committed snapshots go with it."""
         ns = self._ns(namespace)
         if ref not in ns.images:
             raise errors.NotFound(f"image {ref!r}: not found")
         del ns.images[ref]
+        ns.image_content.pop(ref, None)
         kept = {c for _, chains in ns.images.values() for c in chains}
         kept |= {s.parent for s in ns.snapshots.values()}
         for key, snap in list(ns.snapshots.items()):

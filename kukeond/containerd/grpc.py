@@ -99,6 +99,7 @@ class GrpcContainerd:
     unpack_image = _threaded("unpack_image")
     list_images = _threaded("list_images")
     get_image = _threaded("get_image")
+    image_runtime_config = _threaded("image_runtime_config")
     delete_image = _threaded("delete_image")
     create_container = _threaded("create_container")
     get_container = _threaded("get_container")

@@ -68,6 +68,11 @@ class IContainerd(Interface):
     def get_image(namespace, ref):
         """Fire with ``model.ImageInfo`` for the exact reference. ``NotFound``."""
 
+    def image_runtime_config(namespace, ref, files=()):
+        """Fire with ``model.ImageRuntimeConfig``: the image's config document and the
+        content of the rootfs ``files`` asked for (e.g. ``/etc/passwd``), read from the
+        layers without mounting anything. ``NotFound`` for a missing image."""
+
     def delete_image(namespace, ref, sync=True):
         """Delete an image record (``sync``: after a GC pass); fire with None. ``NotFound``."""
 

@@ -41,6 +41,20 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class ImageRuntimeConfig:
+    """What a container needs from its image before it exists.
+
+    ``config`` is the whole image configuration document (``config.Env``,
+    ``config.Entrypoint`` ...); ``files`` maps each requested rootfs path to
+    its content, or ``None`` when the image does not have it.
+    """
+
+    ref: str
+    config: dict[str, Any]
+    files: dict[str, bytes | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """A container record; ``spec`` is the decoded OCI runtime spec."""
 

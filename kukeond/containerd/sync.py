@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, TypeVar
 
@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import any_pb2, empty_pb2, field_mask_pb2
 
 from kukeond.containerd import archive as arc
-from kukeond.containerd import errors
+from kukeond.containerd import errors, rootfs
 from kukeond.containerd._pb.services.containers.v1 import containers_pb2 as c_pb
 from kukeond.containerd._pb.services.content.v1 import content_pb2 as ct_pb
 from kukeond.containerd._pb.services.diff.v1 import diff_pb2
@@ -39,6 +39,7 @@ from kukeond.containerd.model import (
     ContainerInfo,
     ExitStatus,
     ImageInfo,
+    ImageRuntimeConfig,
     Mount,
     SnapshotInfo,
     TaskInfo,
@@ -439,6 +440,25 @@ class SyncContainerd:
             raise errors.NotFound("image not found: empty reference")
         image = self.call("Images.Get", i_pb.GetImageRequest(name=ref), namespace).image
         return self._image_info(namespace, image)
+
+    def image_runtime_config(self, namespace: str, ref: str,
+                             files: Sequence[str] = ()) -> ImageRuntimeConfig:
+        """The image's config document and the requested rootfs files."""
+        image = self.call("Images.Get", i_pb.GetImageRequest(name=ref), namespace).image
+        target = arc.Descriptor(image.target.media_type, image.target.digest, image.target.size)
+        walked, config, diff_ids = self._manifest_of(namespace, target)
+        doc = self._read_json(namespace, config.digest)
+        if not isinstance(doc, dict):
+            raise errors.ImageFormatError(f"image config {config.digest} is not an object")
+        found: dict[str, bytes | None] = {}
+        if files:
+            layers = walked[-len(diff_ids):] if diff_ids else []
+            streams = ((layer.media_type, rootfs.ChunkReader(
+                r.data for r in self.stream("Content.Read", ct_pb.ReadContentRequest(
+                    digest=layer.digest), namespace, timeout=self.long_timeout)))
+                for layer in layers)
+            found = rootfs.read_files(streams, files)
+        return ImageRuntimeConfig(ref, doc, found)
 
     def delete_image(self, namespace: str, ref: str, sync: bool = True) -> None:
         """Delete an image record."""

@@ -140,6 +140,20 @@ def make_icontainerd_tests(make_client):
             await self.assertFails(self.client.create_container(
                 self.ns, "c", "docker.io/x/y:1", {}), errors.NotFound)
 
+        async def test_image_runtime_config(self):
+            image = busybox_image()
+            await self.client.ensure_namespace(self.ns)
+            await self.client.import_image(self.ns, image.docker_tar, unpack=False)
+            bare = await self.client.image_runtime_config(self.ns, image.ref)
+            self.assertEqual(bare.config["config"]["Cmd"], ["sh"])
+            self.assertEqual(bare.files, {})
+            got = await self.client.image_runtime_config(
+                self.ns, image.ref, ["/etc/passwd", "etc/group", "/etc/shadow"])
+            self.assertEqual(got.files, {"/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
+                                         "etc/group": b"root:x:0:\n", "/etc/shadow": None})
+            await self.assertFails(self.client.image_runtime_config(self.ns, "docker.io/x/y:1"),
+                                   errors.NotFound)
+
         async def test_truncated_tarball(self):
             await self.client.ensure_namespace(self.ns)
             path = self.mktemp()
