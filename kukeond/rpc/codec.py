@@ -34,6 +34,9 @@ class GoNumber(float):
         return self
 
 
+_DECODER = json.JSONDecoder(parse_float=GoNumber)
+
+
 class RequestError(Exception):
     """The frame is not a request object Go's codec could decode: fatal for the connection."""
 
@@ -66,7 +69,7 @@ def _compact_raw(value: Any) -> str:
 def decode_request(frame: bytes) -> Request:
     """Decode one complete JSON object into a :class:`Request` or raise :class:`RequestError`."""
     try:
-        obj = json.loads(frame.decode("utf-8", "replace"), parse_float=GoNumber)
+        obj = _DECODER.decode(frame.decode("utf-8", "replace"))
     except ValueError as e:
         raise RequestError(f"malformed JSON: {e}") from None
     if not isinstance(obj, dict):

@@ -17,7 +17,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from kukeond.errors import KukeonError
 from kukeond.logs import Logger
@@ -26,6 +27,7 @@ from kukeond.rpc.codec import Request, params_type_name
 SERVICE = "KukeonV1"
 
 Handler = Callable[[Any], Awaitable[Any] | Any]
+Outcome = tuple[Any, str | None]
 
 
 class Dispatcher:
@@ -57,8 +59,12 @@ class Dispatcher:
         """Return the full names of the methods that have handlers."""
         return sorted(f"{SERVICE}.{name}" for name in self._handlers)
 
-    async def dispatch(self, request: Request) -> tuple[Any, str | None]:
-        """Run ``request``; return ``(result, None)`` or ``(None, protocol error text)``."""
+    def dispatch(self, request: Request) -> Outcome | defer.Deferred:
+        """Run ``request``; return ``(result, None)`` or ``(None, protocol error text)``.
+
+        A handler that answers synchronously gets its outcome returned
+        directly (no Deferred on the hot path); otherwise a Deferred fires with it.
+        """
         method = request.method
         dot = method.rfind(".")
         if dot < 0:
@@ -82,11 +88,26 @@ class Dispatcher:
             return None, str(e) or type(e).__name__
         try:
             reply = handler(args)
-            if isinstance(reply, Deferred) or inspect.isawaitable(reply):
-                reply = await reply
-        except KukeonError as e:
-            reply = reply_type.failure(e)
         except Exception as e:
-            self.log.failure("handler for {method} raised", method=method)
-            reply = reply_type.failure(e)
+            return self._failed(e, method, reply_type)
+        if inspect.iscoroutine(reply):
+            reply = defer.Deferred.fromCoroutine(reply)
+        if isinstance(reply, defer.Deferred):
+            return reply.addCallbacks(
+                _outcome, self._failed_async, errbackArgs=(method, reply_type)
+            )
         return reply.to_wire(), None
+
+    def _failed(self, exc: BaseException, method: str, reply_type: type) -> Outcome:
+        if not isinstance(exc, KukeonError):
+            self.log.failure("handler for {method} raised", method=method)
+        return reply_type.failure(exc).to_wire(), None
+
+    def _failed_async(self, failure: Failure, method: str, reply_type: type) -> Outcome:
+        if not failure.check(KukeonError):
+            self.log.failure("handler for {method} raised", failure, method=method)
+        return reply_type.failure(failure.value).to_wire(), None
+
+
+def _outcome(reply: Any) -> Outcome:
+    return reply.to_wire(), None

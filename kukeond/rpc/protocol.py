@@ -76,10 +76,19 @@ class KukeonProtocol(Protocol):
         self._in_flight += 1
         if self.factory is not None:
             self.factory.request_started()
-        d = defer.Deferred.fromCoroutine(self._dispatcher.dispatch(request))
-        d.addCallback(self._respond, request.id_text)
-        d.addErrback(self._internal_error, request.id_text)
-        d.addBoth(self._finished)
+        try:
+            outcome = self._dispatcher.dispatch(request)
+            if not isinstance(outcome, defer.Deferred):
+                self._respond(outcome, request.id_text)
+                self._finished(None)
+                return
+        except Exception:
+            self._internal_error(Failure(), request.id_text)
+            self._finished(None)
+            return
+        outcome.addCallback(self._respond, request.id_text)
+        outcome.addErrback(self._internal_error, request.id_text)
+        outcome.addBoth(self._finished)
 
     def _respond(self, outcome, id_text: str) -> None:
         result, error = outcome

@@ -35,6 +35,7 @@ TYPES = {
     "Slow": (EchoArgs, EchoReply),
     "Boom": (EchoArgs, EchoReply),
     "Fail": (EchoArgs, EchoReply),
+    "BoomLater": (EchoArgs, EchoReply),
     "Missing": (EchoArgs, EchoReply),
 }
 
@@ -56,7 +57,10 @@ def make_handlers(clock=None, pending=None):
     def boom(args):
         raise RuntimeError("kaboom")
 
+    async def boom_later(args):
+        raise RuntimeError("kaboom later")
+
     async def fail(args):
         raise KukeonError("realm name is required", kinds=frozenset({"RealmNameRequired"}))
 
-    return {"Echo": echo, "Slow": slow, "Boom": boom, "Fail": fail}
+    return {"Echo": echo, "Slow": slow, "Boom": boom, "BoomLater": boom_later, "Fail": fail}

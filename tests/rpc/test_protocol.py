@@ -79,6 +79,12 @@ class ProtocolTests(SynchronousTestCase):
         self.assertIsNone(r["error"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_async_handler_exception_becomes_unknown(self):
+        self.send({"method": "KukeonV1.BoomLater", "params": [{}], "id": 1})
+        (r,) = responses(self.transport)
+        self.assertEqual(r["result"]["Err"], {"Kind": "Unknown", "Message": "kaboom later"})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_domain_error_in_reply(self):
         self.send({"method": "KukeonV1.Fail", "params": [{}], "id": 1})
         (r,) = responses(self.transport)
