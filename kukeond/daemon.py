@@ -72,6 +72,36 @@ class StoreService(Service):
         return self.store.stop()
 
 
+class ContainerdProbe(Service):
+    """Says at start-up whether containerd answers; the daemon serves either way."""
+
+    name = "containerd-probe"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def startService(self) -> None:
+        """Ask containerd for its version without holding up the start."""
+        super().startService()
+        d = self.runtime.containerd.version()
+        d.addCallbacks(self._up, self._down)
+
+    def _up(self, version: Any) -> None:
+        log.info(
+            "containerd answers socket={socket} version={version}",
+            socket=self.runtime.config.containerd_socket,
+            version=getattr(version, "version", version),
+        )
+
+    def _down(self, failure: Any) -> None:
+        log.warn(
+            "containerd does not answer on {socket} ({error}); serving anyway, "
+            "operations that need it fail until it is back",
+            socket=self.runtime.config.containerd_socket,
+            error=failure.getErrorMessage(),
+        )
+
+
 def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Service]]:
     """Create the runtime collaborators and the services that own their threads."""
     containerd = GrpcContainerd(config.containerd_socket, reactor=reactor)
@@ -84,7 +114,8 @@ def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Ser
         network=CniNetwork(reactor, config.run_path, plugin_dirs=CNI_PLUGIN_DIRS),
         reactor=reactor,
     )
-    return runtime, [ContainerdService(containerd), StoreService(store)]
+    services = [ContainerdService(containerd), StoreService(store), ContainerdProbe(runtime)]
+    return runtime, services
 
 
 def check_instance(config: DaemonConfig) -> None:

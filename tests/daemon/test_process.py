@@ -87,6 +87,7 @@ class DaemonProcessTests(TestCase):
             self.assertEqual(f.read(), f"{proc.pid}\n")
         err = self.assert_stops_cleanly(proc)
         self.assertIn("kukeond listening", err)
+        self.assertIn("containerd does not answer", err)
 
     def test_sigint_stops_too(self):
         proc = self.serve()
