@@ -12,7 +12,12 @@ import importlib
 from kukeond.controller.runtime import Runtime
 from kukeond.rpc.dispatch import Handler
 
-HANDLER_MODULES: tuple[str, ...] = ()
+HANDLER_MODULES: tuple[str, ...] = (
+    "kukeond.controller.realms",
+    "kukeond.controller.spaces",
+    "kukeond.controller.stacks",
+    "kukeond.controller.images",
+)
 
 
 def collect_handlers(runtime: Runtime) -> dict[str, Handler]:

@@ -1,0 +1,379 @@
+"""Helpers shared by the realm, space, stack and image controllers.
+
+* Names: :func:`required` and :func:`validated` turn empty or invalid names
+  into the reference's errors; :func:`safe` says whether stored names may be
+  used to build a path (lookups treat an unsafe name as "not found").
+* Documents: :func:`read_doc` loads a stored document as its v1beta1 class,
+  :func:`as_output` stamps ``apiVersion``/``kind`` on what goes back out.
+* Blocking work (file scans, CNI files) runs on :func:`run_blocking`'s
+  small dedicated pool, never on the reactor thread.
+* Runtime clean-up shared by delete and purge paths: :func:`drain_containers`
+  stops and removes containerd containers, :func:`drain_namespace` empties a
+  namespace of images and snapshots.
+* Cascades into cells go through :func:`delete_cell_in_cascade` and
+  :func:`purge_cell_in_cascade`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from kukeond import errors
+from kukeond.api import v1beta1
+from kukeond.api.structs import DecodeError, GoStruct
+from kukeond.containerd import errors as cerrors
+from kukeond.controller.runtime import Runtime
+from kukeond.host import naming
+from kukeond.host.cgroups import CgroupError
+from kukeond.store.metadata import Key, MetadataCorrupt
+
+log = Logger()
+
+D = TypeVar("D", bound=GoStruct)
+
+BLOCKING_TIMEOUT = 60.0
+"""Seconds a piece of blocking controller work may take before the call fails."""
+
+STOP_GRACE = 10.0
+"""Seconds a container gets after SIGTERM before SIGKILL (as the reference)."""
+
+KILL_WAIT = 5.0
+"""Seconds to wait for a task to die after SIGKILL."""
+
+SNAPSHOTTERS = ("overlayfs", "native")
+"""Snapshotters drained when a realm namespace is emptied."""
+
+SNAPSHOT_PASSES = 32
+"""Removal passes over a snapshotter (a child must go before its parent)."""
+
+_pools: dict[int, ThreadPool] = {}
+
+
+def q(text: str) -> str:
+    """Quote a name the way the reference's ``%q`` does."""
+    return naming.go_quote(text)
+
+
+# --- names --------------------------------------------------------------------
+
+
+def required(name: str | None, sentinel: type[errors.Sentinel]) -> str:
+    """Return ``name`` trimmed, or raise the bare ``sentinel`` (``realm name is required``)."""
+    trimmed = (name or "").strip()
+    if not trimmed:
+        raise sentinel()
+    return trimmed
+
+
+def validated(kind: str, name: str | None) -> str:
+    """Validate a name for a create path; errors as the reference reports them."""
+    try:
+        return naming.validate_name(kind, name)
+    except naming.NameRequired as exc:
+        raise errors.SENTINELS[exc.wire_kind]() from None
+    except naming.InvalidName as exc:
+        raise errors.KukeonError(str(exc)) from None
+
+
+def safe(*names: str) -> bool:
+    """Whether every name can address a directory of the run-path tree."""
+    return all(naming.is_safe_path_component(n) for n in names)
+
+
+# --- documents ----------------------------------------------------------------
+
+
+def as_output(doc: D, kind: str) -> D:
+    """Mark ``doc`` as built by the daemon: ``apiVersion: v1beta1`` and its ``kind``."""
+    doc.apiVersion = v1beta1.API_VERSION
+    doc.kind = kind
+    return doc
+
+
+def empty_doc(cls: type[D], kind: str) -> D:
+    """The empty document a Get of a missing resource answers with."""
+    return as_output(cls(), kind)
+
+
+def decode_stored(cls: type[D], kind: str, raw: Mapping[str, Any]) -> D:
+    """Decode a stored JSON document into ``cls``; ``DecodeError`` if its values are bad."""
+    return as_output(cls.from_wire(dict(raw)), kind)
+
+
+def read_doc(runtime: Runtime, key: Key, cls: type[D], kind: str) -> D | None:
+    """The stored document under ``key``, ``None`` when absent (or ``key`` is unsafe).
+
+    An unusable file raises ``ConversionFailed`` (``failed to get <kind>:
+    conversion failed: <path>: <reason>``).
+    """
+    if not safe(*key):
+        return None
+    word = kind.lower()
+    try:
+        raw = runtime.store.get(key)
+    except MetadataCorrupt as exc:
+        raise errors.ConversionFailed(f"{exc.path}: {exc.reason}").wrap(
+            f"failed to get {word}"
+        ) from None
+    if raw is None:
+        return None
+    try:
+        return decode_stored(cls, kind, raw)
+    except DecodeError as exc:
+        path = runtime.store.path(key)
+        raise errors.ConversionFailed(f"{path}: {exc}").wrap(f"failed to get {word}") from None
+
+
+def list_docs(runtime: Runtime, parent: Key, cls: type[D], kind: str) -> list[D]:
+    """Every readable document directly below ``parent``, by name; bad ones are skipped."""
+    if not safe(*parent):
+        return []
+    out = []
+    for key, raw in runtime.store.list(parent):
+        try:
+            out.append(decode_stored(cls, kind, raw))
+        except DecodeError as exc:
+            log.warn("skipping unreadable metadata {key}: {error}", key=key, error=str(exc))
+    return out
+
+
+# --- blocking work --------------------------------------------------------------
+
+
+def _pool(reactor: Any) -> ThreadPool:
+    pool = _pools.get(id(reactor))
+    if pool is None:
+        pool = ThreadPool(minthreads=0, maxthreads=2, name="kukeond-controller")
+        pool.start()
+        _pools[id(reactor)] = pool
+
+        def stop() -> None:
+            _pools.pop(id(reactor), None)
+            pool.stop()
+
+        reactor.addSystemEventTrigger("during", "shutdown", stop)
+    return pool
+
+
+async def run_blocking(
+    runtime: Runtime, fn: Callable[..., Any], *args: Any, timeout: float = BLOCKING_TIMEOUT
+) -> Any:
+    """Run ``fn(*args)`` on the controllers' thread pool; fail after ``timeout`` seconds."""
+    reactor = runtime.reactor
+    d = deferToThreadPool(reactor, _pool(reactor), fn, *args)
+    d.addTimeout(timeout, reactor)
+    return await d
+
+
+# --- cgroups ----------------------------------------------------------------------
+
+
+def cgroup_of(runtime: Runtime, stored_path: str, *names: str) -> str:
+    """The group to act on: the stored ``status.cgroupPath``, else the computed default."""
+    return stored_path or naming.cgroup_path(runtime.cgroup_root, *names)
+
+
+def remove_cgroup(runtime: Runtime, group: str, *, fatal: bool) -> bool:
+    """Remove ``group``; a failure raises when ``fatal``, else it is only logged."""
+    try:
+        return runtime.cgroups.delete(group)
+    except (CgroupError, OSError, ValueError) as exc:
+        if fatal:
+            raise errors.KukeonError(f"failed to delete cgroup {group}: {exc}") from None
+        log.warn("failed to delete cgroup {group}: {error}", group=group, error=str(exc))
+        return False
+
+
+# --- containerd clean-up ----------------------------------------------------------
+
+
+def realm_namespace(runtime: Runtime, realm: str) -> str:
+    """The containerd namespace of a stored realm (its ``spec.namespace``), else the default."""
+    stored = runtime.store.get((realm,)) if safe(realm) and runtime.store.exists((realm,)) else None
+    explicit = ((stored or {}).get("spec") or {}).get("namespace") or ""
+    return naming.realm_namespace(realm, runtime.suffix, explicit.strip() or None)
+
+
+async def stop_container(runtime: Runtime, namespace: str, cid: str) -> None:
+    """Stop a container's task (SIGTERM, grace, SIGKILL) and delete task and container."""
+    containerd = runtime.containerd
+    try:
+        info = await containerd.task_state(namespace, cid)
+    except cerrors.NotFound:
+        info = None
+    if info is not None:
+        if info.status not in ("stopped", "created"):
+            for signal, wait in ((15, STOP_GRACE), (9, KILL_WAIT)):
+                try:
+                    await containerd.kill_task(namespace, cid, signal=signal, all=True)
+                    await containerd.wait_task(namespace, cid, timeout=wait)
+                    break
+                except cerrors.NotFound:
+                    break
+                except cerrors.DeadlineExceeded:
+                    continue
+        try:
+            await containerd.delete_task(namespace, cid)
+        except cerrors.NotFound:
+            pass
+    try:
+        await containerd.delete_container(namespace, cid, delete_snapshot=True)
+    except cerrors.NotFound:
+        pass
+
+
+async def drain_containers(
+    runtime: Runtime, namespace: str, labels: Mapping[str, str] | None = None
+) -> list[str]:
+    """Stop and remove every container of ``namespace`` carrying ``labels``; return their IDs.
+
+    A namespace containerd does not know holds nothing. Failures of single
+    containers are collected and raised together after the others were tried.
+    """
+    if not naming.is_containerd_identifier(namespace):
+        return []
+    try:
+        containers = await runtime.containerd.list_containers(namespace, labels=labels)
+    except cerrors.NotFound:
+        return []
+    removed, failures = [], []
+    for info in containers:
+        try:
+            await stop_container(runtime, namespace, info.id)
+            removed.append(info.id)
+        except cerrors.ContainerdError as exc:
+            failures.append(f"{info.id}: {exc}")
+    if failures:
+        raise errors.KukeonError("failed to remove containers: " + "; ".join(failures))
+    return removed
+
+
+async def drain_namespace(runtime: Runtime, namespace: str) -> None:
+    """Remove every image and snapshot of ``namespace`` (containers must be gone first)."""
+    containerd = runtime.containerd
+    try:
+        images = await containerd.list_images(namespace)
+    except cerrors.NotFound:
+        images = []
+    for image in images:
+        try:
+            await containerd.delete_image(namespace, image.name, sync=True)
+        except cerrors.NotFound:
+            pass
+    for snapshotter in SNAPSHOTTERS:
+        await _drain_snapshots(runtime, namespace, snapshotter)
+
+
+async def _drain_snapshots(runtime: Runtime, namespace: str, snapshotter: str) -> None:
+    containerd = runtime.containerd
+    for _ in range(SNAPSHOT_PASSES):
+        try:
+            snapshots = await containerd.list_snapshots(namespace, snapshotter=snapshotter)
+        except (cerrors.NotFound, cerrors.InvalidArgument, cerrors.Unimplemented):
+            return
+        if not snapshots:
+            return
+        parents = {s.parent for s in snapshots}
+        for snap in snapshots:
+            if snap.key in parents:
+                continue
+            try:
+                await containerd.remove_snapshot(namespace, snap.key, snapshotter=snapshotter)
+            except (cerrors.NotFound, cerrors.FailedPrecondition):
+                pass
+
+
+async def delete_namespace(runtime: Runtime, namespace: str) -> bool:
+    """Delete ``namespace``; ``False`` when it did not exist.
+
+    When containerd refuses because objects remain, the error names the
+    residual containers as the reference does.
+    """
+    if not naming.is_containerd_identifier(namespace):
+        return False
+    try:
+        await runtime.containerd.delete_namespace(namespace)
+    except cerrors.NotFound:
+        return False
+    except cerrors.ContainerdError as exc:
+        try:
+            left = [c.id for c in await runtime.containerd.list_containers(namespace)]
+        except cerrors.ContainerdError:
+            left = []
+        residual = f" (residual containers: {', '.join(left)})" if left else ""
+        raise errors.KukeonError(
+            f"failed to delete containerd namespace {q(namespace)}{residual}: {exc}"
+        ) from None
+    return True
+
+
+# --- cells inside a cascade --------------------------------------------------------
+
+
+def cell_containerd_ids(cell: Mapping[str, Any], space: str, stack: str, name: str) -> list[str]:
+    """containerd IDs of a stored cell's containers (recorded, else derived from the names)."""
+    ids = []
+    for container in (cell.get("spec") or {}).get("containers") or []:
+        cid = container.get("containerdId") or ""
+        if not cid and container.get("id"):
+            if container.get("root"):
+                cid = naming.root_containerd_id(space, stack, name)
+            else:
+                cid = naming.containerd_id(space, stack, name, container["id"])
+        if cid:
+            ids.append(cid)
+    return ids
+
+
+async def delete_cell_in_cascade(runtime: Runtime, key: Key) -> None:
+    """Delete the cell ``(R, S, K, C)`` as part of a stack/space/realm cascade.
+
+    Removes the cell's containerd containers, its cgroup (only logged on
+    failure), its metadata and its directory. The cell controller's own
+    delete may take this role when it offers one for cascades.
+    """
+    realm, space, stack, name = key
+    async with runtime.store.lock(key):
+        raw = runtime.store.get(key)
+        if raw is None:
+            return
+        namespace = realm_namespace(runtime, realm)
+        failures = []
+        for cid in cell_containerd_ids(raw, space, stack, name):
+            try:
+                await stop_container(runtime, namespace, cid)
+            except cerrors.ContainerdError as exc:
+                failures.append(f"{cid}: {exc}")
+        if failures:
+            raise errors.KukeonError(
+                "failed to delete cell: failed to delete containers: " + "; ".join(failures)
+            )
+        stored_cgroup = (raw.get("status") or {}).get("cgroupPath") or ""
+        remove_cgroup(runtime, cgroup_of(runtime, stored_cgroup, *key), fatal=False)
+        await runtime.store.delete(key)
+        await runtime.store.purge(key)
+
+
+async def purge_cell_in_cascade(runtime: Runtime, key: Key) -> None:
+    """Purge the cell ``(R, S, K, C)`` in a cascade: delete it, then sweep its leftovers.
+
+    Leftovers are containers labelled with the cell that the document no
+    longer lists, the computed-path cgroup and the directory.
+    """
+    realm, space, stack, name = key
+    await delete_cell_in_cascade(runtime, key)
+    namespace = realm_namespace(runtime, realm)
+    await drain_containers(
+        runtime,
+        namespace,
+        {"kukeon.io/realm": realm, "kukeon.io/space": space, "kukeon.io/stack": stack,
+         "kukeon.io/cell": name},
+    )
+    remove_cgroup(runtime, naming.cgroup_path(runtime.cgroup_root, *key), fatal=False)
+    await runtime.store.purge(key)
+
