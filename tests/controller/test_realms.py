@@ -13,36 +13,13 @@ from tests.controller.resource_calls import (
     ZERO,
     Caller,
     err,
+    make_cell,
     realm_doc,
     with_flags,
 )
 from tests.support.runtime import fake_runtime, load_busybox
 
 REALM_ZERO = kukeonv1.GetRealmResult().to_wire()["Realm"]
-
-
-async def make_cell(runtime, realm: str, space: str, stack: str, cell: str) -> str:
-    """Store a cell document with one root container that exists in (fake) containerd."""
-    ns = f"{realm}.{runtime.suffix}"
-    cid = f"{space}_{stack}_{cell}_root"
-    await load_busybox(runtime, realm)
-    await runtime.containerd.create_container(
-        ns, cid, "docker.io/library/busybox:latest", {},
-        labels={"kukeon.io/realm": realm, "kukeon.io/space": space,
-                "kukeon.io/stack": stack, "kukeon.io/cell": cell},
-    )
-    await runtime.containerd.create_task(ns, cid)
-    await runtime.containerd.start_task(ns, cid)
-    doc = {
-        "apiVersion": "v1beta1", "kind": "Cell",
-        "metadata": {"name": cell, "labels": None},
-        "spec": {"id": cell, "realmId": realm, "spaceId": space, "stackId": stack,
-                 "containers": [{"id": "root", "containerdId": cid, "root": True,
-                                 "image": "docker.io/library/busybox:latest"}]},
-        "status": {"state": "Ready", "cgroupPath": "", "network": {}, "containers": None},
-    }
-    await runtime.store.put((realm, space, stack, cell), doc)
-    return cid
 
 
 class CreateRealmTests(TestCase):
