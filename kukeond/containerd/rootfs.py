@@ -98,7 +98,7 @@ def _apply(member: tarfile.TarInfo, tar: tarfile.TarFile, found: dict[str, bytes
                 found[path] = None
         return
     if base.startswith(WHITEOUT_PREFIX):
-        target = posixpath.join(directory, base[len(WHITEOUT_PREFIX):])
+        target = posixpath.join(directory, base[len(WHITEOUT_PREFIX) :])
         if target in found:
             found[target] = None
         return

@@ -17,6 +17,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "kukeond.controller.spaces",
     "kukeond.controller.stacks",
     "kukeond.controller.images",
+    "kukeond.controller.cells",
+    "kukeond.controller.containers",
 )
 
 

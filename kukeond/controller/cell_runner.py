@@ -1,0 +1,731 @@
+"""The cell lifecycle on containerd, cgroups and CNI: provision, start, stop, kill, delete.
+
+A :class:`CellRunner` works on ``CellDoc`` objects whose store lock the
+caller already holds (RPC handlers in :mod:`kukeond.controller.cells` and
+:mod:`kukeond.controller.containers` take it; so must the reconciler).
+Every method persists what it changed.
+
+How a cell runs (see the reference behaviour in the module docstring of
+:mod:`kukeond.controller.cells`): the root container (``S_K_C_root``) starts
+first with no stdio; its ``/proc/<pid>/ns/{net,ipc,uts}`` are joined by every
+workload container (``S_K_C_X``), whose stdout/stderr the shim appends to
+``DATA/R/S/K/C/X/log``. A non-host-network root gets one CNI interface
+(``eth0``) on the space bridge, and its address goes into the cell's
+``etc-hosts``. Start is destructive (containers are recreated from the
+stored spec) unless everything already runs; stop and kill remove the
+containers, so a stopped cell holds no containerd objects.
+
+Two deliberate differences from the reference: the synthesized busybox root
+(``sleep infinity`` as PID 1, which ignores SIGTERM) is stopped with SIGKILL
+right away instead of waiting out a grace period, and a workload whose task
+had already exited is removed on stop instead of being left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from kukeond.api import docrules
+from kukeond.api.v1beta1 import (
+    FAILED,
+    PAUSED,
+    PAUSING,
+    PENDING,
+    READY,
+    STOPPED,
+    UNKNOWN,
+    CellDoc,
+    ContainerSpec,
+    ContainerStatus,
+)
+from kukeond.containerd import errors as cerrors
+from kukeond.containerd.model import ImageRuntimeConfig
+from kukeond.controller import cellspec
+from kukeond.controller.cell_files import (
+    DIR_MODE,
+    FileWork,
+    read_json_file,
+    remove_tree,
+    render_etc_hostname,
+    render_etc_hosts,
+    write_in_place,
+)
+from kukeond.controller.cellspec import CellContext, CellSpecError, Kuketty
+from kukeond.controller.runtime import Runtime
+from kukeond.errors import ImageNotFound, KukeonError
+from kukeond.host import naming
+from kukeond.host.cgroups import CgroupError
+from kukeond.host.cni import CNIError
+
+CellKey = tuple[str, str, str, str]
+
+STOP_GRACE = 5.0
+"""Seconds a workload gets between SIGTERM and SIGKILL on stop."""
+DELETE_GRACE = 10.0
+"""Seconds a workload gets between SIGTERM and SIGKILL on delete."""
+KILL_WAIT = 5.0
+"""Seconds to wait for a task to die after SIGKILL."""
+
+REASON_CREATE = "CreateCellFailed"
+REASON_START = "StartCellFailed"
+REASON_START_CONTAINER = "StartContainerFailed"
+MAX_MESSAGE_BYTES = 256
+
+_TASK_STATES = {
+    "running": READY,
+    "stopped": STOPPED,
+    "created": PENDING,
+    "paused": PAUSED,
+    "pausing": PAUSING,
+}
+_LIVE = (READY, PENDING, PAUSED, PAUSING)
+
+
+def cell_key(doc: CellDoc) -> CellKey:
+    """Store key of a cell: ``(realm, space, stack, cell)``."""
+    spec = doc.spec
+    return (spec.realmId, spec.spaceId, spec.stackId, doc.metadata.name)
+
+
+def root_container(doc: CellDoc) -> ContainerSpec | None:
+    """The cell's root container spec, if the cell has one yet."""
+    containers = doc.spec.containers or []
+    for container in containers:
+        if container.root or (
+            doc.spec.rootContainerId and container.id == doc.spec.rootContainerId
+        ):
+            return container
+    return None
+
+
+def workloads(doc: CellDoc) -> list[ContainerSpec]:
+    """The non-root containers, in spec order."""
+    root = root_container(doc)
+    return [c for c in doc.spec.containers or [] if c is not root]
+
+
+def containerd_id_of(doc: CellDoc, container: ContainerSpec) -> str:
+    """containerd ID of a container of ``doc``: ``S_K_C_root`` for the root, else ``S_K_C_X``."""
+    realm, space, stack, cell = cell_key(doc)
+    if container is root_container(doc):
+        return naming.root_containerd_id(space, stack, cell)
+    return container.containerdId or naming.containerd_id(space, stack, cell, container.id)
+
+
+def flatten_message(text: str) -> str:
+    """One line, whitespace collapsed, at most 256 bytes (253 + ``...``) of UTF-8."""
+    line = re.sub(r"\s+", " ", text.replace("\r", " ").replace("\n", " ").replace("\t", " "))
+    line = line.strip()
+    raw = line.encode("utf-8")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return line
+    return raw[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
+
+
+def container_state(task_status: str | None, container_exists: bool) -> str:
+    """Live container state: no container → Stopped; no task → Unknown; else by task status."""
+    if not container_exists:
+        return STOPPED
+    if task_status is None:
+        return UNKNOWN
+    return _TASK_STATES.get(task_status, UNKNOWN)
+
+
+def statuses_from(
+    doc: CellDoc, containers: Iterable[str], tasks: dict[str, str]
+) -> list[ContainerStatus]:
+    """Container statuses of ``doc`` from a namespace's container IDs and task states.
+
+    ``tasks`` maps containerd IDs to task status (``running``, ``stopped`` ...);
+    what :meth:`CellRunner.live_statuses` computes with per-container calls,
+    for callers that already listed the namespace.
+    """
+    present = set(containers)
+    out = []
+    for container in doc.spec.containers or []:
+        cid = containerd_id_of(doc, container)
+        state = container_state(tasks.get(cid), cid in present)
+        out.append(ContainerStatus(name=container.id, id=container.id, state=state))
+    return out
+
+
+def derive_cell_state(doc: CellDoc, statuses: list[ContainerStatus], cgroup_ok: bool) -> str:
+    """The cell state the reconciler derives from live container statuses."""
+    if not cgroup_ok:
+        return UNKNOWN
+    by_id = {s.id: s.state for s in statuses}
+    root = root_container(doc)
+    others = workloads(doc)
+    if not others:
+        if root is None:
+            return READY
+        state = by_id.get(root.id, UNKNOWN)
+        if state in _LIVE:
+            return READY
+        return STOPPED if state in (STOPPED, FAILED) else UNKNOWN
+    if any(c.id not in by_id for c in others):
+        return UNKNOWN
+    states = [by_id[c.id] for c in others]
+    if any(s in _LIVE for s in states):
+        return READY
+    return UNKNOWN if UNKNOWN in states else STOPPED
+
+
+async def gather(work: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Run coroutines/Deferreds concurrently; all finish, then the first failure is raised."""
+    deferreds = [d if isinstance(d, defer.Deferred) else defer.ensureDeferred(d) for d in work]
+    results = await defer.DeferredList(deferreds, consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            value.raiseException()
+    return [value for _, value in results]
+
+
+def as_kukeon_error(exc: BaseException) -> KukeonError:
+    """Give containerd, CNI, cgroup and spec failures the daemon's error type."""
+    if isinstance(exc, KukeonError):
+        return exc
+    if isinstance(exc, cerrors.Unavailable):
+        return KukeonError(f"failed to connect to containerd: {exc}")
+    return KukeonError(str(exc))
+
+
+class CellRunner:
+    """Runs cells for one daemon (see the module docstring). Get it with :func:`runner_for`."""
+
+    log = Logger()
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.files = FileWork(runtime.reactor)
+
+    # --- lookups -----------------------------------------------------------------
+
+    def load(self, key: CellKey) -> CellDoc | None:
+        """The stored cell, or None."""
+        raw = self.rt.store.get(key)
+        return None if raw is None else CellDoc.from_wire(raw)
+
+    async def save(self, doc: CellDoc) -> CellDoc:
+        """Persist ``doc`` (the store stamps its times) and return what was stored."""
+        stored = await self.rt.store.put(cell_key(doc), doc.to_wire())
+        return CellDoc.from_wire(stored)
+
+    def namespace(self, realm: str) -> str:
+        """The realm's containerd namespace (stored ``spec.namespace``, else ``R.<suffix>``)."""
+        raw = self.rt.store.get((realm,)) or {}
+        explicit = (raw.get("spec") or {}).get("namespace") or ""
+        return naming.realm_namespace(realm, self.rt.suffix, explicit)
+
+    def conflist_path(self, realm: str, space: str) -> str:
+        """The space conflist: its ``spec.cniConfigPath``, else the canonical path."""
+        raw = self.rt.store.get((realm, space)) or {}
+        explicit = (raw.get("spec") or {}).get("cniConfigPath") or ""
+        return explicit or naming.network_conflist_path(self.rt.run_path, realm, space)
+
+    def cgroup_path(self, doc: CellDoc) -> str:
+        """The cell's cgroup (stored, else the computed default)."""
+        return doc.status.cgroupPath or naming.cgroup_path(self.rt.cgroup_root, *cell_key(doc))
+
+    def host_network(self, doc: CellDoc) -> bool:
+        """Whether the cell's root shares the host's network."""
+        root = root_container(doc)
+        return bool(root and root.hostNetwork)
+
+    def context(self, doc: CellDoc, namespace: str) -> CellContext:
+        """The facts every container spec of ``doc`` is built from."""
+        realm, space, stack, cell = cell_key(doc)
+        run = self.rt.run_path
+        return CellContext(
+            realm=realm,
+            space=space,
+            stack=stack,
+            cell=cell,
+            cell_id=doc.spec.id or cell,
+            namespace=namespace,
+            cgroup_path=self.cgroup_path(doc),
+            conflist_path=self.conflist_path(realm, space),
+            etc_hosts=""
+            if self.host_network(doc)
+            else naming.etc_hosts_path(run, realm, space, stack, cell),
+            etc_hostname=naming.etc_hostname_path(run, realm, space, stack, cell),
+            nested_cgroup=doc.spec.nestedCgroupRuntime,
+            labels=dict(doc.metadata.labels or {}),
+        )
+
+    # --- status ------------------------------------------------------------------
+
+    async def container_state_live(self, namespace: str, cid: str) -> str:
+        """One container's live state (see :func:`container_state`)."""
+        try:
+            task = await self.rt.containerd.task_state(namespace, cid)
+            return container_state(task.status, True)
+        except cerrors.NotFound:
+            pass
+        except cerrors.ContainerdError:
+            return UNKNOWN
+        try:
+            await self.rt.containerd.get_container(namespace, cid)
+        except cerrors.NotFound:
+            return STOPPED
+        except cerrors.ContainerdError:
+            return UNKNOWN
+        return UNKNOWN
+
+    async def live_statuses(
+        self, doc: CellDoc, namespace: str | None = None
+    ) -> list[ContainerStatus]:
+        """Statuses of every spec container, queried from containerd now."""
+        ns = namespace or self.namespace(doc.spec.realmId)
+        containers = doc.spec.containers or []
+        states = await gather(
+            self.container_state_live(ns, containerd_id_of(doc, c)) for c in containers
+        )
+        return [
+            ContainerStatus(name=c.id, id=c.id, state=s)
+            for c, s in zip(containers, states, strict=True)
+        ]
+
+    async def root_exists(self, doc: CellDoc, namespace: str) -> bool:
+        """Whether the root's containerd container exists."""
+        realm, space, stack, cell = cell_key(doc)
+        try:
+            await self.rt.containerd.get_container(
+                namespace, naming.root_containerd_id(space, stack, cell)
+            )
+        except cerrors.NotFound:
+            return False
+        return True
+
+    # --- provisioning --------------------------------------------------------------
+
+    async def render_etc_files(self, doc: CellDoc, ipv4: str | None = None) -> None:
+        """Write ``etc-hostname`` and (unless host network) ``etc-hosts``."""
+        realm, space, stack, cell = cell_key(doc)
+        run = self.rt.run_path
+
+        def write() -> None:
+            write_in_place(
+                naming.etc_hostname_path(run, realm, space, stack, cell), render_etc_hostname(cell)
+            )
+            if not self.host_network(doc):
+                write_in_place(
+                    naming.etc_hosts_path(run, realm, space, stack, cell),
+                    render_etc_hosts(cell, ipv4),
+                )
+
+        await self.files.run(write)
+
+    def ensure_cgroup(self, doc: CellDoc) -> bool:
+        """Create the cell cgroup unless present; fill the status fields. True if created."""
+        group = self.cgroup_path(doc)
+        existed = self.rt.cgroups.exists(group)
+        try:
+            controllers = self.rt.cgroups.create(
+                group, all_controllers=doc.spec.nestedCgroupRuntime
+            )
+        except CgroupError as exc:
+            raise KukeonError(f"failed to create cell cgroup: {exc}") from exc
+        doc.status.cgroupPath = group
+        doc.status.subtreeControllers = controllers or None
+        doc.status.network.bridgeName = naming.bridge_name(doc.spec.realmId, doc.spec.spaceId)
+        return not existed
+
+    async def check_images(self, doc: CellDoc, namespace: str) -> None:
+        """Fail with how to load it when an image of the cell is not in the namespace."""
+        for image in dict.fromkeys(c.image for c in doc.spec.containers or []):
+            try:
+                await self.rt.containerd.get_image(namespace, image)
+            except cerrors.NotFound:
+                raise self.missing_image(image, doc.spec.realmId, namespace) from None
+
+    @staticmethod
+    def missing_image(image: str, realm: str, namespace: str) -> KukeonError:
+        """The error for an image absent from the realm (no registry is tried)."""
+        return ImageNotFound(
+            f"{image} is not in containerd namespace {namespace}; load it with "
+            f"'kuke image load --realm {realm} <image.tar>'"
+        )
+
+    async def provision(self, doc: CellDoc) -> bool:
+        """Make a new cell's cgroup and files and persist it. True if the cgroup was created.
+
+        ``doc`` has its root container and containerd IDs already. Failures
+        after the first write mark the cell Failed (``CreateCellFailed``).
+        """
+        doc.status.state = PENDING
+        doc.status.network.bridgeName = naming.bridge_name(doc.spec.realmId, doc.spec.spaceId)
+        doc.status.cgroupPath = self.cgroup_path(doc)
+        stored = await self.save(doc)
+        doc.status = stored.status
+        try:
+            created = self.ensure_cgroup(doc)
+            await self.render_etc_files(doc)
+            await self.check_images(doc, self.namespace(doc.spec.realmId))
+        except Exception as exc:
+            await self.mark_failed(doc, REASON_CREATE, exc)
+            raise as_kukeon_error(exc) from exc
+        return created
+
+    # --- start ---------------------------------------------------------------------
+
+    async def all_running(self, doc: CellDoc, namespace: str) -> bool:
+        """Whether the root and every workload task reports ``running``."""
+        states = await gather(
+            self.container_state_live(namespace, containerd_id_of(doc, c))
+            for c in doc.spec.containers or []
+        )
+        return bool(states) and all(s == READY for s in states)
+
+    async def start(self, doc: CellDoc) -> CellDoc:
+        """Run the cell: a no-op when all tasks run, else recreate every container."""
+        ns = self.namespace(doc.spec.realmId)
+        if root_container(doc) is None:
+            docrules.ensure_root_container(doc)
+        if await self.all_running(doc, ns):
+            self.log.info(
+                "cell tasks already running, StartCell is a no-op", cell=doc.metadata.name
+            )
+            return await self.mark_ready(doc, ns)
+        try:
+            self.ensure_cgroup(doc)
+            await self.recreate(doc, ns)
+        except Exception as exc:
+            await self.mark_failed(doc, REASON_START, exc)
+            raise as_kukeon_error(exc) from exc
+        return await self.mark_ready(doc, ns)
+
+    async def mark_ready(self, doc: CellDoc, namespace: str) -> CellDoc:
+        """State Ready, ``readyObserved``, fresh statuses; persist."""
+        doc.status.state = READY
+        doc.status.readyObserved = True
+        doc.status.reason = ""
+        doc.status.message = ""
+        doc.status.containers = await self.live_statuses(doc, namespace)
+        return await self.save(doc)
+
+    async def image_configs(
+        self, namespace: str, containers: list[ContainerSpec], realm: str
+    ) -> dict[str, ImageRuntimeConfig]:
+        """Image config (and passwd/group when a user name needs them) per container id."""
+        client = self.rt.containerd
+        bases: dict[str, ImageRuntimeConfig] = {}
+        for image in dict.fromkeys(c.image for c in containers):
+            try:
+                bases[image] = await client.image_runtime_config(namespace, image)
+            except cerrors.NotFound:
+                raise self.missing_image(image, realm, namespace) from None
+        out = {}
+        for container in containers:
+            base = bases[container.image]
+            wanted = cellspec.rootfs_files_needed(container, base.config)
+            out[container.id] = (
+                (await client.image_runtime_config(namespace, container.image, wanted))
+                if wanted
+                else base
+            )
+        return out
+
+    async def recreate(self, doc: CellDoc, namespace: str) -> None:
+        """Remove whatever runs, then create and start root and workloads from the spec."""
+        ctx = self.context(doc, namespace)
+        await self.teardown(doc, namespace, graceful=False)
+        containers = list(doc.spec.containers or [])
+        images = await self.image_configs(namespace, containers, ctx.realm)
+        root = root_container(doc)
+        assert root is not None
+        await self.render_etc_files(doc)
+        root_cid = containerd_id_of(doc, root)
+        pid = await self.create_and_start(ctx, doc, root, root_cid, images[root.id], None)
+        if not self.host_network(doc):
+            try:
+                result = await self.rt.network.attach(
+                    root_cid, f"/proc/{pid}/ns/net", ctx.conflist_path, "eth0"
+                )
+            except CNIError as exc:
+                raise KukeonError(str(exc)) from exc
+            try:
+                await self.render_etc_files(doc, result.ipv4)
+            except OSError as exc:
+                self.log.warn("could not write etc-hosts: {error}", error=exc)
+        else:
+            self.log.info("skipping CNI attach for host-network root container", cell=ctx.cell)
+        join = cellspec.namespace_paths(pid)
+        await gather(
+            self.create_and_start(ctx, doc, c, containerd_id_of(doc, c), images[c.id], join)
+            for c in workloads(doc)
+        )
+
+    async def create_and_start(
+        self,
+        ctx: CellContext,
+        doc: CellDoc,
+        container: ContainerSpec,
+        cid: str,
+        image: ImageRuntimeConfig,
+        join: dict[str, str] | None,
+    ) -> int:
+        """Create one containerd container and start its task; return the task pid."""
+        root = join is None
+        run = self.rt.run_path
+        names = (ctx.realm, ctx.space, ctx.stack, ctx.cell, container.id)
+        profile = None
+        path = cellspec.seccomp_profile_path(container)
+        if path:
+            profile = await self.files.run(read_json_file, path)
+        kuketty = None
+        if container.attachable and not root:
+            kuketty = await self.files.run(self.prepare_tty, names)
+        try:
+            spec, argv = cellspec.build_container_spec(
+                ctx, container, cid, root, image, join, profile, kuketty
+            )
+        except CellSpecError as exc:
+            raise KukeonError(f"container {container.id}: {exc}") from exc
+        if kuketty is not None:
+            await self.files.run(
+                write_in_place, kuketty.metadata, _kuketty_metadata(container, argv)
+            )
+        client = self.rt.containerd
+        labels = cellspec.containerd_labels(ctx, container, root)
+        try:
+            await client.create_container(ctx.namespace, cid, container.image, spec, labels)
+        except cerrors.AlreadyExists as exc:
+            raise KukeonError(f"container already exists: {cid}") from exc
+        except cerrors.NotFound:
+            raise self.missing_image(container.image, ctx.realm, ctx.namespace) from None
+        log_path = None
+        if not root and not container.attachable:
+            log_path = naming.container_log_path(run, *names)
+            await self.files.run(os.makedirs, os.path.dirname(log_path), DIR_MODE, True)
+        await client.create_task(ctx.namespace, cid, log_path)
+        pid = await client.start_task(ctx.namespace, cid)
+        if not pid:
+            raise KukeonError(f"task of {cid} started with pid 0")
+        self.move_to_payload(ctx, cid)
+        return pid
+
+    def prepare_tty(self, names: tuple[str, ...]) -> Kuketty:
+        """Create an attachable container's tty dir; fail when the helper is not staged."""
+        run = self.rt.run_path
+        binary = naming.kuketty_binary_path(run)
+        if not os.path.isfile(binary):
+            raise KukeonError(
+                f"attachable container {names[-1]} needs the terminal helper "
+                f"at {binary}; it is not installed"
+            )
+        tty = naming.tty_dir(run, *names)
+        os.makedirs(tty, mode=DIR_MODE, exist_ok=True)
+        return Kuketty(binary, tty, naming.kuketty_metadata_path(run, *names))
+
+    def move_to_payload(self, ctx: CellContext, cid: str) -> None:
+        """cgroup v2: move the task's PIDs into ``<cell>/<cid>/_payload`` (WARN on failure)."""
+        if self.rt.cgroups.version != 2:
+            return
+        group = naming.container_cgroup_path(ctx.cgroup_path, cid)
+        try:
+            self.rt.cgroups.move_to_payload(group)
+        except CgroupError as exc:
+            self.log.warn(
+                "could not move {cid} into its payload cgroup: {error}", cid=cid, error=exc
+            )
+
+    # --- stop / kill / delete --------------------------------------------------------
+
+    async def stop_task(
+        self, namespace: str, cid: str, grace: float, escalate: bool = True
+    ) -> None:
+        """SIGTERM, wait ``grace`` s, then (``escalate``) SIGKILL and wait.
+
+        ``grace`` 0 sends SIGKILL at once.
+        """
+        client = self.rt.containerd
+        if grace > 0:
+            try:
+                await client.kill_task(namespace, cid, signal.SIGTERM)
+            except cerrors.NotFound:
+                return
+            try:
+                await client.wait_task(namespace, cid, grace)
+                return
+            except cerrors.DeadlineExceeded:
+                if not escalate:
+                    return
+        try:
+            await client.kill_task(namespace, cid, signal.SIGKILL)
+        except cerrors.NotFound:
+            return
+        await client.wait_task(namespace, cid, KILL_WAIT)
+
+    async def remove_container(self, namespace: str, cid: str, grace: float) -> bool:
+        """Stop ``cid``'s task and delete task, container and snapshot. False if absent."""
+        client = self.rt.containerd
+        try:
+            task = await client.task_state(namespace, cid)
+        except cerrors.NotFound:
+            task = None
+        if task is not None:
+            if task.status not in ("stopped", "created"):
+                await self.stop_task(namespace, cid, grace)
+            try:
+                await client.delete_task(namespace, cid)
+            except cerrors.NotFound:
+                pass
+        try:
+            await client.delete_container(namespace, cid, True)
+        except cerrors.NotFound:
+            return task is not None
+        return True
+
+    async def detach_root(self, doc: CellDoc, namespace: str) -> None:
+        """CNI DEL for the root while its task still runs (failures only logged)."""
+        if self.host_network(doc):
+            return
+        realm, space, stack, cell = cell_key(doc)
+        cid = naming.root_containerd_id(space, stack, cell)
+        try:
+            task = await self.rt.containerd.task_state(namespace, cid)
+        except cerrors.ContainerdError:
+            return
+        if task.status != "running" or not task.pid:
+            return
+        try:
+            await self.rt.network.detach(
+                cid, f"/proc/{task.pid}/ns/net", self.conflist_path(realm, space), "eth0"
+            )
+        except (CNIError, OSError) as exc:
+            self.log.warn("CNI detach of {cid} failed: {error}", cid=cid, error=exc)
+
+    async def scrub_network(self, doc: CellDoc, cids: Iterable[str]) -> None:
+        """Forget IPAM leases and cached results of ``cids`` (failures only logged)."""
+        network = naming.network_name(doc.spec.realmId, doc.spec.spaceId)
+        for cid in cids:
+            try:
+                await self.rt.network.scrub(cid, network)
+            except (CNIError, OSError) as exc:
+                self.log.warn("CNI scrub of {cid} failed: {error}", cid=cid, error=exc)
+
+    async def teardown(
+        self, doc: CellDoc, namespace: str, graceful: bool, grace: float = STOP_GRACE
+    ) -> None:
+        """Remove every container of the cell (workloads first, then the root, then
+        strays with the cell's ID prefix); detach and scrub the root's address."""
+        realm, space, stack, cell = cell_key(doc)
+        wait = grace if graceful else 0.0
+        await gather(
+            self.remove_container(namespace, containerd_id_of(doc, c), wait) for c in workloads(doc)
+        )
+        root = root_container(doc)
+        root_cid = naming.root_containerd_id(space, stack, cell)
+        await self.detach_root(doc, namespace)
+        explicit_root = root is not None and root.image != docrules.IMPLICIT_ROOT_IMAGE
+        await self.remove_container(namespace, root_cid, wait if explicit_root else 0.0)
+        await self.sweep_strays(namespace, f"{space}_{stack}_{cell}_")
+        await self.scrub_network(doc, [root_cid])
+
+    async def sweep_strays(self, namespace: str, prefix: str) -> list[str]:
+        """Remove containers whose ID starts with the cell's prefix; return their IDs."""
+        found = await self.rt.containerd.list_containers(namespace)
+        strays = [c.id for c in found if c.id.startswith(prefix)]
+        await gather(self.remove_container(namespace, cid, 0.0) for cid in strays)
+        return strays
+
+    async def stop(self, doc: CellDoc, kill: bool = False) -> CellDoc:
+        """Stop (SIGTERM, grace, SIGKILL) or kill every container and remove them; persist."""
+        ns = self.namespace(doc.spec.realmId)
+        try:
+            await self.teardown(doc, ns, graceful=not kill)
+        except cerrors.ContainerdError as exc:
+            raise as_kukeon_error(exc) from exc
+        doc.status.state = STOPPED
+        doc.status.containers = await self.live_statuses(doc, ns)
+        return await self.save(doc)
+
+    async def mark_failed(self, doc: CellDoc, reason: str, exc: BaseException) -> CellDoc:
+        """Best-effort kill, then state Failed with ``reason`` and the one-line message."""
+        ns = self.namespace(doc.spec.realmId)
+        try:
+            await self.teardown(doc, ns, graceful=False)
+        except Exception as cleanup:  # noqa: BLE001  (best effort; the cause is reported)
+            self.log.warn("cleanup after a failed cell start failed: {error}", error=cleanup)
+        doc.status.state = FAILED
+        doc.status.reason = reason
+        doc.status.message = flatten_message(str(as_kukeon_error(exc)))
+        try:
+            doc.status.containers = await self.live_statuses(doc, ns)
+        except Exception:  # noqa: BLE001  (statuses are informative only)
+            doc.status.containers = []
+        return await self.save(doc)
+
+    async def delete(self, doc: CellDoc) -> bool:
+        """Remove containers, cgroup, metadata and files; True if the cell had containers.
+
+        A container that cannot be removed fails the delete and keeps the
+        cgroup and metadata (``failed to delete cell: …``).
+        """
+        ns = self.namespace(doc.spec.realmId)
+        realm, space, stack, cell = cell_key(doc)
+        cids = [containerd_id_of(doc, c) for c in doc.spec.containers or []]
+        try:
+            await self.scrub_network(doc, cids)
+            await self.teardown(doc, ns, graceful=True, grace=DELETE_GRACE)
+        except Exception as exc:
+            raise KukeonError(f"failed to delete cell: {as_kukeon_error(exc)}") from exc
+        await self.remove_leftovers(doc)
+        await self.rt.store.delete(cell_key(doc))
+        return bool(doc.spec.containers)
+
+    async def remove_leftovers(self, doc: CellDoc) -> None:
+        """rmdir the cell cgroup (WARN only) and ``rm -rf`` the cell directory."""
+        for group in dict.fromkeys(
+            [self.cgroup_path(doc), naming.cgroup_path(self.rt.cgroup_root, *cell_key(doc))]
+        ):
+            try:
+                self.rt.cgroups.delete(group)
+            except CgroupError as exc:
+                self.log.warn(
+                    "could not remove cell cgroup {group}: {error}", group=group, error=exc
+                )
+        await self.files.run(remove_tree, naming.resource_dir(self.rt.run_path, *cell_key(doc)))
+
+    async def purge(self, doc: CellDoc) -> list[str]:
+        """Delete, tolerating failures; then scrub and remove everything. Returns errors."""
+        problems = []
+        try:
+            await self.delete(doc)
+        except KukeonError as exc:
+            problems.append(str(exc))
+            try:
+                ns = self.namespace(doc.spec.realmId)
+                await self.teardown(doc, ns, graceful=False)
+            except Exception as again:  # noqa: BLE001  (purge goes on regardless)
+                self.log.warn("purge: second teardown failed: {error}", error=again)
+        cids = [containerd_id_of(doc, c) for c in doc.spec.containers or []]
+        await self.scrub_network(doc, cids)
+        await self.remove_leftovers(doc)
+        await self.rt.store.purge(cell_key(doc))
+        return problems
+
+
+def _kuketty_metadata(container: ContainerSpec, argv: list[str]) -> bytes:
+    doc = {"id": container.id, "args": argv}
+    if container.tty is not None:
+        doc["tty"] = container.tty.to_wire()
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def runner_for(runtime: Runtime) -> CellRunner:
+    """The daemon's one :class:`CellRunner` (created on first use)."""
+    runner = runtime.__dict__.get("_cell_runner")
+    if runner is None:
+        runner = CellRunner(runtime)
+        runtime.__dict__["_cell_runner"] = runner
+    return runner

@@ -1,0 +1,401 @@
+"""Cell RPCs: CreateCell, GetCell, ListCells, StartCell, StopCell, KillCell, DeleteCell, PurgeCell.
+
+Every mutating handler holds the cell's store lock (``store.lock((R, S, K, C))``)
+for its whole read-modify-write, so calls on one cell are serialised while
+calls on different cells run in parallel. The lifecycle itself lives in
+:class:`kukeond.controller.cell_runner.CellRunner`.
+
+Functions other controllers call (each takes the cell's lock itself unless
+it says otherwise):
+
+* :func:`delete_cell` ``(runtime, key)`` / :func:`purge_cell` ``(runtime, key)``
+  — cascades from stacks, spaces and realms; ``key`` is ``(R, S, K, C)``.
+  ``delete_cell`` raises ``KukeonError`` (``failed to delete cell: …``) when
+  a container cannot be removed; ``purge_cell`` returns the problems it
+  tolerated.
+* :func:`create_or_start_cell` ``(runtime, doc)`` — what CreateCell does
+  for a validated ``CellDoc`` (ApplyDocuments).
+* :func:`start_cell` / :func:`stop_cell` / :func:`kill_cell`
+  ``(runtime, key)`` — lifecycle by key (reconciler restarts, auto-delete).
+* ``runner_for(runtime)`` (:mod:`kukeond.controller.cell_runner`), to be used
+  while already holding the cell's lock: ``load``, ``save``, ``start``,
+  ``stop(doc, kill=…)``, ``delete``, ``purge``, ``live_statuses(doc)``,
+  ``recreate(doc, ns)``; and the pure helpers ``statuses_from(doc,
+  container_ids, task_status_by_id)`` and ``derive_cell_state(doc,
+  statuses, cgroup_ok)`` that compute the reconciler's per-cell state from
+  one namespace listing (§7.2 of the behaviour spec).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kukeond import errors
+from kukeond.api import docrules, kukeonv1
+from kukeond.api.v1beta1 import (
+    KIND_CELL,
+    READY,
+    CellDoc,
+    ContainerSpec,
+    SpaceDoc,
+)
+from kukeond.containerd import errors as cerrors
+from kukeond.controller.cell_files import check_volumes
+from kukeond.controller.cell_runner import (
+    CellKey,
+    as_kukeon_error,
+    cell_key,
+    containerd_id_of,
+    root_container,
+    runner_for,
+)
+from kukeond.controller.common import as_output, q, read_doc, required, validated
+from kukeond.controller.runtime import Runtime
+from kukeond.host import naming
+from kukeond.rpc.dispatch import Handler
+
+ROOT_HOST_NETWORK_MISMATCH = (
+    "explicit rootContainerId must have hostNetwork: true when any cell container has "
+    "hostNetwork: true"
+)
+
+
+def not_found(key: CellKey) -> errors.KukeonError:
+    """The plain not-found error of Start/Stop/Kill/Delete/Purge Cell."""
+    realm, space, stack, cell = key
+    return errors.KukeonError(
+        f"cell {q(cell)} not found in realm {q(realm)}, space {q(space)}, stack {q(stack)}"
+    )
+
+
+def identify(doc: CellDoc) -> CellKey:
+    """Trimmed ``(R, S, K, C)`` of a request, name-required errors in the reference order."""
+    name = required(doc.metadata.name, errors.CellNameRequired)
+    realm = required(doc.spec.realmId, errors.RealmNameRequired)
+    space = required(doc.spec.spaceId, errors.SpaceNameRequired)
+    stack = required(doc.spec.stackId, errors.StackNameRequired)
+    return (realm, space, stack, name)
+
+
+def output(doc: CellDoc) -> CellDoc:
+    """A cell as it leaves the daemon (``containers`` arrays never null)."""
+    as_output(doc, KIND_CELL)
+    if doc.spec.containers is None:
+        doc.spec.containers = []
+    if doc.status.containers is None:
+        doc.status.containers = []
+    return doc
+
+
+def merge_space_defaults(runtime: Runtime, doc: CellDoc) -> None:
+    """Apply the parent space's ``spec.defaults.container`` to every container (shallow)."""
+    realm, space = doc.spec.realmId, doc.spec.spaceId
+    stored = read_doc(runtime, (realm, space), SpaceDoc, "Space")
+    if stored is None:
+        raise errors.SpaceNotFound.after(f"failed to get space {q(space)} in realm {q(realm)}")
+    defaults = stored.spec.defaults.container if stored.spec.defaults else None
+    if defaults is None:
+        return
+    for container in doc.spec.containers or []:
+        if not container.user:
+            container.user = defaults.user
+        if not container.readOnlyRootFilesystem and defaults.readOnlyRootFilesystem is not None:
+            container.readOnlyRootFilesystem = defaults.readOnlyRootFilesystem
+        if container.capabilities is None and defaults.capabilities is not None:
+            container.capabilities = defaults.capabilities.clone()
+        if not container.securityOpts and defaults.securityOpts:
+            container.securityOpts = list(defaults.securityOpts)
+        if not container.tmpfs and defaults.tmpfs:
+            container.tmpfs = [t.clone() for t in defaults.tmpfs]
+        if container.resources is None and defaults.resources is not None:
+            container.resources = defaults.resources.clone()
+
+
+def assign_ids(runtime: Runtime, doc: CellDoc, container: ContainerSpec) -> None:
+    """Fill a container's owner names, containerd ID (checked) and conflist path."""
+    realm, space, stack, cell = cell_key(doc)
+    container.realmId, container.spaceId = realm, space
+    container.stackId, container.cellId = stack, cell
+    if container.root:
+        cid = naming.root_containerd_id(space, stack, cell)
+    else:
+        cid = naming.containerd_id(space, stack, cell, container.id)
+    try:
+        container.containerdId = naming.check_containerd_id(cid)
+    except naming.InvalidName as exc:
+        raise errors.KukeonError(str(exc)) from None
+    if not container.cniConfigPath:
+        container.cniConfigPath = runner_for(runtime).conflist_path(realm, space)
+
+
+def prepare_new_cell(runtime: Runtime, doc: CellDoc) -> None:
+    """Space defaults, root container, containerd IDs and volume checks of a new cell."""
+    merge_space_defaults(runtime, doc)
+    root = docrules.ensure_root_container(doc)
+    containers = doc.spec.containers or []
+    if any(c.hostNetwork for c in containers) and not root.hostNetwork:
+        raise errors.KukeonError(ROOT_HOST_NETWORK_MISMATCH)
+    for container in containers:
+        assign_ids(runtime, doc, container)
+        try:
+            check_volumes(container)
+        except ValueError as exc:
+            raise errors.KukeonError(str(exc)) from None
+
+
+async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.CreateCellResult:
+    """Provision ``doc`` (or ensure the stored cell of that name) and start it.
+
+    ``doc`` must have passed the request checks (names, document rules,
+    :func:`docrules.default_cell`). Takes the cell's lock.
+    """
+    runner = runner_for(runtime)
+    key = cell_key(doc)
+    requested = [c.id for c in doc.spec.containers or []]
+    result = kukeonv1.CreateCellResult()
+    async with runtime.store.lock(key):
+        stored = runner.load(key)
+        result.MetadataExistsPre = stored is not None
+        ns = runner.namespace(key[0])
+        if stored is not None:
+            cell = stored
+            result.CgroupExistsPre = runtime.cgroups.exists(runner.cgroup_path(cell))
+            result.RootContainerExistsPre = await _root_exists(runner, cell, ns)
+            try:
+                result.CgroupCreated = runner.ensure_cgroup(cell)
+                await runner.render_etc_files(cell)
+            except Exception as exc:
+                raise errors.CreateCell.around(as_kukeon_error(exc)) from exc
+            cell = await runner.save(cell)
+        else:
+            try:
+                prepare_new_cell(runtime, doc)
+                result.CgroupExistsPre = runtime.cgroups.exists(runner.cgroup_path(doc))
+                result.CgroupCreated = await runner.provision(doc)
+            except errors.KukeonError as exc:
+                raise errors.CreateCell.around(exc) from exc
+            cell = doc
+        before = {c.id for c in stored.spec.containers or []} if stored is not None else set()
+        try:
+            cell = await runner.start(cell)
+        except errors.KukeonError as exc:
+            raise exc.wrap("failed to start cell containers") from exc
+        after = {c.id for c in cell.spec.containers or []}
+        result.Cell = output(cell)
+        result.MetadataExistsPost = True
+        result.CgroupExistsPost = runtime.cgroups.exists(runner.cgroup_path(cell))
+        result.RootContainerExistsPost = await _root_exists(runner, cell, ns)
+        result.RootContainerCreated = not result.RootContainerExistsPre
+        result.StartedPost = result.Started = True
+        result.Created = stored is None
+        if requested:
+            result.Containers = [
+                kukeonv1.ContainerCreationOutcome(
+                    Name=name, ExistsPre=name in before, ExistsPost=name in after,
+                    Created=name not in before and name in after)
+                for name in requested
+            ]
+    return result
+
+
+async def _root_exists(runner: Any, cell: CellDoc, ns: str) -> bool:
+    try:
+        return await runner.root_exists(cell, ns)
+    except cerrors.ContainerdError:
+        return False
+
+
+async def _locked(runtime: Runtime, key: CellKey, action: str) -> CellDoc:
+    runner = runner_for(runtime)
+    async with runtime.store.lock(key):
+        cell = runner.load(key)
+        if cell is None:
+            raise not_found(key)
+        if action == "start":
+            return await runner.start(cell)
+        return await runner.stop(cell, kill=action == "kill")
+
+
+async def start_cell(runtime: Runtime, key: CellKey) -> CellDoc:
+    """Start a stored cell (no-op when it runs); takes the lock."""
+    return await _locked(runtime, key, "start")
+
+
+async def stop_cell(runtime: Runtime, key: CellKey) -> CellDoc:
+    """Stop a stored cell (SIGTERM, grace, SIGKILL; containers removed); takes the lock."""
+    return await _locked(runtime, key, "stop")
+
+
+async def kill_cell(runtime: Runtime, key: CellKey) -> CellDoc:
+    """Kill a stored cell (SIGKILL; containers removed); takes the lock."""
+    return await _locked(runtime, key, "kill")
+
+
+async def delete_cell(runtime: Runtime, key: CellKey) -> CellDoc | None:
+    """Delete a cell; ``None`` if it did not exist. Takes the lock."""
+    runner = runner_for(runtime)
+    async with runtime.store.lock(key):
+        cell = runner.load(key)
+        if cell is None:
+            return None
+        await runner.delete(cell)
+        return cell
+
+
+async def purge_cell(runtime: Runtime, key: CellKey) -> list[str]:
+    """Purge a cell (tolerating failures, which are returned). Takes the lock."""
+    runner = runner_for(runtime)
+    async with runtime.store.lock(key):
+        cell = runner.load(key)
+        if cell is None:
+            return []
+        return await runner.purge(cell)
+
+
+class CellHandlers:
+    """The KukeonV1 cell methods."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.runner = runner_for(runtime)
+
+    async def create(self, args: Any) -> Any:
+        """CreateCell."""
+        doc: CellDoc = args.Doc
+        docrules.normalize_request_doc(doc)
+        doc.metadata.name = validated("cell", doc.metadata.name)
+        doc.spec.realmId = required(doc.spec.realmId, errors.RealmNameRequired)
+        doc.spec.spaceId = required(doc.spec.spaceId, errors.SpaceNameRequired)
+        doc.spec.stackId = required(doc.spec.stackId, errors.StackNameRequired)
+        for container in doc.spec.containers or []:
+            container.id = validated("container", container.id)
+        docrules.default_cell(doc)
+        result = await create_or_start_cell(self.rt, doc)
+        return kukeonv1.CreateCellReply(Result=result)
+
+    async def get(self, args: Any) -> Any:
+        """GetCell: stored document with live container statuses."""
+        docrules.normalize_request_doc(args.Doc)
+        key = identify(args.Doc)
+        result = kukeonv1.GetCellResult()
+        cell = read_doc(self.rt, key, CellDoc, KIND_CELL)
+        if cell is None:
+            result.Cell = output(args.Doc)
+            return kukeonv1.GetCellReply(Result=result)
+        ns = self.runner.namespace(key[0])
+        try:
+            cell.status.containers = await self.runner.live_statuses(cell, ns)
+        except cerrors.ContainerdError:
+            pass
+        result.Cell = output(cell)
+        result.MetadataExists = True
+        result.CgroupExists = self.rt.cgroups.exists(self.runner.cgroup_path(cell))
+        result.RootContainerExists = await _root_exists(self.runner, cell, ns)
+        return kukeonv1.GetCellReply(Result=result)
+
+    async def list(self, args: Any) -> Any:
+        """ListCells: stored documents (no live queries); empty filters match all."""
+        wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip())
+        cells = []
+        for key in sorted(self.rt.store.keys(4)):
+            if any(w and w != k for w, k in zip(wanted, key, strict=False)):
+                continue
+            try:
+                cell = read_doc(self.rt, key, CellDoc, KIND_CELL)
+            except errors.KukeonError:
+                continue
+            if cell is not None:
+                cells.append(output(cell))
+        return kukeonv1.ListCellsReply(Cells=cells)
+
+    async def start(self, args: Any) -> Any:
+        """StartCell: refuses a running cell, else (re)starts every container."""
+        docrules.normalize_request_doc(args.Doc)
+        key = identify(args.Doc)
+        async with self.rt.store.lock(key):
+            cell = self.runner.load(key)
+            if cell is None:
+                raise not_found(key)
+            statuses = await self.runner.live_statuses(cell)
+            name = q(key[3])
+            if any(s.state == READY for s in statuses):
+                raise errors.KukeonError(
+                    f"cell {name} has running containers and must first be stopped")
+            if not statuses and cell.status.state == READY:
+                raise errors.KukeonError(
+                    f"cell {name} is already in Ready state and must first be stopped")
+            cell = await self.runner.start(cell)
+        return kukeonv1.StartCellReply(
+            Result=kukeonv1.StartCellResult(Cell=output(cell), Started=True))
+
+    async def stop(self, args: Any) -> Any:
+        """StopCell."""
+        docrules.normalize_request_doc(args.Doc)
+        cell = await stop_cell(self.rt, identify(args.Doc))
+        return kukeonv1.StopCellReply(
+            Result=kukeonv1.StopCellResult(Cell=output(cell), Stopped=True))
+
+    async def kill(self, args: Any) -> Any:
+        """KillCell."""
+        docrules.normalize_request_doc(args.Doc)
+        cell = await kill_cell(self.rt, identify(args.Doc))
+        return kukeonv1.KillCellReply(
+            Result=kukeonv1.KillCellResult(Cell=output(cell), Killed=True))
+
+    async def delete(self, args: Any) -> Any:
+        """DeleteCell."""
+        docrules.normalize_request_doc(args.Doc)
+        key = identify(args.Doc)
+        cell = await delete_cell(self.rt, key)
+        if cell is None:
+            raise not_found(key)
+        result = kukeonv1.DeleteCellResult(
+            Cell=output(cell), ContainersDeleted=bool(cell.spec.containers),
+            CgroupDeleted=True, MetadataDeleted=True)
+        return kukeonv1.DeleteCellReply(Result=result)
+
+    async def purge(self, args: Any) -> Any:
+        """PurgeCell: failures are reported in ``Purged`` (``purge-error:``), not as errors."""
+        docrules.normalize_request_doc(args.Doc)
+        key = identify(args.Doc)
+        async with self.rt.store.lock(key):
+            cell = self.runner.load(key)
+            if cell is None:
+                raise not_found(key)
+            problems = await self.runner.purge(cell)
+        deleted = (["containers"] if cell.spec.containers else []) + ["cgroup", "metadata"]
+        purged = [f"purge-error:{p}" for p in problems] or [
+            "cni-resources", "orphaned-containers", "all-metadata"]
+        result = kukeonv1.PurgeCellResult(
+            Cell=output(cell), ContainersDeleted=bool(cell.spec.containers),
+            CgroupDeleted=True, MetadataDeleted=True, PurgeSucceeded=not problems,
+            Force=args.Force, Cascade=args.Cascade, Deleted=deleted, Purged=purged)
+        return kukeonv1.PurgeCellReply(Result=result)
+
+
+def handlers(runtime: Runtime) -> dict[str, Handler]:
+    """The cell methods of the KukeonV1 service."""
+    h = CellHandlers(runtime)
+    return {
+        "CreateCell": h.create,
+        "GetCell": h.get,
+        "ListCells": h.list,
+        "StartCell": h.start,
+        "StopCell": h.stop,
+        "KillCell": h.kill,
+        "DeleteCell": h.delete,
+        "PurgeCell": h.purge,
+    }
+
+
+__all__ = [
+    "containerd_id_of",
+    "create_or_start_cell",
+    "delete_cell",
+    "handlers",
+    "kill_cell",
+    "purge_cell",
+    "root_container",
+    "start_cell",
+    "stop_cell",
+]
