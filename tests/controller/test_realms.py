@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from twisted.internet import defer
@@ -17,7 +18,7 @@ from tests.controller.resource_calls import (
     realm_doc,
     with_flags,
 )
-from tests.support.runtime import fake_runtime, load_busybox
+from tests.support.runtime import fake_runtime, load_busybox, real_runtime
 
 REALM_ZERO = kukeonv1.GetRealmResult().to_wire()["Realm"]
 
@@ -306,3 +307,34 @@ class PurgeRealmTests(TestCase):
         self.assertTrue(reply["Result"]["PurgeSucceeded"])
         self.assertFalse(os.path.exists(os.path.join(self.rt.run_path, "data", "demo")))
         self.assertEqual(self.rt.store.keys(2), [])
+
+
+class RealHierarchyTests(TestCase):
+    """Realm, space and stack on the private containerd, the host cgroupfs and CNI files."""
+
+    timeout = 120
+
+    async def test_create_and_cascade_delete(self):
+        rt = real_runtime(self)
+        call = Caller(rt)
+        ns = f"demo.{rt.suffix}"
+        await call.create_realm("demo")
+        await call.create_space("demo", "s1")
+        await call.create_stack("demo", "s1", "k1")
+        self.assertIn(ns, await rt.containerd.list_namespaces())
+        for group in ("demo", "demo/s1", "demo/s1/k1"):
+            self.assertTrue(rt.cgroups.exists(f"{rt.cgroup_root}/{group}"), group)
+        space_dir = os.path.join(rt.run_path, "data", "demo", "s1")
+        with open(os.path.join(space_dir, "network.conflist")) as fh:
+            self.assertEqual(json.load(fh)["name"], "demo-s1")
+        with open(os.path.join(space_dir, "network.json")) as fh:
+            self.assertEqual(json.load(fh)["version"], "v1")
+        got = (await call.ok("GetRealm", realm_doc("demo")))["Result"]
+        self.assertTrue(got["CgroupExists"] and got["ContainerdNamespaceExists"])
+        await load_busybox(rt, "demo")
+        reply = await call.ok("DeleteRealm", with_flags(realm_doc("demo"), cascade=True))
+        self.assertEqual(reply["Result"]["Deleted"],
+                         ["space:s1", "metadata", "cgroup", "namespace"])
+        self.assertNotIn(ns, await rt.containerd.list_namespaces())
+        self.assertFalse(rt.cgroups.exists(f"{rt.cgroup_root}/demo"))
+        self.assertFalse(os.path.exists(os.path.join(rt.run_path, "data", "demo", "s1")))
