@@ -1,0 +1,151 @@
+"""List/Get latency of realms, spaces and stacks through a real kukeond socket.
+
+For each size N in 1, 100, 1000 a fresh run path is populated with N realms,
+N spaces in one realm and N stacks in one space, written as metadata files
+in the reference's on-disk format (so nothing needs containerd to create
+them); then the daemon (``python -m kukeond.cli serve``, no containerd
+running) loads that tree and one client on one connection times, request
+after request, ListRealms/GetRealm, ListSpaces/GetSpace and
+ListStacks/GetStack. GetRealm also asks containerd whether the namespace
+exists; with containerd absent that answer is "no" and costs one failed
+connection attempt. Prints median and p99 per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from rpc import start_daemon  # noqa: E402
+
+from kukeond.store.metadata import render_document  # noqa: E402
+
+STAMP = "2025-06-01T10:00:00.5Z"
+SIZES = (1, 100, 1000)
+
+
+def status(cgroup: str) -> dict:
+    return {"state": "Ready", "cgroupPath": cgroup, "createdAt": STAMP, "updatedAt": STAMP,
+            "readyAt": STAMP}  # fmt: skip
+
+
+def write(run: str, key: tuple[str, ...], doc: dict) -> None:
+    path = os.path.join(run, "data", *key, "metadata.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(render_document(doc))
+
+
+def populate(run: str, n: int) -> None:
+    for i in range(n):
+        realm = f"realm-{i:04d}"
+        ns = f"{realm}.kukeon.io"
+        write(run, (realm,), {
+            "apiVersion": "v1beta1", "kind": "Realm",
+            "metadata": {"name": realm, "labels": {"realm.kukeon.io": ns}},
+            "spec": {"namespace": ns}, "status": status(f"/kukeon/{realm}")})  # fmt: skip
+    for i in range(n):
+        space = f"space-{i:04d}"
+        write(run, ("realm-0000", space), {
+            "apiVersion": "v1beta1", "kind": "Space",
+            "metadata": {"name": space, "labels": {"realm.kukeon.io": "realm-0000",
+                                                   "space.kukeon.io": space}},
+            "spec": {"realmId": "realm-0000"},
+            "status": status(f"/kukeon/realm-0000/{space}")})  # fmt: skip
+    for i in range(n):
+        stack = f"stack-{i:04d}"
+        write(run, ("realm-0000", "space-0000", stack), {
+            "apiVersion": "v1beta1", "kind": "Stack",
+            "metadata": {"name": stack, "labels": {
+                "realm.kukeon.io": "realm-0000", "space.kukeon.io": "space-0000",
+                "stack.kukeon.io": stack}},
+            "spec": {"id": stack, "realmId": "realm-0000", "spaceId": "space-0000"},
+            "status": status(f"/kukeon/realm-0000/space-0000/{stack}")})  # fmt: skip
+
+
+class Connection:
+    """One persistent client connection sending one request at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.buffer = b""
+        self.next_id = 0
+
+    def call(self, method: str, params: dict) -> dict:
+        line = json.dumps({"method": f"KukeonV1.{method}", "params": [params],
+                           "id": self.next_id}).encode() + b"\n"  # fmt: skip
+        self.next_id += 1
+        self.sock.sendall(line)
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise SystemExit("daemon closed the connection")
+            self.buffer += chunk
+        raw, self.buffer = self.buffer.split(b"\n", 1)
+        reply = json.loads(raw)
+        if reply["error"] is not None or reply["result"].get("Err") is not None:
+            raise SystemExit(f"{method} failed: {raw[:300]!r}")
+        return reply["result"]
+
+
+def timed(conn: Connection, method: str, params: dict, rounds: int) -> tuple[float, float, int]:
+    conn.call(method, params)
+    samples = []
+    size = 0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        result = conn.call(method, params)
+        samples.append(time.perf_counter() - start)
+        size = len(json.dumps(result))
+    samples.sort()
+    return statistics.median(samples) * 1e3, samples[int(len(samples) * 0.99)] * 1e3, size
+
+
+CALLS = (
+    ("ListRealms", {}, "Realms"),
+    ("GetRealm", {"Doc": {"metadata": {"name": "realm-0000"}}}, None),
+    ("ListSpaces", {"RealmName": "realm-0000"}, "Spaces"),
+    ("GetSpace", {"Doc": {"metadata": {"name": "space-0000"},
+                          "spec": {"realmId": "realm-0000"}}}, None),
+    ("ListStacks", {"RealmName": "realm-0000", "SpaceName": "space-0000"}, "Stacks"),
+    ("GetStack", {"Doc": {"metadata": {"name": "stack-0000"},
+                          "spec": {"realmId": "realm-0000", "spaceId": "space-0000"}}}, None),
+)  # fmt: skip
+
+
+def main() -> None:
+    print(f"{'call':<11} {'N':>5} {'median ms':>10} {'p99 ms':>8} {'reply bytes':>12}")
+    for n in SIZES:
+        directory = tempfile.mkdtemp(prefix="kl-")
+        try:
+            populate(os.path.join(directory, "run"), n)
+            proc, sock = start_daemon(directory)
+            try:
+                conn = Connection(sock)
+                for method, params, items in CALLS:
+                    rounds = 50 if (items and n >= 1000) else 200
+                    median, p99, size = timed(conn, method, params, rounds)
+                    if items:
+                        count = len(conn.call(method, params)[items])
+                        assert count == n, (method, count)
+                    print(f"{method:<11} {n:>5} {median:>10.3f} {p99:>8.3f} {size:>12}")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=20)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
