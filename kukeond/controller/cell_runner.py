@@ -675,8 +675,8 @@ class CellRunner:
         realm, space, stack, cell = cell_key(doc)
         cids = [containerd_id_of(doc, c) for c in doc.spec.containers or []]
         try:
-            await self.scrub_network(doc, cids)
             await self.teardown(doc, ns, graceful=True, grace=DELETE_GRACE)
+            await self.scrub_network(doc, cids)
         except Exception as exc:
             raise KukeonError(f"failed to delete cell: {as_kukeon_error(exc)}") from exc
         await self.remove_leftovers(doc)
