@@ -10,8 +10,6 @@
 * Runtime clean-up shared by delete and purge paths: :func:`drain_containers`
   stops and removes containerd containers, :func:`drain_namespace` empties a
   namespace of images and snapshots.
-* Cascades into cells go through :func:`delete_cell_in_cascade` and
-  :func:`purge_cell_in_cascade`.
 """
 
 from __future__ import annotations
@@ -310,70 +308,3 @@ async def delete_namespace(runtime: Runtime, namespace: str) -> bool:
             f"failed to delete containerd namespace {q(namespace)}{residual}: {exc}"
         ) from None
     return True
-
-
-# --- cells inside a cascade --------------------------------------------------------
-
-
-def cell_containerd_ids(cell: Mapping[str, Any], space: str, stack: str, name: str) -> list[str]:
-    """containerd IDs of a stored cell's containers (recorded, else derived from the names)."""
-    ids = []
-    for container in (cell.get("spec") or {}).get("containers") or []:
-        cid = container.get("containerdId") or ""
-        if not cid and container.get("id"):
-            if container.get("root"):
-                cid = naming.root_containerd_id(space, stack, name)
-            else:
-                cid = naming.containerd_id(space, stack, name, container["id"])
-        if cid:
-            ids.append(cid)
-    return ids
-
-
-async def delete_cell_in_cascade(runtime: Runtime, key: Key) -> None:
-    """Delete the cell ``(R, S, K, C)`` as part of a stack/space/realm cascade.
-
-    Removes the cell's containerd containers, its cgroup (only logged on
-    failure), its metadata and its directory. The cell controller's own
-    delete may take this role when it offers one for cascades.
-    """
-    realm, space, stack, name = key
-    async with runtime.store.lock(key):
-        raw = runtime.store.get(key)
-        if raw is None:
-            return
-        namespace = realm_namespace(runtime, realm)
-        failures = []
-        for cid in cell_containerd_ids(raw, space, stack, name):
-            try:
-                await stop_container(runtime, namespace, cid)
-            except cerrors.ContainerdError as exc:
-                failures.append(f"{cid}: {exc}")
-        if failures:
-            raise errors.KukeonError(
-                "failed to delete cell: failed to delete containers: " + "; ".join(failures)
-            )
-        stored_cgroup = (raw.get("status") or {}).get("cgroupPath") or ""
-        remove_cgroup(runtime, cgroup_of(runtime, stored_cgroup, *key), fatal=False)
-        await runtime.store.delete(key)
-        await runtime.store.purge(key)
-
-
-async def purge_cell_in_cascade(runtime: Runtime, key: Key) -> None:
-    """Purge the cell ``(R, S, K, C)`` in a cascade: delete it, then sweep its leftovers.
-
-    Leftovers are containers labelled with the cell that the document no
-    longer lists, the computed-path cgroup and the directory.
-    """
-    realm, space, stack, name = key
-    await delete_cell_in_cascade(runtime, key)
-    namespace = realm_namespace(runtime, realm)
-    await drain_containers(
-        runtime,
-        namespace,
-        {"kukeon.io/realm": realm, "kukeon.io/space": space, "kukeon.io/stack": stack,
-         "kukeon.io/cell": name},
-    )
-    remove_cgroup(runtime, naming.cgroup_path(runtime.cgroup_root, *key), fatal=False)
-    await runtime.store.purge(key)
-

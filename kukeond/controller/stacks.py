@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1
 from kukeond.api import v1beta1 as v1
-from kukeond.controller import common
+from kukeond.controller import cells, common
 from kukeond.controller.common import q
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
@@ -205,7 +205,7 @@ class Stacks:
         if cascade:
             for cell in children:
                 try:
-                    await common.delete_cell_in_cascade(rt, (*key, cell))
+                    await cells.delete_cell(rt, (*key, cell))
                 except Exception as exc:
                     raise errors.wrap(exc, f"failed to delete cell {q(cell)}") from None
         elif not force and children:
@@ -260,7 +260,9 @@ class Stacks:
         if cascade:
             for cell in children:
                 try:
-                    await common.purge_cell_in_cascade(rt, (*key, cell))
+                    problems = await cells.purge_cell(rt, (*key, cell))
+                    if problems:
+                        raise errors.KukeonError("; ".join(problems))
                 except Exception as exc:
                     raise errors.wrap(exc, f"failed to purge cell {q(cell)}") from None
         elif not force and children:
