@@ -21,28 +21,26 @@ documents alone instead of rewriting every cell to ``Unknown``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from kukeond.api import v1beta1 as v1
 from kukeond.containerd import errors as cerrors
+from kukeond.controller.cell_runner import (
+    CellRunner,
+    derive_cell_state,
+    root_container,
+    runner_for,
+    statuses_from,
+    workloads,
+)
+from kukeond.controller.common import realm_namespace
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming
 
 Key = tuple[str, ...]
-
-TASK_STATES = {
-    "running": v1.READY,
-    "stopped": v1.STOPPED,
-    "created": v1.PENDING,
-    "paused": v1.PAUSED,
-    "pausing": v1.PAUSING,
-}
-"""containerd task status → container state; anything else is ``Unknown``."""
 
 _ALIVE = frozenset((v1.READY, v1.PENDING, v1.PAUSED, v1.PAUSING))
 
@@ -50,39 +48,24 @@ DELETED = "deleted"
 UPDATED = "updated"
 UNCHANGED = "unchanged"
 
-
-class CellActions(Protocol):
-    """The cell operations a pass may trigger; each takes the cell lock itself."""
-
-    async def kill(self, key: Key) -> None:
-        """Kill every task of the cell and persist it ``Stopped``."""
-
-    async def delete(self, key: Key) -> None:
-        """Delete the cell (containers, cgroup, metadata)."""
-
-
-# live view of containerd
+DELETE = "delete"
+WIND_DOWN = "wind-down"
 
 
 @dataclass(frozen=True)
 class LiveView:
-    """What containerd holds: container IDs, and the status of each task."""
+    """One listing of a namespace: its container IDs and the status of each task."""
 
     containers: frozenset[str]
     tasks: dict[str, str]
 
-    def container_state(self, cid: str) -> str:
-        """The state of container ``cid`` by the reference's rules."""
-        if cid not in self.containers:
-            return v1.STOPPED
-        status = self.tasks.get(cid)
-        if status is None:
-            return v1.UNKNOWN
-        return TASK_STATES.get(status, v1.UNKNOWN)
+    def statuses(self, doc: v1.CellDoc) -> list[v1.ContainerStatus]:
+        """Fresh statuses of ``doc``'s containers as this listing shows them."""
+        return statuses_from(doc, self.containers, self.tasks)
 
 
-async def namespace_view(containerd: Any, namespace: str) -> LiveView:
-    """Every container and task of ``namespace`` with two calls."""
+async def namespace_view(containerd: object, namespace: str) -> LiveView:
+    """Every container and task of ``namespace``, with two calls."""
     containers, tasks = await defer.gatherResults(
         [containerd.list_containers(namespace), containerd.list_tasks(namespace)],
         consumeErrors=True,
@@ -92,101 +75,16 @@ async def namespace_view(containerd: Any, namespace: str) -> LiveView:
     )
 
 
-async def cell_view(containerd: Any, namespace: str, cids: Iterable[str]) -> LiveView:
-    """The containers ``cids`` only, two calls per container (for one cell at a time).
-
-    A task that cannot be read counts as no task (``Unknown``), as in the reference.
-    """
-    present, tasks = set(), {}
-    for cid in cids:
-        try:
-            await containerd.get_container(namespace, cid)
-        except cerrors.NotFound:
-            continue
-        present.add(cid)
-        try:
-            info = await containerd.task_state(namespace, cid)
-        except cerrors.Unavailable:
-            raise
-        except cerrors.ContainerdError:
-            continue
-        tasks[cid] = info.status
-    return LiveView(frozenset(present), tasks)
-
-
-def _unwrap(failure_or_exc: Any) -> BaseException:
-    """The exception inside a ``FirstError``/``Failure`` from ``gatherResults``."""
-    exc = getattr(failure_or_exc, "subFailure", None)
-    if exc is not None:
-        return exc.value
-    return failure_or_exc
+def _unwrap(exc: BaseException) -> BaseException:
+    """The exception inside a ``FirstError`` from ``gatherResults``, else ``exc``."""
+    sub = getattr(exc, "subFailure", None)
+    return sub.value if sub is not None else exc
 
 
 # per-cell decision (pure)
 
 
-def cell_containerd_ids(doc: v1.CellDoc) -> list[tuple[v1.ContainerSpec, str]]:
-    """Each spec container with the containerd ID it runs under."""
-    spec = doc.spec
-    cell_id = spec.id or doc.metadata.name
-    root_id = spec.rootContainerId
-    out = []
-    for container in spec.containers or []:
-        cid = container.containerdId
-        if not cid:
-            if container.root or (root_id and container.id == root_id):
-                cid = naming.root_containerd_id(spec.spaceId, spec.stackId, cell_id)
-            else:
-                cid = naming.containerd_id(spec.spaceId, spec.stackId, cell_id, container.id)
-        out.append((container, cid))
-    return out
-
-
-def is_root(doc: v1.CellDoc, container: v1.ContainerSpec) -> bool:
-    """Whether ``container`` is the cell's root container."""
-    return container.root or (
-        bool(doc.spec.rootContainerId) and container.id == doc.spec.rootContainerId
-    )
-
-
-def live_statuses(doc: v1.CellDoc, view: LiveView) -> list[v1.ContainerStatus]:
-    """A fresh status per spec container (name = id = container id, the rest zero)."""
-    return [
-        v1.ContainerStatus(name=c.id, id=c.id, state=view.container_state(cid))
-        for c, cid in cell_containerd_ids(doc)
-    ]
-
-
-def derive_state(
-    doc: v1.CellDoc, statuses: Sequence[v1.ContainerStatus], cgroup_ok: bool
-) -> str:
-    """The cell state implied by its live container statuses (spec §7.2 step 4)."""
-    if not cgroup_ok:
-        return v1.UNKNOWN
-    by_id = {s.id: s.state for s in statuses}
-    containers = doc.spec.containers or []
-    workloads = [c for c in containers if not is_root(doc, c)]
-    if not workloads:
-        roots = [c for c in containers if is_root(doc, c)]
-        if not roots:
-            return v1.READY
-        state = by_id.get(roots[0].id, v1.UNKNOWN)
-        if state in _ALIVE:
-            return v1.READY
-        if state in (v1.STOPPED, v1.FAILED):
-            return v1.STOPPED
-        return v1.UNKNOWN
-    states = [by_id.get(c.id) for c in workloads]
-    if any(s is None for s in states):
-        return v1.UNKNOWN
-    if any(s in _ALIVE for s in states):
-        return v1.READY
-    if any(s == v1.UNKNOWN for s in states):
-        return v1.UNKNOWN
-    return v1.STOPPED
-
-
-def _status_key(statuses: Sequence[v1.ContainerStatus] | None) -> list[tuple[str, str]]:
+def _status_key(statuses: Iterable[v1.ContainerStatus] | None) -> list[tuple[str, str]]:
     return [(s.id, s.state) for s in statuses or []]
 
 
@@ -196,32 +94,27 @@ class Decision:
 
     doc: v1.CellDoc
     write: bool
-    action: str | None = None  # "delete" or "wind-down"
+    action: str | None = None
 
 
-def decide(doc: v1.CellDoc, view: LiveView, cgroup_ok: bool) -> Decision:
-    """Apply the per-cell rules to ``doc`` (a copy is returned, ``doc`` is untouched)."""
+def decide(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) -> Decision:
+    """Apply the per-cell rules to ``doc`` given its live statuses (``doc`` is untouched)."""
     new = doc.clone()
-    statuses = live_statuses(doc, view)
     statuses_changed = _status_key(statuses) != _status_key(doc.status.containers)
     new.status.containers = statuses
     if doc.status.state == v1.FAILED:
         return Decision(new, statuses_changed)
-    state = derive_state(doc, statuses, cgroup_ok)
+    state = derive_cell_state(doc, statuses, cgroup_ok)
     observed = doc.status.readyObserved or state == v1.READY or doc.status.state == v1.READY
     new.status.state = state
     new.status.readyObserved = observed
     if state == v1.STOPPED and observed:
         if doc.spec.autoDelete:
-            return Decision(new, False, "delete")
-        root_alive = any(
-            s.state in _ALIVE
-            for c, s in zip(doc.spec.containers or [], statuses, strict=True)
-            if is_root(doc, c)
-        )
-        has_workloads = any(not is_root(doc, c) for c in doc.spec.containers or [])
-        if has_workloads and root_alive:
-            return Decision(new, False, "wind-down")
+            return Decision(new, False, DELETE)
+        root = root_container(doc)
+        by_id = {s.id: s.state for s in statuses}
+        if workloads(doc) and root is not None and by_id.get(root.id) in _ALIVE:
+            return Decision(new, False, WIND_DOWN)
     changed = (
         statuses_changed or state != doc.status.state or observed != doc.status.readyObserved
     )
@@ -241,24 +134,6 @@ class PassReport:
     cells_errored: int = 0
     errors: list[str] = field(default_factory=list)
     containerd_down: bool = False
-    containerd_calls: int = 0
-
-
-def realm_namespace(runtime: Runtime, realm: str) -> str:
-    """The containerd namespace of ``realm`` (its ``spec.namespace``, else ``R.<suffix>``)."""
-    explicit = None
-    try:
-        raw = runtime.store.get((realm,))
-    except Exception:  # noqa: BLE001  (an unreadable realm document: use the default)
-        raw = None
-    if raw:
-        explicit = (raw.get("spec") or {}).get("namespace") or None
-    return naming.realm_namespace(realm, runtime.suffix, explicit)
-
-
-def cell_cgroup(runtime: Runtime, key: Key, doc: v1.CellDoc) -> str:
-    """The cell's cgroup: the recorded path, else the default one."""
-    return doc.status.cgroupPath or naming.cgroup_path(runtime.cgroup_root, *key)
 
 
 class Reconciler:
@@ -266,9 +141,9 @@ class Reconciler:
 
     log = Logger()
 
-    def __init__(self, runtime: Runtime, actions: CellActions) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.actions = actions
+        self.runner: CellRunner = runner_for(runtime)
 
     async def run_pass(self) -> PassReport:
         """Reconcile every cell once; never raises (errors go into the report)."""
@@ -277,55 +152,53 @@ class Reconciler:
         for key in self.runtime.store.keys(4):
             by_realm.setdefault(key[0], []).append(key)
         for realm, keys in sorted(by_realm.items()):
-            namespace = realm_namespace(self.runtime, realm)
+            report.cells_scanned += len(keys)
             if report.containerd_down:
-                report.cells_scanned += len(keys)
                 report.cells_errored += len(keys)
                 continue
-            before = {key: self.runtime.store.get(key) for key in keys}
+            namespace = realm_namespace(self.runtime, realm)
+            seen = {key: self.runtime.store.get(key) for key in keys}
             try:
-                report.containerd_calls += 2
                 view = await namespace_view(self.runtime.containerd, namespace)
-            except Exception as exc:  # noqa: BLE001  (recorded; the subtree is skipped)
-                error = _unwrap(exc)
-                report.cells_scanned += len(keys)
-                report.cells_errored += len(keys)
-                if isinstance(error, cerrors.Unavailable):
-                    report.containerd_down = True
-                    report.errors.append(f"containerd unavailable: {error}")
-                else:
-                    report.errors.append(f"list containers in namespace {namespace!r}: {error}")
+            except Exception as exc:  # noqa: BLE001  (recorded; the realm's cells are skipped)
+                self._listing_failed(report, namespace, _unwrap(exc), len(keys))
                 continue
             for key in keys:
-                report.cells_scanned += 1
-                try:
-                    outcome = await self._settle(key, namespace, view, before[key], report)
-                except Exception as exc:  # noqa: BLE001  (one cell never stops the pass)
-                    error = _unwrap(exc)
-                    report.cells_errored += 1
-                    report.errors.append(f"reconcile cell {'/'.join(key)}: {error}")
-                    if isinstance(error, cerrors.Unavailable):
-                        report.containerd_down = True
-                    continue
-                if outcome == DELETED:
-                    report.cells_deleted += 1
-                elif outcome == UPDATED:
-                    report.cells_updated += 1
+                await self._count(report, key, self._settle(key, namespace, view, seen[key]))
         return report
 
+    def _listing_failed(
+        self, report: PassReport, namespace: str, error: BaseException, cells: int
+    ) -> None:
+        report.cells_errored += cells
+        if isinstance(error, cerrors.Unavailable):
+            report.containerd_down = True
+            report.errors.append(f"containerd unavailable: {error}")
+        else:
+            report.errors.append(f"list containers in namespace {namespace!r}: {error}")
+
+    async def _count(self, report: PassReport, key: Key, work: Awaitable[str]) -> None:
+        try:
+            outcome = await work
+        except Exception as exc:  # noqa: BLE001  (one cell never stops the pass)
+            error = _unwrap(exc)
+            report.cells_errored += 1
+            report.errors.append(f"reconcile cell {'/'.join(key)}: {error}")
+            if isinstance(error, cerrors.Unavailable):
+                report.containerd_down = True
+            return
+        if outcome == DELETED:
+            report.cells_deleted += 1
+        elif outcome == UPDATED:
+            report.cells_updated += 1
+
     async def reconcile_cell(self, key: Key) -> str:
-        """Reconcile one cell with fresh per-container queries; returns the outcome."""
+        """Reconcile one cell with per-container queries; returns the outcome."""
         key = tuple(key)
-        namespace = realm_namespace(self.runtime, key[0])
-        return await self._settle(key, namespace, None, None, PassReport())
+        return await self._settle(key, realm_namespace(self.runtime, key[0]), None, None)
 
     async def _settle(
-        self,
-        key: Key,
-        namespace: str,
-        view: LiveView | None,
-        seen: dict | None,
-        report: PassReport,
+        self, key: Key, namespace: str, view: LiveView | None, seen: dict | None
     ) -> str:
         store = self.runtime.store
         async with store.lock(key):
@@ -333,39 +206,39 @@ class Reconciler:
             if raw is None:
                 return UNCHANGED
             doc = v1.CellDoc.from_wire(raw)
-            if view is None or raw != seen:
-                # Changed since the namespace was listed (or no listing): ask again.
-                ids = [cid for _, cid in cell_containerd_ids(doc)]
-                report.containerd_calls += 2 * len(ids)
-                view = await cell_view(self.runtime.containerd, namespace, ids)
-            cgroup_ok = self._cgroup_exists(cell_cgroup(self.runtime, key, doc))
-            decision = decide(doc, view, cgroup_ok)
+            if view is not None and raw == seen:
+                statuses = view.statuses(doc)
+            else:
+                # Changed since the namespace was listed (or nothing listed): ask again.
+                statuses = await self.runner.live_statuses(doc, namespace)
+            decision = decide(doc, statuses, self._cgroup_exists(doc))
             if decision.write:
                 await store.put(key, decision.doc.to_wire())
                 return UPDATED
             if decision.action is None:
                 return UNCHANGED
-        return await self._act(key, decision)
+            return await self._act(key, decision)
 
-    def _cgroup_exists(self, path: str) -> bool:
+    def _cgroup_exists(self, doc: v1.CellDoc) -> bool:
         try:
-            return bool(self.runtime.cgroups.exists(path))
+            return bool(self.runtime.cgroups.exists(self.runner.cgroup_path(doc)))
         except Exception:  # noqa: BLE001  (a failed check derives Unknown, as in the reference)
             return False
 
     async def _act(self, key: Key, decision: Decision) -> str:
+        # Runs under the cell lock, so no request can slip in between decision and action.
         cell = "/".join(key)
-        if decision.action == "delete":
+        if decision.action == DELETE:
             self.log.info(
                 "reconcile: auto-deleting cell {cell} state={state}",
                 cell=cell,
                 state=decision.doc.status.state,
             )
-            await self.actions.kill(key)
-            await self.actions.delete(key)
+            stopped = await self.runner.stop(decision.doc, kill=True)
+            await self.runner.delete(stopped)
             return DELETED
         self.log.info(
             "reconcile: winding down cell {cell} after non-root workloads exited", cell=cell
         )
-        await self.actions.kill(key)
+        await self.runner.stop(decision.doc, kill=True)
         return UPDATED

@@ -20,7 +20,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from kukeond.containerd.model import Event
-from kukeond.controller.reconcile import Key, PassReport, Reconciler, realm_namespace
+from kukeond.controller.common import realm_namespace
+from kukeond.controller.reconcile import Key, PassReport, Reconciler
 from kukeond.host import naming
 
 EVENT_TOPICS = ("/tasks/exit", "/tasks/oom", "/tasks/delete")
@@ -128,10 +129,14 @@ class ReconcileService(Service):
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             yield subscription.stop()
+        yield self.idle()
+
+    def idle(self) -> defer.Deferred:
+        """Fire once the pass and the cell reconciles running now have finished."""
+        work = list(self._cells_running)
         if self._pass is not None:
-            yield _observe(self._pass)
-        if self._cells_running:
-            yield defer.DeferredList(list(self._cells_running))
+            work.append(_observe(self._pass))
+        return defer.DeferredList(work)
 
     # passes
 

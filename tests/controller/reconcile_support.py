@@ -85,24 +85,26 @@ def seed_cell(runtime, key: Key, workloads=("app",), running=True, cgroup=True, 
     return doc
 
 
-class RecordingActions:
-    """Cell actions that record calls and do what the cell controller would."""
+class CountingContainerd:
+    """Forwards to a containerd client and counts the calls by method name."""
 
-    def __init__(self, runtime) -> None:
-        self.runtime = runtime
-        self.calls: list[tuple[str, Key]] = []
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.calls: dict[str, int] = {}
 
-    async def kill(self, key: Key) -> None:
-        self.calls.append(("kill", key))
-        async with self.runtime.store.lock(key):
-            raw = self.runtime.store.get(key)
-            raw["status"]["state"] = v1.STOPPED
-            await self.runtime.store.put(key, raw)
+    def __getattr__(self, name):
+        target = getattr(self._inner, name)
+        if not callable(target):
+            return target
 
-    async def delete(self, key: Key) -> None:
-        self.calls.append(("delete", key))
-        async with self.runtime.store.lock(key):
-            await self.runtime.store.delete(key)
+        def call(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return target(*args, **kwargs)
+
+        return call
+
+    def total(self) -> int:
+        return sum(self.calls.values())
 
 
 def load_image(runtime, realm: str):

@@ -7,7 +7,7 @@ from kukeond.api import v1beta1 as v1
 from kukeond.controller import reconcile
 from kukeond.controller.reconcile import LiveView, Reconciler
 from tests.controller.reconcile_support import (
-    RecordingActions,
+    CountingContainerd,
     cell_doc,
     load_image,
     namespace,
@@ -28,70 +28,82 @@ class DeriveTests(SynchronousTestCase):
     def setUp(self):
         self.doc = v1.CellDoc.from_wire(cell_doc(KEY, ("a", "b")))
 
+    def state(self, live, cgroup_ok=True, doc=None):
+        doc = doc or self.doc
+        return reconcile.decide(doc, live.statuses(doc), cgroup_ok).doc.status.state
+
     def test_task_states(self):
+        doc = v1.CellDoc.from_wire(cell_doc(KEY, ("x", "y", "z", "w", "n")))
         live = LiveView(
-            frozenset({"x", "y", "z", "w"}),
-            {"x": "running", "y": "paused", "z": "created", "w": "weird"},
+            frozenset({"s_k_c_x", "s_k_c_y", "s_k_c_z", "s_k_c_w", "s_k_c_n"}),
+            {"s_k_c_x": "running", "s_k_c_y": "paused", "s_k_c_z": "created",
+             "s_k_c_w": "weird"},
         )
-        self.assertEqual(live.container_state("x"), v1.READY)
-        self.assertEqual(live.container_state("y"), v1.PAUSED)
-        self.assertEqual(live.container_state("z"), v1.PENDING)
-        self.assertEqual(live.container_state("w"), v1.UNKNOWN)
-        self.assertEqual(live.container_state("absent"), v1.STOPPED)
-        self.assertEqual(LiveView(frozenset({"n"}), {}).container_state("n"), v1.UNKNOWN)
+        got = [s.state for s in live.statuses(doc)]
+        self.assertEqual(
+            got, [v1.STOPPED, v1.READY, v1.PAUSED, v1.PENDING, v1.UNKNOWN, v1.UNKNOWN]
+        )
 
     def test_workloads_decide(self):
-        st = reconcile.live_statuses(self.doc, view(running=["s_k_c_root", "s_k_c_a"]))
-        self.assertEqual([s.state for s in st], [v1.READY, v1.READY, v1.STOPPED])
-        self.assertEqual(reconcile.derive_state(self.doc, st, True), v1.READY)
-        st = reconcile.live_statuses(self.doc, view(running=["s_k_c_root"]))
-        self.assertEqual(reconcile.derive_state(self.doc, st, True), v1.STOPPED)
-        st = reconcile.live_statuses(self.doc, view(["s_k_c_root"], containers=["s_k_c_a"]))
-        self.assertEqual(reconcile.derive_state(self.doc, st, True), v1.UNKNOWN)
+        self.assertEqual(self.state(view(running=["s_k_c_root", "s_k_c_a"])), v1.READY)
+        self.assertEqual(self.state(view(stopped=["s_k_c_a", "s_k_c_b"])), v1.STOPPED)
+        live = view(["s_k_c_root"], containers=["s_k_c_a"])
+        self.assertEqual(self.state(live), v1.UNKNOWN)
 
     def test_root_only_and_missing_cgroup(self):
         doc = v1.CellDoc.from_wire(cell_doc(KEY, ()))
-        st = reconcile.live_statuses(doc, view(running=["s_k_c_root"]))
-        self.assertEqual(reconcile.derive_state(doc, st, True), v1.READY)
-        self.assertEqual(reconcile.derive_state(doc, st, False), v1.UNKNOWN)
-        st = reconcile.live_statuses(doc, view(stopped=["s_k_c_root"]))
-        self.assertEqual(reconcile.derive_state(doc, st, True), v1.STOPPED)
+        self.assertEqual(self.state(view(running=["s_k_c_root"]), doc=doc), v1.READY)
+        self.assertEqual(self.state(view(running=["s_k_c_root"]), False, doc), v1.UNKNOWN)
+        self.assertEqual(self.state(view(stopped=["s_k_c_root"]), doc=doc), v1.STOPPED)
 
     def test_failed_is_sticky(self):
         self.doc.status.state = v1.FAILED
-        decision = reconcile.decide(self.doc, view(running=["s_k_c_root", "s_k_c_a"]), True)
+        live = view(running=["s_k_c_root", "s_k_c_a"])
+        decision = reconcile.decide(self.doc, live.statuses(self.doc), True)
         self.assertEqual(decision.doc.status.state, v1.FAILED)
         self.assertTrue(decision.write)
         self.assertIsNone(decision.action)
 
     def test_latch_and_unchanged(self):
         live = view(running=["s_k_c_root", "s_k_c_a", "s_k_c_b"])
-        decision = reconcile.decide(self.doc, live, True)
+        decision = reconcile.decide(self.doc, live.statuses(self.doc), True)
         self.assertFalse(decision.write)
         self.doc.status.readyObserved = False
         self.doc.status.state = v1.PENDING
-        decision = reconcile.decide(self.doc, live, True)
+        decision = reconcile.decide(self.doc, live.statuses(self.doc), True)
         self.assertTrue(decision.write)
         self.assertTrue(decision.doc.status.readyObserved)
 
     def test_auto_delete_and_wind_down(self):
         live = view(running=["s_k_c_root"], stopped=["s_k_c_a", "s_k_c_b"])
-        self.assertEqual(reconcile.decide(self.doc, live, True).action, "wind-down")
+
+        def action(cgroup_ok=True):
+            return reconcile.decide(self.doc, live.statuses(self.doc), cgroup_ok).action
+
+        self.assertEqual(action(), reconcile.WIND_DOWN)
         self.doc.spec.autoDelete = True
-        self.assertEqual(reconcile.decide(self.doc, live, True).action, "delete")
+        self.assertEqual(action(), reconcile.DELETE)
         self.doc.status.readyObserved = False
         self.doc.status.state = v1.PENDING
-        self.assertIsNone(reconcile.decide(self.doc, live, True).action)
+        self.assertIsNone(action())
         self.doc.status.state = v1.READY
-        self.assertEqual(reconcile.decide(self.doc, live, False).action, None)
+        self.assertIsNone(action(cgroup_ok=False))
 
 
 class PassTests(TestCase):
     def setUp(self):
         self.runtime = fake_runtime(self)
-        self.actions = RecordingActions(self.runtime)
-        self.reconciler = Reconciler(self.runtime, self.actions)
+        self.fake = self.runtime.containerd
+        self.runtime.containerd = self.counter = CountingContainerd(self.fake)
+        self.reconciler = Reconciler(self.runtime)
         return load_image(self.runtime, "r")
+
+    def run_pass(self):
+        self.counter.calls.clear()
+        return defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+
+    def containers(self, realm="r"):
+        return [c.id for c in self.fake._ns(namespace(self.runtime, realm)).containers.values()]
 
     def stored(self, key=KEY):
         return v1.CellDoc.from_wire(self.runtime.store.get(key))
@@ -100,33 +112,33 @@ class PassTests(TestCase):
     def test_steady_cell_is_not_rewritten(self):
         yield seed_cell(self.runtime, KEY)
         before = self.runtime.store.get(KEY)
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        report = yield self.run_pass()
         self.assertEqual((report.cells_scanned, report.cells_updated), (1, 0))
-        self.assertEqual(report.containerd_calls, 2)
+        self.assertEqual(self.counter.total(), 2)
         self.assertEqual(self.runtime.store.get(KEY), before)
 
     @defer.inlineCallbacks
     def test_exited_workload_winds_down(self):
         yield seed_cell(self.runtime, KEY)
-        self.runtime.containerd.exit_task(namespace(self.runtime, "r"), "s_k_c_app", 3)
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        self.fake.exit_task(namespace(self.runtime, "r"), "s_k_c_app", 3)
+        report = yield self.run_pass()
         self.assertEqual(report.cells_updated, 1)
-        self.assertEqual(self.actions.calls, [("kill", KEY)])
         self.assertEqual(self.stored().status.state, v1.STOPPED)
+        self.assertEqual(self.containers(), [])
 
     @defer.inlineCallbacks
     def test_auto_delete(self):
         yield seed_cell(self.runtime, KEY, autoDelete=True)
-        self.runtime.containerd.exit_task(namespace(self.runtime, "r"), "s_k_c_app")
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        self.fake.exit_task(namespace(self.runtime, "r"), "s_k_c_app")
+        report = yield self.run_pass()
         self.assertEqual(report.cells_deleted, 1)
-        self.assertEqual(self.actions.calls, [("kill", KEY), ("delete", KEY)])
         self.assertFalse(self.runtime.store.exists(KEY))
+        self.assertEqual(self.containers(), [])
 
     @defer.inlineCallbacks
     def test_missing_cgroup_is_unknown(self):
         yield seed_cell(self.runtime, KEY, cgroup=False)
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        report = yield self.run_pass()
         self.assertEqual(report.cells_updated, 1)
         self.assertEqual(self.stored().status.state, v1.UNKNOWN)
 
@@ -136,14 +148,14 @@ class PassTests(TestCase):
         yield load_image(self.runtime, "r2")
         yield seed_cell(self.runtime, ("r2", "s", "k", "c"))
         before = self.runtime.store.get(KEY)
-        self.runtime.containerd.available = False
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        self.fake.available = False
+        report = yield self.run_pass()
         self.assertTrue(report.containerd_down)
         self.assertEqual((report.cells_scanned, report.cells_errored), (2, 2))
-        self.assertEqual(report.containerd_calls, 2)
+        self.assertEqual(self.counter.total(), 2)
         self.assertEqual(self.runtime.store.get(KEY), before)
-        self.runtime.containerd.available = True
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        self.fake.available = True
+        report = yield self.run_pass()
         self.assertFalse(report.containerd_down)
         self.assertEqual(report.errors, [])
 
@@ -151,16 +163,16 @@ class PassTests(TestCase):
     def test_cost_per_namespace(self):
         for i in range(5):
             yield seed_cell(self.runtime, ("r", "s", "k", f"c{i}"), running=False)
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        report = yield self.run_pass()
         self.assertEqual(report.cells_scanned, 5)
-        self.assertEqual(report.containerd_calls, 2)
+        self.assertEqual(self.counter.total(), 2)
 
     @defer.inlineCallbacks
     def test_cell_error_does_not_stop_pass(self):
         yield seed_cell(self.runtime, ("r", "s", "k", "a"))
         yield seed_cell(self.runtime, ("r", "s", "k", "b"), running=False)
         yield self.runtime.store.put(("r", "s", "k", "a"), {"kind": "Cell", "spec": 5})
-        report = yield defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        report = yield self.run_pass()
         self.assertEqual(report.cells_errored, 1)
         self.assertTrue(report.errors[0].startswith("reconcile cell r/s/k/a: "))
         self.assertEqual(report.cells_updated, 1)
@@ -171,7 +183,7 @@ class PassTests(TestCase):
         yield seed_cell(self.runtime, ("r", "s", "k", "b"), running=False)
         locked = self.runtime.store.lock(("r", "s", "k", "a"))
         yield defer.Deferred.fromCoroutine(locked.__aenter__())
-        running = defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        running = self.run_pass()
         self.assertNoResult(running)
         # The pass waits on cell a; cell b is still free for RPCs.
         other = self.runtime.store.lock(("r", "s", "k", "b"))
@@ -186,24 +198,25 @@ class PassTests(TestCase):
         yield seed_cell(self.runtime, KEY, running=False)
         lock = self.runtime.store.lock(KEY)
         yield defer.Deferred.fromCoroutine(lock.__aenter__())
-        running = defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+        running = self.run_pass()
         # Meanwhile a start runs the tasks and rewrites the document.
         ns = namespace(self.runtime, "r")
         for cid in ("s_k_c_root", "s_k_c_app"):
-            yield self.runtime.containerd.create_task(ns, cid)
-            yield self.runtime.containerd.start_task(ns, cid)
+            yield self.fake.create_task(ns, cid)
+            yield self.fake.start_task(ns, cid)
         raw = self.runtime.store.get(KEY)
         raw["status"]["message"] = "started"
         yield self.runtime.store.put(KEY, raw)
         yield defer.Deferred.fromCoroutine(lock.__aexit__(None, None, None))
-        report = yield running
-        self.assertEqual(report.containerd_calls, 2 + 4)
+        yield running
+        self.assertEqual(self.counter.calls["list_containers"], 1)
+        self.assertEqual(self.counter.calls["task_state"], 2)
         self.assertEqual(self.stored().status.state, v1.READY)
 
     @defer.inlineCallbacks
     def test_reconcile_cell(self):
         yield seed_cell(self.runtime, KEY)
-        self.runtime.containerd.exit_task(namespace(self.runtime, "r"), "s_k_c_root")
+        self.fake.exit_task(namespace(self.runtime, "r"), "s_k_c_root")
         outcome = yield defer.Deferred.fromCoroutine(self.reconciler.reconcile_cell(KEY))
         self.assertEqual(outcome, reconcile.UPDATED)
         statuses = {s.id: s.state for s in self.stored().status.containers}

@@ -8,7 +8,6 @@ from kukeond.controller.reconcile import PassReport, Reconciler
 from kukeond.controller.reconcile_service import ReconcileService
 from tests.controller.reconcile_support import (
     IMAGE,
-    RecordingActions,
     load_image,
     namespace,
     seed_cell,
@@ -117,10 +116,7 @@ class EventTests(TestCase):
         self.clock = task.Clock()
         self.runtime = fake_runtime(self)
         yield load_image(self.runtime, "r")
-        self.actions = RecordingActions(self.runtime)
-        self.svc = ReconcileService(
-            Reconciler(self.runtime, self.actions), 30, clock=self.clock
-        )
+        self.svc = ReconcileService(Reconciler(self.runtime), 30, clock=self.clock)
         self.svc.startService()
         self.addCleanup(self.svc.stopService)
 
@@ -133,6 +129,7 @@ class EventTests(TestCase):
         self.runtime.containerd.exit_task(namespace(self.runtime, "r"), "s_k_c_root", 137)
         self.assertEqual(self.state(), v1.READY)
         self.clock.advance(0.1)
+        yield self.svc.idle()
         self.assertEqual(self.state(), v1.STOPPED)
 
     @defer.inlineCallbacks
@@ -143,7 +140,8 @@ class EventTests(TestCase):
         self.runtime.containerd.exit_task(ns, "s_k_c_root")
         self.assertEqual(len(self.svc._cells_due), 1)
         self.clock.advance(0.1)
-        self.assertEqual(self.actions.calls, [("kill", self.key), ("delete", self.key)])
+        yield self.svc.idle()
+        self.assertFalse(self.runtime.store.exists(self.key))
 
     @defer.inlineCallbacks
     def test_foreign_containers_are_ignored(self):
