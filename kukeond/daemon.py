@@ -14,6 +14,8 @@ from twisted.application.service import MultiService, Service
 from kukeond import __version__
 from kukeond.config import DaemonConfig
 from kukeond.containerd.grpc import ContainerdService, GrpcContainerd
+from kukeond.controller.reconcile import Reconciler
+from kukeond.controller.reconcile_service import ReconcileService
 from kukeond.controller.registry import collect_handlers
 from kukeond.controller.runtime import CNI_PLUGIN_DIRS, Runtime
 from kukeond.host.cgroups import detect_cgroups
@@ -150,5 +152,9 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> MultiService:
         socket_path=config.socket,
         pid_file=config.pid_file,
         socket_gid=config.socket_gid,
+    ).setServiceParent(top)
+    # Last to start (first pass once the socket listens), first to stop.
+    ReconcileService(
+        Reconciler(runtime), config.reconcile_seconds, clock=reactor
     ).setServiceParent(top)
     return top
