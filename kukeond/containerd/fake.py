@@ -44,10 +44,16 @@ def _now() -> datetime:
 
 
 def _deferred(fn: Callable[..., Any]) -> Callable[..., defer.Deferred[Any]]:
-    """Run ``fn`` now and wrap its result or error in a fired Deferred."""
+    """Run ``fn`` now and wrap its result or error in a fired Deferred.
 
-    def method(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-        return defer.maybeDeferred(fn, *args, **kwargs)
+    While the fake is marked unavailable every call fails with ``Unavailable``,
+    as every call to a containerd that went away does.
+    """
+
+    def method(self: FakeContainerd, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        if not self.available:
+            return defer.fail(errors.Unavailable("containerd is unavailable"))
+        return defer.maybeDeferred(fn, self, *args, **kwargs)
 
     method.__name__ = fn.__name__
     method.__doc__ = fn.__doc__
@@ -96,15 +102,11 @@ class FakeContainerd:
     @_deferred
     def version(self) -> Version:
         """A fixed version."""
-        if not self.available:
-            raise errors.Unavailable("containerd is unavailable")
         return Version("fake", "fake")
 
     @_deferred
     def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
         """See ``IContainerd``."""
-        if not self.available:
-            raise errors.Unavailable("containerd is unavailable")
         if name in self._namespaces:
             raise errors.AlreadyExists(f"namespace {name}: already exists")
         self._namespaces[name] = _Namespace(labels or {})
