@@ -19,6 +19,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "kukeond.controller.images",
     "kukeond.controller.cells",
     "kukeond.controller.containers",
+    "kukeond.controller.refresh",
 )
 
 
