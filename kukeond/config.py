@@ -8,6 +8,7 @@ reference. The first-run template is written only at the default path.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -127,6 +128,10 @@ class DaemonConfig:
     namespace_suffix: str = "kukeon.io"
     cgroup_root: str = "/kukeon"
     max_frame_bytes: int = 1 << 30
+    cni_plugin_dirs: str = "/opt/cni/bin:/usr/lib/cni"
+    cni_cache_dir: str = "/opt/cni/cache"
+    cni_ipam_dir: str = "/var/lib/cni/networks"
+    cni_subnet_pool: str = "10.88.0.0/16"
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -303,6 +308,14 @@ def validate(config: DaemonConfig) -> None:
     config.cgroup_root = root.rstrip("/")
     if config.max_frame_bytes <= 0:
         raise ConfigurationError(f"invalid --max-frame-bytes {config.max_frame_bytes}: must be > 0")
+    try:
+        pool = ipaddress.ip_network(config.cni_subnet_pool)
+    except ValueError as e:
+        raise ConfigurationError(f"invalid --cni-subnet-pool: {e}") from None
+    if pool.version != 4 or pool.prefixlen > 24:
+        raise ConfigurationError(
+            f"invalid --cni-subnet-pool {config.cni_subnet_pool}: need an IPv4 range of /24 or wider"
+        )
     if config.socket_gid < 0:
         raise ConfigurationError(f"invalid --socket-gid {config.socket_gid}: must be >= 0")
     try:

@@ -17,9 +17,10 @@ from kukeond.containerd.grpc import ContainerdService, GrpcContainerd
 from kukeond.controller.reconcile import Reconciler
 from kukeond.controller.reconcile_service import ReconcileService
 from kukeond.controller.registry import collect_handlers
-from kukeond.controller.runtime import CNI_PLUGIN_DIRS, Runtime
+from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import detect_cgroups
 from kukeond.host.cni import CniNetwork
+from kukeond.host.subnets import SubnetAllocator
 from kukeond.listener import ListenerService
 from kukeond.logs import Logger, parse_level, set_level
 from kukeond.rpc.dispatch import Dispatcher, Handler
@@ -113,7 +114,14 @@ def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Ser
         store=store,
         containerd=containerd,
         cgroups=detect_cgroups(),
-        network=CniNetwork(reactor, config.run_path, plugin_dirs=CNI_PLUGIN_DIRS),
+        network=CniNetwork(
+            reactor,
+            config.run_path,
+            plugin_dirs=[d for d in config.cni_plugin_dirs.split(":") if d],
+            cache_dir=config.cni_cache_dir,
+            ipam_dir=config.cni_ipam_dir,
+            allocator=SubnetAllocator(config.run_path, parent_cidr=config.cni_subnet_pool),
+        ),
         reactor=reactor,
     )
     services = [ContainerdService(containerd), StoreService(store), ContainerdProbe(runtime)]

@@ -16,9 +16,6 @@ from kukeond.host.cgroups import ICgroups
 from kukeond.host.cni import INetwork
 from kukeond.store.metadata import MetadataStore
 
-CNI_PLUGIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
-"""Where CNI plugins are looked for: the standard place, then Debian's."""
-
 
 @dataclass
 class Runtime:

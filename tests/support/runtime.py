@@ -20,7 +20,7 @@ from twisted.internet import defer
 from kukeond.config import DaemonConfig
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.fake import FakeContainerd
-from kukeond.controller.runtime import CNI_PLUGIN_DIRS, Runtime
+from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import FakeCgroups, detect_cgroups
 from kukeond.host.cni import CniNetwork, FakeNetwork
 from kukeond.host.subnets import SubnetAllocator
@@ -89,7 +89,7 @@ def real_runtime(test) -> Runtime:
     network = CniNetwork(
         reactor,
         run_path,
-        plugin_dirs=CNI_PLUGIN_DIRS,
+        plugin_dirs=config.cni_plugin_dirs.split(":"),
         cache_dir=os.path.join(state, "cache"),
         ipam_dir=os.path.join(state, "ipam"),
         legacy_results_dir=os.path.join(state, "results"),
