@@ -314,7 +314,8 @@ def validate(config: DaemonConfig) -> None:
         raise ConfigurationError(f"invalid --cni-subnet-pool: {e}") from None
     if pool.version != 4 or pool.prefixlen > 24:
         raise ConfigurationError(
-            f"invalid --cni-subnet-pool {config.cni_subnet_pool}: need an IPv4 range of /24 or wider"
+            f"invalid --cni-subnet-pool {config.cni_subnet_pool}: "
+            "need an IPv4 range of /24 or wider"
         )
     if config.socket_gid < 0:
         raise ConfigurationError(f"invalid --socket-gid {config.socket_gid}: must be >= 0")
