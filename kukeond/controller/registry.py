@@ -20,6 +20,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "kukeond.controller.cells",
     "kukeond.controller.containers",
     "kukeond.controller.refresh",
+    "kukeond.controller.apply",
 )
 
 
