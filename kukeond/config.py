@@ -110,6 +110,38 @@ SETTINGS: tuple[Setting, ...] = (
         1 << 30,
         "largest request accepted; a bigger one closes its connection",
     ),
+    Setting(
+        "cni_plugin_dirs",
+        "cni-plugin-dirs",
+        "KUKEOND_CNI_PLUGIN_DIRS",
+        "cniPluginDirs",
+        "/opt/cni/bin:/usr/lib/cni",
+        "colon-separated directories searched for CNI plugins",
+    ),
+    Setting(
+        "cni_cache_dir",
+        "cni-cache-dir",
+        "KUKEOND_CNI_CACHE_DIR",
+        "cniCacheDir",
+        "/opt/cni/cache",
+        "CNI result cache directory",
+    ),
+    Setting(
+        "cni_ipam_dir",
+        "cni-ipam-dir",
+        "KUKEOND_CNI_IPAM_DIR",
+        "cniIpamDir",
+        "/var/lib/cni/networks",
+        "host-local IPAM lease directory",
+    ),
+    Setting(
+        "cni_subnet_pool",
+        "cni-subnet-pool",
+        "KUKEOND_CNI_SUBNET_POOL",
+        "cniSubnetPool",
+        "10.88.0.0/16",
+        "range the per-space /24 subnets are allocated from",
+    ),
 )
 SETTINGS_BY_FLAG = {s.flag: s for s in SETTINGS}
 

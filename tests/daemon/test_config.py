@@ -151,6 +151,10 @@ class ResolveTests(SynchronousTestCase):
         self.assertEqual(c.reconcile_seconds, 30.0)
         self.assertEqual(len(c.warnings), 1)
 
+    def test_bad_subnet_pool(self):
+        for pool in ["10.88.0.0/25", "nonsense", "fd00::/64"]:
+            self.assertRaises(ConfigurationError, resolve, {"cni-subnet-pool": pool}, {}, self.path)
+
     def test_pid_file_next_to_socket(self):
         c = resolve({"socket": "/a/b/k.sock"}, {}, self.path)
         self.assertEqual(c.pid_file, "/a/b/kukeond.pid")
@@ -249,6 +253,10 @@ class OptionsTests(SynchronousTestCase):
             "containerd-namespace-suffix",
             "cgroup-root",
             "max-frame-bytes",
+            "cni-plugin-dirs",
+            "cni-cache-dir",
+            "cni-ipam-dir",
+            "cni-subnet-pool",
         ]:
             self.assertIn(f"--{flag}", text)
         self.assertIn("[default: /opt/kukeon]", text)
