@@ -9,9 +9,10 @@
   integers accept ``0x``/``0o``/``0b`` and ``_`` separators, ``null`` leaves
   the zero value. Type mismatches read like yaml.v3's
   (``line 3: cannot unmarshal !!map into string``).
-* :func:`parse_documents` returns one :class:`Parsed` per piece or raises
-  ``KukeonError`` with the reference's text: ``validation failed:`` and one
-  ``document <i> (<Kind>[ "<name>"]): <reason>`` line per bad document.
+* :func:`parse_documents` returns one :class:`Parsed` per good piece and one
+  :class:`DocumentError` per bad one, whose text is the reference's line
+  ``document <i> (<Kind>[ "<name>"]): <reason>``. The reference rejects the
+  whole request when one document is bad; we fail only that document.
 """
 
 from __future__ import annotations
@@ -283,20 +284,24 @@ def validate(parsed: Parsed) -> None:
             raise DocumentError(index, problem, kind, name)
 
 
-def parse_documents(raw: bytes | str) -> list[Parsed]:
-    """Parse and validate every document; any failure rejects them all (``KukeonError``)."""
+def parse_documents(raw: bytes | str) -> tuple[list[Parsed], list[DocumentError]]:
+    """Parse and validate every document; return the good ones and the rejected ones.
+
+    A document that does not parse or validate is rejected on its own (its
+    ``str()`` is the reference's line for it); the others are still applied.
+    Input with no document at all is a :class:`KukeonError`.
+    """
     pieces = split_documents(raw)
     if not pieces:
         raise KukeonError("failed to parse YAML: no documents found in input")
-    parsed, problems = [], []
+    parsed: list[Parsed] = []
+    rejected: list[DocumentError] = []
     for index, text in enumerate(pieces):
         try:
             item = parse_document(index, text)
             validate(item)
         except DocumentError as exc:
-            problems.append(str(exc))
+            rejected.append(exc)
             continue
         parsed.append(item)
-    if problems:
-        raise KukeonError("validation failed:\n  " + "\n  ".join(problems))
-    return parsed
+    return parsed, rejected

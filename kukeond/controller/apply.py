@@ -128,10 +128,22 @@ class Applier:
         self.containers = ContainerHandlers(runtime)
 
     async def apply(self, raw: bytes) -> Any:
-        """Parse, validate, then apply every document; fires with the result."""
-        parsed = yamldoc.parse_documents(raw)
+        """Parse, validate, then apply every valid document; fires with the result.
+
+        Documents that do not parse or validate come first in the result, as
+        ``failed`` with the reference's line for them; the valid ones are
+        applied in kind order (parents first) all the same.
+        """
+        parsed, rejected = yamldoc.parse_documents(raw)
         ordered = sorted(parsed, key=lambda p: (_ORDER[p.kind], p.index))
         result = kukeonv1.ApplyDocumentsResult(Resources=[])
+        for bad in rejected:
+            result.Resources.append(
+                kukeonv1.ApplyResourceResult(
+                    Index=bad.index, Kind=bad.kind, Name=bad.name, Action=FAILED,
+                    Error=str(bad), Details={},
+                )
+            )
         for item in ordered:
             entry = kukeonv1.ApplyResourceResult(
                 Index=item.index, Kind=item.kind, Name=item.name

@@ -55,6 +55,10 @@ class ParseTests(SynchronousTestCase):
             yamldoc.parse_documents(raw)
         return str(caught.exception)
 
+    def rejected(self, raw):
+        _, bad = yamldoc.parse_documents(raw)
+        return "\n".join(str(e) for e in bad)
+
     def test_split(self):
         self.assertEqual(yamldoc.split_documents("a: 1\n  ---  \n\n---\nb: 2\n"), ["a: 1", "b: 2"])
         self.assertEqual(
@@ -62,30 +66,31 @@ class ParseTests(SynchronousTestCase):
         )
 
     def test_reference_messages(self):
+        raw = (b"kind: Foo\n---\nkind: Realm\nmetadata: {name: ok}\n---\nkind: Space\n"
+               b"metadata: {name: s}\n")
         self.assertEqual(
-            self.fails(b"kind: Foo\n---\nkind: Realm\nmetadata: {name: ok}\n---\nkind: Space\n"
-                       b"metadata: {name: s}\n"),
-            "validation failed:\n  document 0 (): document 0: unknown kind: Foo\n"
-            '  document 2 (Space "s"): spec.realmId is required',
+            self.rejected(raw),
+            "document 0 (): document 0: unknown kind: Foo\n"
+            'document 2 (Space "s"): spec.realmId is required',
         )
+        good, _ = yamldoc.parse_documents(raw)
+        self.assertEqual([(p.index, p.kind, p.name) for p in good], [(1, "Realm", "ok")])
         self.assertIn("document 0 (): document 0: failed to parse kind: yaml: line 1:",
-                      self.fails(b"a: b: c"))
+                      self.rejected(b"a: b: c"))
         self.assertEqual(
-            self.fails(b"apiVersion: v9\nkind: Realm\nmetadata: {name: r}"),
-            "validation failed:\n  document 0 (Realm): unsupported apiVersion: v9 "
-            "(expected v1beta1)",
+            self.rejected(b"apiVersion: v9\nkind: Realm\nmetadata: {name: r}"),
+            "document 0 (Realm): unsupported apiVersion: v9 (expected v1beta1)",
         )
         self.assertEqual(
-            self.fails(b"kind: Cell\nmetadata: {name: c}\nspec: {realmId: r, spaceId: s, "
-                       b"stackId: k}"),
-            'validation failed:\n  document 0 (Cell "c"): spec.containers is required and '
-            "cannot be empty",
+            self.rejected(b"kind: Cell\nmetadata: {name: c}\nspec: {realmId: r, spaceId: s, "
+                          b"stackId: k}"),
+            'document 0 (Cell "c"): spec.containers is required and cannot be empty',
         )
         self.assertIn("cannot unmarshal !!map into string",
-                      self.fails(b"kind: Realm\nmetadata: {name: {a: 1}}"))
+                      self.rejected(b"kind: Realm\nmetadata: {name: {a: 1}}"))
 
     def test_yaml_v3_coercions(self):
-        (doc,) = yamldoc.parse_documents(
+        (doc,), _ = yamldoc.parse_documents(
             b"kind: Cell\nmetadata: {name: c, labels: {n: 08}}\nspec:\n  realmId: r\n"
             b"  spaceId: s\n  stackId: k\n  autoDelete: yes\n  containers:\n"
             b"    - {id: a, image: i, args: [1, true], privileged: off,\n"
@@ -175,12 +180,24 @@ class ApplyTests(TestCase):
         self.assertTrue(container.Error.startswith('parent cell "nope" not found'))
 
     @defer.inlineCallbacks
-    def test_invalid_request_changes_nothing(self):
+    def test_invalid_document_fails_alone(self):
         reply = yield defer.Deferred.fromCoroutine(
             self.handler(kukeonv1.ApplyDocumentsArgs(RawYAML=blob(REALM, "kind: Foo")))
+        )
+        self.assertIsNone(reply.Err)
+        outcome = [(r.Index, r.Kind, r.Action, r.Error) for r in reply.Result.Resources]
+        self.assertEqual(outcome, [
+            (1, "", "failed", "document 1 (): document 1: unknown kind: Foo"),
+            (0, "Realm", "created", ""),
+        ])
+        self.assertTrue(self.rt.store.exists(("r1",)))
+
+    @defer.inlineCallbacks
+    def test_empty_input_is_an_error(self):
+        reply = yield defer.Deferred.fromCoroutine(
+            self.handler(kukeonv1.ApplyDocumentsArgs(RawYAML=b"\n---\n"))
         ).addErrback(lambda f: f.value)
         self.assertIsInstance(reply, errors.KukeonError)
-        self.assertFalse(self.rt.store.exists(("r1",)))
 
     @defer.inlineCallbacks
     def test_stopped_cell_is_rematerialized(self):
