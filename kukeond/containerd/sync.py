@@ -107,6 +107,15 @@ class SyncContainerd:
                 self._stubs = Stubs(self._channel)
             return self._stubs
 
+    def _translate(self, exc: grpc.RpcError, name: str) -> errors.ContainerdError:
+        """A typed error; an unreachable containerd is named as such, with its socket."""
+        error = errors.from_rpc_error(exc, name)
+        if isinstance(error, errors.Unavailable):
+            return errors.Unavailable(
+                f"failed to connect to containerd at {self.address}: {error}", error.code
+            )
+        return error
+
     def close(self) -> None:
         """Close the channel: in-flight calls end with ``Cancelled``; later calls fail."""
         with self._lock:
@@ -130,7 +139,7 @@ class SyncContainerd:
                 request, timeout=timeout or self.call_timeout, metadata=metadata
             )
         except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc, name) from None
+            raise self._translate(exc, name) from None
         except ValueError as exc:  # grpc raises this on a channel closed under us
             raise errors.Unavailable(f"{name}: {exc}") from None
 
@@ -147,7 +156,7 @@ class SyncContainerd:
                 request, timeout=timeout or self.call_timeout, metadata=metadata
             )
         except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc, name) from None
+            raise self._translate(exc, name) from None
 
     def _with_lease(self, namespace: str, work: Callable[[str], T]) -> T:
         """Run ``work(lease_id)`` under a fresh expiring lease, deleted afterwards.

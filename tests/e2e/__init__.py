@@ -1,0 +1,1 @@
+"""End-to-end tests: the daemon process on a real containerd."""
