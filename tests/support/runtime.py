@@ -65,6 +65,23 @@ def fake_runtime(test, reactor=None) -> Runtime:
     )
 
 
+HOST_NETWORK_LOCK = "/run/lock/kukeond-test-host-network.lock"
+
+
+def hold_host_network(test) -> None:
+    """Serialise tests that build bridges across trial workers.
+
+    Bridge names derive from realm and space names only (``k-<fnv(R-S)>``), so
+    two workers running tests with the same names would fight over one bridge.
+    """
+    import fcntl
+
+    os.makedirs(os.path.dirname(HOST_NETWORK_LOCK), exist_ok=True)
+    handle = open(HOST_NETWORK_LOCK, "w")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    test.addCleanup(handle.close)
+
+
 def real_runtime(test) -> Runtime:
     """A runtime on the private containerd, the real cgroupfs and real CNI plugins."""
     from twisted.internet import reactor
@@ -76,6 +93,7 @@ def real_runtime(test) -> Runtime:
     if os.geteuid() != 0:
         test.skipTest("the real runtime needs root")
     socket = get_containerd_socket()
+    hold_host_network(test)
     run_path = short_tmpdir(test)
     config = test_config(run_path)
     config.containerd_socket = socket
@@ -100,6 +118,11 @@ def real_runtime(test) -> Runtime:
 
     @defer.inlineCallbacks
     def cleanup():
+        for realm, space in store.keys(2):
+            try:
+                yield network.remove_space_network(realm, space)
+            except Exception:  # best effort: the test may have removed it already
+                pass
         yield purge_test_namespaces(client, config.namespace_suffix)
         yield defer.maybeDeferred(store.stop)
         yield client.stop()
