@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -116,6 +117,29 @@ class SyncContainerd:
             )
         return error
 
+    def _worth_waiting(self, exc: grpc.RpcError) -> bool:
+        """Whether a failed connect should be retried, waiting for the channel to be ready.
+
+        After containerd restarts, the channel stays in reconnect back-off for
+        up to a second and fails calls at once meanwhile. A call that never
+        left (``failed to connect``) is safe to send again; it is worth
+        waiting for the reconnect only when something accepts connections on
+        the socket now, so a containerd that is really down still fails fast.
+        """
+        if exc.code() != grpc.StatusCode.UNAVAILABLE or "failed to connect" not in (
+                exc.details() or ""):
+            return False
+        if not self.address.startswith("unix:"):
+            return True
+        path = self.address.removeprefix("unix:").removeprefix("//")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(path)
+            except OSError:
+                return False
+        return True
+
     def close(self) -> None:
         """Close the channel: in-flight calls end with ``Cancelled``; later calls fail."""
         with self._lock:
@@ -135,9 +159,14 @@ class SyncContainerd:
         if lease is not None:
             metadata.append((LEASE_HEADER, lease))
         try:
-            return self.stubs()(name)(
-                request, timeout=timeout or self.call_timeout, metadata=metadata
-            )
+            method = self.stubs()(name)
+            try:
+                return method(request, timeout=timeout or self.call_timeout, metadata=metadata)
+            except grpc.RpcError as exc:
+                if not self._worth_waiting(exc):
+                    raise
+            return method(request, timeout=timeout or self.call_timeout, metadata=metadata,
+                          wait_for_ready=True)
         except grpc.RpcError as exc:
             raise self._translate(exc, name) from None
         except ValueError as exc:  # grpc raises this on a channel closed under us
@@ -151,12 +180,23 @@ class SyncContainerd:
         metadata = [(NAMESPACE_HEADER, namespace)] if namespace is not None else []
         if lease is not None:
             metadata.append((LEASE_HEADER, lease))
-        try:
-            yield from self.stubs()(name)(
-                request, timeout=timeout or self.call_timeout, metadata=metadata
-            )
-        except grpc.RpcError as exc:
-            raise self._translate(exc, name) from None
+        method = self.stubs()(name)
+        # A request iterator is consumed by the first attempt, so only a
+        # single request message can be sent again.
+        replayable = not isinstance(request, Iterator)
+        wait = False
+        while True:
+            answered = False
+            try:
+                for reply in method(request, timeout=timeout or self.call_timeout,
+                                    metadata=metadata, wait_for_ready=wait):
+                    answered = True
+                    yield reply
+                return
+            except grpc.RpcError as exc:
+                if wait or answered or not replayable or not self._worth_waiting(exc):
+                    raise self._translate(exc, name) from None
+                wait = True
 
     def _with_lease(self, namespace: str, work: Callable[[str], T]) -> T:
         """Run ``work(lease_id)`` under a fresh expiring lease, deleted afterwards.
