@@ -166,20 +166,20 @@ class _Int(GoType):
 
 class _Bytes(GoType):
     go_type = "[]uint8"
-    _ALPHABET = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
 
     def decode(self, raw: Any) -> bytes | None:
         if raw is None:
             return None
         if not isinstance(raw, str):
             raise _Mismatch(json_kind(raw), self.go_type)
-        data = raw.replace("\r", "").replace("\n", "").encode("utf-8", "replace")
-        bad = self._ALPHABET.match(data) is None or len(data) % 4 != 0
-        if not bad:
-            try:
-                return base64.b64decode(data, validate=True)
+        if "\n" in raw or "\r" in raw:  # Go's decoder skips line breaks
+            raw = raw.replace("\r", "").replace("\n", "")
+        if len(raw) % 4 == 0 and raw.isascii():
+            try:  # strict mode checks alphabet and padding in C, straight from the str
+                return binascii.a2b_base64(raw, strict_mode=True)
             except binascii.Error:
-                bad = True
+                pass
+        data = raw.encode("utf-8", "replace")
         m = re.match(rb"[A-Za-z0-9+/]*", data)
         pos = m.end() if m else 0
         raise DecodeError(f"illegal base64 data at input byte {pos}")

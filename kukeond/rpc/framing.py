@@ -15,7 +15,6 @@ import re
 
 _WHITESPACE = b" \t\r\n"
 _STRUCTURAL = re.compile(rb'[{}\[\]"]')
-_STRING_STOP = re.compile(rb'["\\]')
 _NON_WHITESPACE = re.compile(rb"[^ \t\r\n]")
 
 
@@ -54,7 +53,7 @@ class FrameSplitter:
         """Bytes buffered that do not yet form a complete object."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytes | bytearray]:
         """Add ``data`` to the stream and return every object it completes."""
         buf = self._buf
         buf += data
@@ -81,7 +80,14 @@ class FrameSplitter:
                 break
             if end - self._start > self.max_frame_bytes:
                 raise FrameTooLarge(self.max_frame_bytes)
-            frames.append(bytes(buf[self._start : end]))
+            if self._start == 0 and end == len(buf):
+                # The buffer is exactly one frame (the usual shape of a large
+                # request): hand it over instead of copying it.
+                frames.append(buf)
+                buf = self._buf = bytearray()
+                end = 0
+            else:
+                frames.append(bytes(buf[self._start : end]))
             self._start = -1
             pos = end
         if self._start > 0:
@@ -99,17 +105,19 @@ class FrameSplitter:
         size = len(buf)
         while pos < size:
             if self._in_string:
-                m = _STRING_STOP.search(buf, pos)
-                if m is None:
-                    return self._suspend(size)
-                pos = m.start()
-                if buf[pos] == 0x5C:  # backslash: skip the escaped byte
-                    if pos + 1 >= size:
-                        return self._suspend(pos)
-                    pos += 2
+                # Two memchr scans beat a character-class regex by an order of
+                # magnitude on long strings (a base64 tarball).
+                quote = buf.find(b'"', pos)
+                backslash = buf.find(b"\\", pos, quote if quote >= 0 else size)
+                if backslash >= 0:  # skip the escaped byte, which may be a quote
+                    if backslash + 1 >= size:
+                        return self._suspend(backslash)
+                    pos = backslash + 2
                     continue
+                if quote < 0:
+                    return self._suspend(size)
                 self._in_string = False
-                pos += 1
+                pos = quote + 1
                 continue
             m = _STRUCTURAL.search(buf, pos)
             if m is None:
