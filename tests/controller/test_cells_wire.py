@@ -309,8 +309,10 @@ class CellWireTests(TestCase):
     async def test_failed_cell_is_reported_and_restartable(self):
         app = container_spec("app", cell="", image="docker.io/library/absent:1")
         _, reply = await self.result("CreateCell", cell_request("web", [app]))
-        self.assertIsNotNone(reply["Err"])
-        self.assertIn("docker.io/library/absent:1", reply["Err"]["Message"])
+        # The chain holds CreateCell and ImageNotFound; the more specific kind wins.
+        self.assertEqual(reply["Err"]["Kind"], "ImageNotFound")
+        self.assertTrue(reply["Err"]["Message"].startswith(
+            "failed to create cell: image not found: docker.io/library/absent:1 "))
         self.assertFalse(reply["Result"]["Created"])
         cell = (await self.ok("GetCell", cell_request("web")))["Result"]["Cell"]
         self.assertEqual((cell["status"]["state"], cell["status"]["reason"]),
