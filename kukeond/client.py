@@ -228,11 +228,12 @@ class BlockingClient:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: ``ping`` or ``call <Method> [json-args]``."""
+    """Command-line entry point: ``ping``, ``status`` or ``call <Method> [json-args]``."""
     parser = argparse.ArgumentParser(prog="python -m kukeond.client")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"daemon address [{DEFAULT_HOST}]")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ping", help="print the daemon's version")
+    sub.add_parser("status", help="print whether the daemon can do work (containerd, reconcile)")
     call = sub.add_parser("call", help="call a method and print its reply as JSON")
     call.add_argument("method")
     call.add_argument("args", nargs="?", default="{}")
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "ping":
             print(client.call("Ping")["Version"])
+        elif ns.command == "status":
+            print(gojson.dumps_indent(client.call("Status")["Result"]))
         else:
             print(gojson.dumps_indent(client.call(ns.method, json.loads(ns.args))))
     except APIError as e:

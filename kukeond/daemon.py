@@ -25,6 +25,7 @@ from kukeond.listener import ListenerService
 from kukeond.logs import Logger, parse_level, set_level
 from kukeond.rpc.dispatch import Dispatcher, Handler
 from kukeond.rpc.protocol import KukeonFactory
+from kukeond.status import DaemonStatus
 from kukeond.store.metadata import MetadataStore
 
 VERSION = f"v{__version__}"
@@ -152,8 +153,12 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> MultiService:
     runtime, services = build_runtime(config, reactor)
     for svc in services:
         svc.setServiceParent(top)
-    dispatcher = Dispatcher(build_handlers(runtime))
+    status = DaemonStatus(runtime, VERSION)
+    handlers = build_handlers(runtime)
+    handlers["Status"] = status.handle
+    dispatcher = Dispatcher(handlers)
     factory = KukeonFactory(dispatcher, max_frame_bytes=config.max_frame_bytes)
+    status.factory = factory
     ListenerService(
         reactor,
         factory,
@@ -162,7 +167,8 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> MultiService:
         socket_gid=config.socket_gid,
     ).setServiceParent(top)
     # Last to start (first pass once the socket listens), first to stop.
-    ReconcileService(
+    status.reconcile = ReconcileService(
         Reconciler(runtime), config.reconcile_seconds, clock=reactor
-    ).setServiceParent(top)
+    )
+    status.reconcile.setServiceParent(top)
     return top

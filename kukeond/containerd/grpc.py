@@ -17,7 +17,6 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, threads
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -27,6 +26,7 @@ from kukeond.containerd.events import decode_envelope
 from kukeond.containerd.interface import IContainerd, ISubscription
 from kukeond.containerd.model import Event
 from kukeond.containerd.sync import SyncContainerd
+from kukeond.logs import Logger
 
 DEFAULT_SOCKET = "/run/containerd/containerd.sock"
 

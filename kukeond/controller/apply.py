@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
-
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1, yamldoc
 from kukeond.api import v1beta1 as v1
@@ -39,6 +37,7 @@ from kukeond.controller.realms import Realms
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.spaces import Spaces
 from kukeond.controller.stacks import Stacks
+from kukeond.logs import Logger
 from kukeond.rpc.dispatch import Handler
 
 CREATED = "created"

@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from kukeond.api import docrules
 from kukeond.api.v1beta1 import (
@@ -64,6 +63,7 @@ from kukeond.errors import ImageNotFound, KukeonError
 from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
+from kukeond.logs import Logger
 
 CellKey = tuple[str, str, str, str]
 

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from kukeond.api import v1beta1 as v1
 from kukeond.containerd import errors as cerrors
@@ -39,6 +38,7 @@ from kukeond.controller.cell_runner import (
 )
 from kukeond.controller.common import realm_namespace
 from kukeond.controller.runtime import Runtime
+from kukeond.logs import Logger
 
 Key = tuple[str, ...]
 

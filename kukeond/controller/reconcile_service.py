@@ -13,16 +13,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
+from kukeond.api import gojson
 from kukeond.containerd.model import Event
 from kukeond.controller.common import realm_namespace
 from kukeond.controller.reconcile import Key, PassReport, Reconciler
 from kukeond.host import naming
+from kukeond.logs import Logger
 
 EVENT_TOPICS = ("/tasks/exit", "/tasks/oom", "/tasks/delete")
 EVENT_DELAY = 0.1
@@ -92,6 +94,8 @@ class ReconcileService(Service):
         self.clock = clock
         self.event_delay = event_delay
         self.last_report: PassReport | None = None
+        self.last_pass_at = gojson.ZERO_TIME
+        self.last_pass_seconds = 0.0
         self._loop: task.LoopingCall | None = None
         self._subscription: Any = None
         self._pass: defer.Deferred | None = None
@@ -165,12 +169,15 @@ class ReconcileService(Service):
                 return
 
     async def _one_pass(self) -> None:
+        started = time.monotonic()
         try:
             report = await self.reconciler.run_pass()
         except Exception:  # noqa: BLE001  (the loop must survive anything)
             self.log.failure("reconcile pass panicked; loop continues")
             return
         self.last_report = report
+        self.last_pass_at = gojson.now()
+        self.last_pass_seconds = time.monotonic() - started
         log_report(self.log, report)
 
     def _on_resubscribe(self) -> None:

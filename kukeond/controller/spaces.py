@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.logger import Logger
-
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1
 from kukeond.api import v1beta1 as v1
@@ -24,6 +22,7 @@ from kukeond.host import naming, netpolicy
 from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.host.subnets import SubnetError
+from kukeond.logs import Logger
 from kukeond.store.metadata import Key
 
 KIND = v1.KIND_SPACE

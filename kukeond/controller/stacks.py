@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
-
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1
 from kukeond.api import v1beta1 as v1
@@ -20,6 +18,7 @@ from kukeond.controller.common import q
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
+from kukeond.logs import Logger
 from kukeond.store.metadata import Key
 
 KIND = v1.KIND_STACK

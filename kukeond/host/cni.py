@@ -36,7 +36,6 @@ from typing import Any
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IReactorProcess
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
@@ -44,6 +43,7 @@ from kukeond.api import gojson
 from kukeond.host import naming, netpolicy
 from kukeond.host.naming import bridge_name, network_name
 from kukeond.host.subnets import SubnetAllocator, SubnetStateCorrupt, write_file_atomic
+from kukeond.logs import Logger
 
 CNI_VERSION = "0.4.0"
 DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)

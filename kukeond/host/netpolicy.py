@@ -25,9 +25,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorCore
-from twisted.logger import Logger
 
 from kukeond.host import naming
+from kukeond.logs import Logger
 
 MASTER_CHAIN = "KUKEON-EGRESS"
 DEFAULT_ALLOW = "allow"

@@ -15,10 +15,9 @@ import os
 import tempfile
 import threading
 
-from twisted.logger import Logger
-
 from kukeond.api import gojson
 from kukeond.host import naming
+from kukeond.logs import Logger
 
 STATE_VERSION = "v1"
 DEFAULT_PARENT_CIDR = "10.88.0.0/16"

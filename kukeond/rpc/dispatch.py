@@ -1,8 +1,9 @@
 """Route ``KukeonV1.<Method>`` requests to handlers, with Go ``net/rpc``'s error texts.
 
 The method table has one source: :data:`kukeond.api.kukeonv1.METHODS` gives the
-Args and Reply types of all 40 methods, and the daemon passes the handlers it
-implements. A method without a handler answers exactly as Go does for a method
+Args and Reply types of the reference's 40 methods (plus our
+:data:`kukeond.api.extensions.EXTENSION_METHODS`), and the daemon passes the
+handlers it implements. A method without a handler answers exactly as Go does for a method
 that does not exist.
 
 Domain failures travel inside the reply (``Err``); only protocol failures
@@ -46,9 +47,10 @@ class Dispatcher:
         types: Mapping[str, tuple[type, type]] | None = None,
     ) -> None:
         if types is None:
+            from kukeond.api.extensions import EXTENSION_METHODS
             from kukeond.api.kukeonv1 import METHODS
 
-            types = METHODS
+            types = {**METHODS, **EXTENSION_METHODS}
         unknown = set(handlers) - set(types)
         if unknown:
             raise ValueError(f"handlers for methods that do not exist: {sorted(unknown)}")

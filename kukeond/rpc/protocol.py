@@ -151,6 +151,7 @@ class KukeonFactory(Factory):
         self.max_frame_bytes = max_frame_bytes
         self.connections: set[KukeonProtocol] = set()
         self.in_flight = 0
+        self.served = 0
         self._idle_waiters: list[defer.Deferred] = []
 
     def buildProtocol(self, addr) -> KukeonProtocol:
@@ -166,6 +167,7 @@ class KukeonFactory(Factory):
     def request_finished(self) -> None:
         """Count a request out and wake drain waiters when none is left."""
         self.in_flight -= 1
+        self.served += 1
         if self.in_flight == 0:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
