@@ -5,6 +5,9 @@
   used to build a path (lookups treat an unsafe name as "not found").
 * Documents: :func:`read_doc` loads a stored document as its v1beta1 class,
   :func:`as_output` stamps ``apiVersion``/``kind`` on what goes back out.
+  Both read helpers decode each stored version once (the store keeps the
+  decoded object) and hand out a :func:`copy_doc` of it, which is several
+  times cheaper than decoding again.
 * Blocking work (file scans, CNI files) runs on :func:`run_blocking`'s
   small dedicated pool, never on the reactor thread.
 * Runtime clean-up shared by delete and purge paths: :func:`drain_containers`
@@ -14,11 +17,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from kukeond import errors
@@ -28,6 +31,7 @@ from kukeond.containerd import errors as cerrors
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
+from kukeond.logs import Logger
 from kukeond.store.metadata import Key, MetadataCorrupt
 
 log = Logger()
@@ -103,6 +107,58 @@ def decode_stored(cls: type[D], kind: str, raw: Mapping[str, Any]) -> D:
     return as_output(cls.from_wire(dict(raw)), kind)
 
 
+_IMMUTABLE = frozenset((str, int, float, bool, bytes, type(None)))
+
+
+def copy_doc(value: Any) -> Any:
+    """A deep copy of a decoded document (or any value inside one).
+
+    Walks the structs, lists and dicts and shares the immutable leaves, so
+    it costs a fraction of ``clone()`` (which encodes and decodes again);
+    other values fall back to :func:`copy.deepcopy`.
+    """
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    # Leaves are tested inline: a call per string would double the cost.
+    if kind is list:
+        return [v if type(v) in _IMMUTABLE else copy_doc(v) for v in value]
+    if kind is dict:
+        return {k: v if type(v) in _IMMUTABLE else copy_doc(v) for k, v in value.items()}
+    if isinstance(value, GoStruct):
+        out = kind.__new__(kind)
+        out.__dict__.update(
+            {k: v if type(v) in _IMMUTABLE else copy_doc(v) for k, v in value.__dict__.items()}
+        )
+        return out
+    return copy.deepcopy(value)
+
+
+_decoders: dict[tuple[type, str], Callable[[Any], Any]] = {}
+
+
+def stored_decoder(cls: type[D], kind: str) -> Callable[[Any], D]:
+    """The one decoder of ``cls`` documents used with ``MetadataStore.decoded``."""
+    decoder = _decoders.get((cls, kind))
+    if decoder is None:
+
+        def decoder(raw: Any) -> D:
+            return decode_stored(cls, kind, raw)
+
+        _decoders[(cls, kind)] = decoder
+    return decoder
+
+
+def peek_doc(runtime: Runtime, key: Key, cls: type[D], kind: str) -> D | None:
+    """The store's shared decoded document under ``key`` (``None`` when absent).
+
+    Read-only: the same object is handed to every caller until the document
+    is rewritten, so it must never be modified (:func:`copy_doc` it first).
+    Raises ``MetadataCorrupt`` and ``DecodeError`` as they come.
+    """
+    return runtime.store.decoded(key, stored_decoder(cls, kind))
+
+
 def read_doc(runtime: Runtime, key: Key, cls: type[D], kind: str) -> D | None:
     """The stored document under ``key``, ``None`` when absent (or ``key`` is unsafe).
 
@@ -113,18 +169,15 @@ def read_doc(runtime: Runtime, key: Key, cls: type[D], kind: str) -> D | None:
         return None
     word = kind.lower()
     try:
-        raw = runtime.store.get(key)
+        doc = peek_doc(runtime, key, cls, kind)
     except MetadataCorrupt as exc:
         raise errors.ConversionFailed(f"{exc.path}: {exc.reason}").wrap(
             f"failed to get {word}"
         ) from None
-    if raw is None:
-        return None
-    try:
-        return decode_stored(cls, kind, raw)
     except DecodeError as exc:
         path = runtime.store.path(key)
         raise errors.ConversionFailed(f"{path}: {exc}").wrap(f"failed to get {word}") from None
+    return None if doc is None else copy_doc(doc)
 
 
 def list_docs(runtime: Runtime, parent: Key, cls: type[D], kind: str) -> list[D]:
@@ -132,9 +185,10 @@ def list_docs(runtime: Runtime, parent: Key, cls: type[D], kind: str) -> list[D]
     if not safe(*parent):
         return []
     out = []
-    for key, raw in runtime.store.list(parent):
+    for name in runtime.store.children(parent):
+        key = (*parent, name)
         try:
-            out.append(decode_stored(cls, kind, raw))
+            out.append(copy_doc(peek_doc(runtime, key, cls, kind)))
         except DecodeError as exc:
             log.warn("skipping unreadable metadata {key}: {error}", key=key, error=str(exc))
     return out
@@ -192,9 +246,14 @@ def remove_cgroup(runtime: Runtime, group: str, *, fatal: bool) -> bool:
 
 def realm_namespace(runtime: Runtime, realm: str) -> str:
     """The containerd namespace of a stored realm (its ``spec.namespace``), else the default."""
-    stored = runtime.store.get((realm,)) if safe(realm) and runtime.store.exists((realm,)) else None
-    explicit = ((stored or {}).get("spec") or {}).get("namespace") or ""
+    explicit = ""
+    if safe(realm) and runtime.store.exists((realm,)):
+        explicit = runtime.store.decoded((realm,), _stored_namespace)
     return naming.realm_namespace(realm, runtime.suffix, explicit.strip() or None)
+
+
+def _stored_namespace(raw: Mapping[str, Any]) -> str:
+    return (raw.get("spec") or {}).get("namespace") or ""
 
 
 async def stop_container(runtime: Runtime, namespace: str, cid: str) -> None:

@@ -15,6 +15,13 @@ other cells never wait for a pass. Per-cell rules (spec §7.2):
   (killed, which persists ``Stopped``);
 * the document is written only when state, latch or statuses changed.
 
+A steady cell costs little: it is read as the store's shared decoded
+document (decoded once per stored version), judged without copying, and
+copied only when it must be written or acted on. Cells settled straight from
+the listing run on the reactor thread back to back, so the pass lets the
+reactor run every :data:`CHUNK` cells: a pass over thousands of cells never
+holds up RPCs for longer than one chunk.
+
 Unlike the reference, a pass that cannot reach containerd leaves the
 documents alone instead of rewriting every cell to ``Unknown``.
 """
@@ -24,19 +31,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from kukeond.api import v1beta1 as v1
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.cell_runner import (
     CellRunner,
+    containerd_id_of,
     derive_cell_state,
     root_container,
     runner_for,
     statuses_from,
     workloads,
 )
-from kukeond.controller.common import realm_namespace
+from kukeond.controller.common import copy_doc, realm_namespace
 from kukeond.controller.runtime import Runtime
 from kukeond.logs import Logger
 
@@ -51,6 +59,11 @@ UNCHANGED = "unchanged"
 DELETE = "delete"
 WIND_DOWN = "wind-down"
 
+CHUNK = 64
+"""Cells a pass settles in a row before it lets the reactor serve others."""
+
+_decode_cell = v1.CellDoc.from_wire
+
 
 @dataclass(frozen=True)
 class LiveView:
@@ -61,7 +74,9 @@ class LiveView:
 
     def statuses(self, doc: v1.CellDoc) -> list[v1.ContainerStatus]:
         """Fresh statuses of ``doc``'s containers as this listing shows them."""
-        return statuses_from(doc, self.containers, self.tasks)
+        # statuses_from copies the IDs it is given: give it this cell's, not the namespace's.
+        ids = (containerd_id_of(doc, c) for c in doc.spec.containers or [])
+        return statuses_from(doc, [i for i in ids if i in self.containers], self.tasks)
 
 
 async def namespace_view(containerd: object, namespace: str) -> LiveView:
@@ -88,6 +103,16 @@ def _status_key(statuses: Iterable[v1.ContainerStatus] | None) -> list[tuple[str
     return [(s.id, s.state) for s in statuses or []]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The per-cell rules' outcome: the cell's new state and latch, and what to do."""
+
+    state: str
+    observed: bool
+    write: bool
+    action: str | None = None
+
+
 @dataclass
 class Decision:
     """What to do with one cell: the document to write (if any) and an action."""
@@ -97,28 +122,39 @@ class Decision:
     action: str | None = None
 
 
-def decide(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) -> Decision:
-    """Apply the per-cell rules to ``doc`` given its live statuses (``doc`` is untouched)."""
-    new = doc.clone()
+def judge(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) -> Verdict:
+    """Apply the per-cell rules to ``doc`` given its live statuses, copying nothing."""
     statuses_changed = _status_key(statuses) != _status_key(doc.status.containers)
-    new.status.containers = statuses
     if doc.status.state == v1.FAILED:
-        return Decision(new, statuses_changed)
+        return Verdict(doc.status.state, doc.status.readyObserved, statuses_changed)
     state = derive_cell_state(doc, statuses, cgroup_ok)
     observed = doc.status.readyObserved or state == v1.READY or doc.status.state == v1.READY
-    new.status.state = state
-    new.status.readyObserved = observed
     if state == v1.STOPPED and observed:
         if doc.spec.autoDelete:
-            return Decision(new, False, DELETE)
+            return Verdict(state, observed, False, DELETE)
         root = root_container(doc)
         by_id = {s.id: s.state for s in statuses}
         if workloads(doc) and root is not None and by_id.get(root.id) in _ALIVE:
-            return Decision(new, False, WIND_DOWN)
+            return Verdict(state, observed, False, WIND_DOWN)
     changed = (
         statuses_changed or state != doc.status.state or observed != doc.status.readyObserved
     )
-    return Decision(new, changed)
+    return Verdict(state, observed, changed)
+
+
+def decide(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) -> Decision:
+    """The :func:`judge` verdict with the updated document (a copy; ``doc`` is untouched)."""
+    return _decision(doc, statuses, judge(doc, statuses, cgroup_ok))
+
+
+def _decision(
+    doc: v1.CellDoc, statuses: list[v1.ContainerStatus], verdict: Verdict
+) -> Decision:
+    new = copy_doc(doc)
+    new.status.containers = statuses
+    new.status.state = verdict.state
+    new.status.readyObserved = verdict.observed
+    return Decision(new, verdict.write, verdict.action)
 
 
 # the pass
@@ -151,13 +187,14 @@ class Reconciler:
         by_realm: dict[str, list[Key]] = {}
         for key in self.runtime.store.keys(4):
             by_realm.setdefault(key[0], []).append(key)
+        settled = 0
         for realm, keys in sorted(by_realm.items()):
             report.cells_scanned += len(keys)
             if report.containerd_down:
                 report.cells_errored += len(keys)
                 continue
             namespace = realm_namespace(self.runtime, realm)
-            seen = {key: self.runtime.store.get(key) for key in keys}
+            seen = {key: self._snapshot(key) for key in keys}
             try:
                 view = await namespace_view(self.runtime.containerd, namespace)
             except Exception as exc:  # noqa: BLE001  (recorded; the realm's cells are skipped)
@@ -165,7 +202,17 @@ class Reconciler:
                 continue
             for key in keys:
                 await self._count(report, key, self._settle(key, namespace, view, seen[key]))
+                settled += 1
+                if settled % CHUNK == 0:
+                    await task.deferLater(self.runtime.reactor, 0, lambda: None)
         return report
+
+    def _snapshot(self, key: Key) -> v1.CellDoc | None:
+        """The cell's stored version as the namespace is listed (the store's shared object)."""
+        try:
+            return self.runtime.store.decoded(key, _decode_cell)
+        except Exception:  # noqa: BLE001  (_settle reads it again and reports the error)
+            return None
 
     def _listing_failed(
         self, report: PassReport, namespace: str, error: BaseException, cells: int
@@ -198,25 +245,26 @@ class Reconciler:
         return await self._settle(key, realm_namespace(self.runtime, key[0]), None, None)
 
     async def _settle(
-        self, key: Key, namespace: str, view: LiveView | None, seen: dict | None
+        self, key: Key, namespace: str, view: LiveView | None, seen: v1.CellDoc | None
     ) -> str:
         store = self.runtime.store
         async with store.lock(key):
-            raw = store.get(key)
-            if raw is None:
+            # Shared with other readers: judged as is, copied before anything changes.
+            doc = store.decoded(key, _decode_cell)
+            if doc is None:
                 return UNCHANGED
-            doc = v1.CellDoc.from_wire(raw)
-            if view is not None and raw == seen:
+            if view is not None and doc is seen:
                 statuses = view.statuses(doc)
             else:
-                # Changed since the namespace was listed (or nothing listed): ask again.
+                # Rewritten since the namespace was listed (or nothing listed): ask again.
                 statuses = await self.runner.live_statuses(doc, namespace)
-            decision = decide(doc, statuses, self._cgroup_exists(doc))
+            verdict = judge(doc, statuses, self._cgroup_exists(doc))
+            if not verdict.write and verdict.action is None:
+                return UNCHANGED
+            decision = _decision(doc, statuses, verdict)
             if decision.write:
                 await store.put(key, decision.doc.to_wire())
                 return UPDATED
-            if decision.action is None:
-                return UNCHANGED
             return await self._act(key, decision)
 
     def _cgroup_exists(self, doc: v1.CellDoc) -> bool:
