@@ -221,3 +221,85 @@ class PassTests(TestCase):
         self.assertEqual(outcome, reconcile.UPDATED)
         statuses = {s.id: s.state for s in self.stored().status.containers}
         self.assertEqual(statuses, {"root": v1.STOPPED, "app": v1.READY})
+
+
+class PassCostTests(TestCase):
+    """What keeps a pass cheap: shared documents left intact, and turns for the reactor."""
+
+    def setUp(self):
+        self.runtime = fake_runtime(self)
+        self.reconciler = Reconciler(self.runtime)
+        return load_image(self.runtime, "r")
+
+    def run_pass(self):
+        return defer.Deferred.fromCoroutine(self.reconciler.run_pass())
+
+    def shared(self, key=KEY):
+        return self.runtime.store.decoded(key, v1.CellDoc.from_wire)
+
+    @defer.inlineCallbacks
+    def test_steady_pass_keeps_the_shared_document(self):
+        yield seed_cell(self.runtime, KEY)
+        before = self.shared()
+        wire = before.to_wire()
+        report = yield self.run_pass()
+        self.assertEqual(report.cells_updated, 0)
+        self.assertIs(self.shared(), before)
+        self.assertEqual(before.to_wire(), wire)
+
+    @defer.inlineCallbacks
+    def test_writing_pass_never_modifies_the_shared_document(self):
+        yield seed_cell(self.runtime, KEY)
+        before = self.shared()
+        wire = before.to_wire()
+        self.runtime.containerd.exit_task(namespace(self.runtime, "r"), "s_k_c_app", 3)
+        report = yield self.run_pass()
+        self.assertEqual(report.cells_updated, 1)
+        self.assertEqual(before.to_wire(), wire)
+        self.assertEqual(self.shared().status.state, v1.STOPPED)
+
+    @defer.inlineCallbacks
+    def test_pass_lets_the_reactor_run_between_chunks(self):
+        from twisted.internet import reactor
+
+        self.patch(reconcile, "CHUNK", 2)
+        for i in range(5):
+            yield seed_cell(self.runtime, ("r", "s", "k", f"c{i}"))
+        turns = []
+        reactor.callLater(0, turns.append, "reactor")
+        running = self.run_pass()
+        # Everything before the first chunk boundary ran synchronously; the rest waits.
+        self.assertNoResult(running)
+        report = yield running
+        self.assertEqual(turns, ["reactor"])
+        self.assertEqual((report.cells_scanned, report.cells_updated), (5, 0))
+
+    @defer.inlineCallbacks
+    def test_small_pass_completes_without_yielding(self):
+        for i in range(3):
+            yield seed_cell(self.runtime, ("r", "s", "k", f"c{i}"))
+        report = self.successResultOf(self.run_pass())
+        self.assertEqual(report.cells_scanned, 3)
+
+
+class JudgeTests(SynchronousTestCase):
+    def test_judge_matches_decide_and_copies_nothing(self):
+        doc = v1.CellDoc.from_wire(cell_doc(KEY, ("a", "b")))
+        wire = doc.to_wire()
+        cases = [
+            view(running=["s_k_c_root", "s_k_c_a", "s_k_c_b"]),
+            view(running=["s_k_c_root"], stopped=["s_k_c_a", "s_k_c_b"]),
+            view(stopped=["s_k_c_root", "s_k_c_a"]),
+            view(),
+        ]
+        for live in cases:
+            for cgroup_ok in (True, False):
+                statuses = live.statuses(doc)
+                verdict = reconcile.judge(doc, statuses, cgroup_ok)
+                decision = reconcile.decide(doc, statuses, cgroup_ok)
+                self.assertEqual(
+                    (verdict.write, verdict.action, verdict.state, verdict.observed),
+                    (decision.write, decision.action, decision.doc.status.state,
+                     decision.doc.status.readyObserved),
+                )  # fmt: skip
+                self.assertEqual(doc.to_wire(), wire)

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kukeond.store import atomic
 from kukeond.store.locks import KeyedLock
-from kukeond.store.metadata import MetadataCorrupt, MetadataStore, parse_document
+from kukeond.store.metadata import MetadataCorrupt, MetadataStore, copy_json, parse_document
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 KEYS = {
@@ -170,6 +170,75 @@ class IndexTests(StoreTestMixin, SynchronousTestCase):
         for key in [(), ("..",), ("a/b",), ("r", "s", "k", "c", "x"), ("",)]:
             self.assertRaises(ValueError, store.put, key, {})
         self.assertRaises(ValueError, store.children, ("a", "b", "c", "d", "e"))
+
+
+class DecodedTests(StoreTestMixin, SynchronousTestCase):
+    def setUp(self):
+        self.store = self.make_store()
+        self.store.load()
+        self.calls = []
+
+    def decode(self, raw):
+        self.calls.append(raw["n"])
+        return {"decoded": raw["n"]}
+
+    def test_decoded_once_per_stored_version(self):
+        store = self.store
+        result(store.put(("r",), {"n": 1}))
+        first = store.decoded(("r",), self.decode)
+        self.assertIs(store.decoded(("r",), self.decode), first)
+        self.assertEqual((first, self.calls), ({"decoded": 1}, [1]))
+        result(store.put(("r",), {"n": 2}))
+        second = store.decoded(("r",), self.decode)
+        self.assertEqual((second, self.calls), ({"decoded": 2}, [1, 2]))
+        self.assertIsNot(store.decoded(("r",), self.decode), first)
+        self.assertEqual(self.calls, [1, 2])
+
+    def test_each_decoder_has_its_own_result(self):
+        result(self.store.put(("r",), {"n": 3}))
+        self.assertEqual(self.store.decoded(("r",), self.decode), {"decoded": 3})
+        self.assertEqual(self.store.decoded(("r",), lambda raw: raw["n"] * 2), 6)
+        first = self.store.decoded(("r",), self.decode)
+        self.assertIs(self.store.decoded(("r",), self.decode), first)
+        self.assertEqual(self.calls, [3])
+
+    def test_absent_removed_and_purged(self):
+        store = self.store
+        self.assertIsNone(store.decoded(("r",), self.decode))
+        result(store.put(("r",), {"n": 1}))
+        result(store.put(("r", "s"), {"n": 2}))
+        store.decoded(("r",), self.decode)
+        store.decoded(("r", "s"), self.decode)
+        result(store.delete(("r", "s")))
+        self.assertIsNone(store.decoded(("r", "s"), self.decode))
+        result(store.purge(("r",)))
+        self.assertIsNone(store.decoded(("r",), self.decode))
+        self.assertEqual(store._decoded, {})
+
+    def test_failures_propagate_and_are_not_cached(self):
+        self.place(("bad",), b"{")
+        result(self.store.put(("r",), {"m": 1}))
+        self.store.load()
+        self.assertRaises(MetadataCorrupt, self.store.decoded, ("bad",), self.decode)
+        self.assertRaises(KeyError, self.store.decoded, ("r",), self.decode)
+        self.assertRaises(KeyError, self.store.decoded, ("r",), self.decode)
+        self.assertRaises(ValueError, self.store.decoded, ("..",), self.decode)
+
+    def test_load_forgets_decoded(self):
+        result(self.store.put(("r",), {"n": 1}))
+        first = self.store.decoded(("r",), self.decode)
+        self.store.load()
+        self.assertIsNot(self.store.decoded(("r",), self.decode), first)
+        self.assertEqual(self.calls, [1, 1])
+
+    def test_copy_json(self):
+        doc = {"a": [1, {"b": None, "c": 2.5}], "d": "x", "e": True, "t": (1, [2])}
+        copied = copy_json(doc)
+        self.assertEqual(copied, doc)
+        copied["a"][1]["b"] = 3
+        copied["a"].append(4)
+        copied["t"][1].append(5)
+        self.assertEqual(doc, {"a": [1, {"b": None, "c": 2.5}], "d": "x", "e": True, "t": (1, [2])})
 
 
 class CrashTests(StoreTestMixin, SynchronousTestCase):
