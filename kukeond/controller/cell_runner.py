@@ -264,18 +264,26 @@ class CellRunner:
     # --- status ------------------------------------------------------------------
 
     async def container_state_live(self, namespace: str, cid: str) -> str:
-        """One container's live state (see :func:`container_state`)."""
+        """One container's live state (see :func:`container_state`).
+
+        An unreachable containerd raises ``Unavailable`` instead of answering
+        Unknown, so that no caller persists a state it could not observe.
+        """
         try:
             task = await self.rt.containerd.task_state(namespace, cid)
             return container_state(task.status, True)
         except cerrors.NotFound:
             pass
+        except cerrors.Unavailable:
+            raise
         except cerrors.ContainerdError:
             return UNKNOWN
         try:
             await self.rt.containerd.get_container(namespace, cid)
         except cerrors.NotFound:
             return STOPPED
+        except cerrors.Unavailable:
+            raise
         except cerrors.ContainerdError:
             return UNKNOWN
         return UNKNOWN

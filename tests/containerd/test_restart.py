@@ -27,8 +27,9 @@ class RestartableContainerd:
     """A private containerd for one test, stopped and started on demand.
 
     ``start``/``stop`` run the blocking process handling off the reactor
-    thread. At cleanup every namespace is emptied (tasks killed, so no shim
-    outlives the test) and the process and its directory are removed.
+    thread. At cleanup containerd is started if the test left it stopped,
+    every namespace is emptied (tasks killed, so no shim outlives the test)
+    and the process and its directory are removed.
     """
 
     def __init__(self, test: unittest.TestCase) -> None:
@@ -50,6 +51,13 @@ class RestartableContainerd:
         await threads.deferToThread(self.daemon.stop)
 
     async def _cleanup(self) -> None:
+        if not self.daemon.running:
+            # A test that failed while containerd was down: bring it back so
+            # that the shims it left are reached and their tasks killed.
+            try:
+                await threads.deferToThread(self.daemon.start)
+            except PrivateContainerdError:
+                pass
         if self.daemon.running:
             client = GrpcContainerd(self.socket, reactor=reactor, call_timeout=20)
             client.start()
