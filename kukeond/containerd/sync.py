@@ -112,6 +112,11 @@ class SyncContainerd:
         """A typed error; an unreachable containerd is named as such, with its socket."""
         error = errors.from_rpc_error(exc, name)
         if isinstance(error, errors.Unavailable):
+            details = exc.details() or ""
+            # gRPC's connect failure text repeats the address twice; keep its cause.
+            if "connect failed" in details and "error: " in details:
+                error = errors.Unavailable(
+                    f"{name}: {details.rsplit('error: ', 1)[1].strip()}", error.code)
             return errors.Unavailable(
                 f"failed to connect to containerd at {self.address}: {error}", error.code
             )

@@ -217,7 +217,8 @@ class ContainerdStopsMidStartTests(TestCase):
         with self.assertRaises(KukeonError) as failed:
             await self.call("CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 300")],
                                                       **where))
-        self.assertIn("containerd", str(failed.exception))
+        self.assertIn(f"failed to connect to containerd at unix://{self.ctrd.socket}",
+                      str(failed.exception))
         stored = self.rt.store.get((self.r, "s1", "k1", "c1"))
         self.assertEqual(stored["status"]["state"], FAILED)
         self.assertTrue(stored["status"]["reason"])
