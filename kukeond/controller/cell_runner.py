@@ -387,11 +387,21 @@ class CellRunner:
 
     async def all_running(self, doc: CellDoc, namespace: str) -> bool:
         """Whether the root and every workload task reports ``running``."""
-        states = await gather(
-            self.container_state_live(namespace, containerd_id_of(doc, c))
-            for c in doc.spec.containers or []
+        containers = doc.spec.containers or []
+        running = await gather(
+            self.task_running(namespace, containerd_id_of(doc, c)) for c in containers
         )
-        return bool(states) and all(s == READY for s in states)
+        return bool(running) and all(running)
+
+    async def task_running(self, namespace: str, cid: str) -> bool:
+        """Whether ``cid`` has a task in state ``running`` (one call; Unavailable raises)."""
+        try:
+            task = await self.rt.containerd.task_state(namespace, cid)
+        except cerrors.Unavailable:
+            raise
+        except cerrors.ContainerdError:
+            return False
+        return task.status == "running"
 
     async def start(self, doc: CellDoc) -> CellDoc:
         """Run the cell: a no-op when all tasks run, else recreate every container."""
@@ -445,32 +455,52 @@ class CellRunner:
     async def recreate(self, doc: CellDoc, namespace: str) -> None:
         """Remove whatever runs, then create and start root and workloads from the spec."""
         ctx = self.context(doc, namespace)
-        await self.teardown(doc, namespace, graceful=False)
         containers = list(doc.spec.containers or [])
-        images = await self.image_configs(namespace, containers, ctx.realm)
+        # Reading image configs does not depend on the old containers being gone.
+        _, images = await gather(
+            [
+                self.teardown(doc, namespace, graceful=False),
+                self.image_configs(namespace, containers, ctx.realm),
+            ]
+        )
         root = root_container(doc)
         assert root is not None
         await self.render_etc_files(doc)
         root_cid = containerd_id_of(doc, root)
-        pid = await self.create_and_start(ctx, doc, root, root_cid, images[root.id], None)
-        if not self.host_network(doc):
-            try:
-                result = await self.rt.network.attach(
-                    root_cid, f"/proc/{pid}/ns/net", ctx.conflist_path, "eth0"
-                )
-            except CNIError as exc:
-                raise KukeonError(str(exc)) from exc
-            try:
-                await self.render_etc_files(doc, result.ipv4)
-            except OSError as exc:
-                self.log.warn("could not write etc-hosts: {error}", error=exc)
-        else:
-            self.log.info("skipping CNI attach for host-network root container", cell=ctx.cell)
+        pid = await self.create_container_and_task(ctx, root, root_cid, images[root.id], None)
+        if not pid:
+            raise KukeonError(f"task of {root_cid} created with pid 0")
         join = cellspec.namespace_paths(pid)
+        others = [(c, containerd_id_of(doc, c)) for c in workloads(doc)]
+        # A created task already owns its namespaces, under the pid it keeps once
+        # started. So the root's start, its CNI attach and the creation (not the
+        # start) of the workload tasks overlap; no workload process runs before
+        # eth0 and etc-hosts exist.
         await gather(
-            self.create_and_start(ctx, doc, c, containerd_id_of(doc, c), images[c.id], join)
-            for c in workloads(doc)
+            [
+                self.start_created(ctx, root_cid),
+                self.attach_root(ctx, doc, root_cid, pid),
+                *(self.create_container_and_task(ctx, c, cid, images[c.id], join)
+                  for c, cid in others),
+            ]
         )
+        await gather(self.start_created(ctx, cid) for _, cid in others)
+
+    async def attach_root(self, ctx: CellContext, doc: CellDoc, root_cid: str, pid: int) -> None:
+        """CNI ADD of ``eth0`` into the root's network namespace, then its etc-hosts line."""
+        if self.host_network(doc):
+            self.log.info("skipping CNI attach for host-network root container", cell=ctx.cell)
+            return
+        try:
+            result = await self.rt.network.attach(
+                root_cid, f"/proc/{pid}/ns/net", ctx.conflist_path, "eth0"
+            )
+        except CNIError as exc:
+            raise KukeonError(str(exc)) from exc
+        try:
+            await self.render_etc_files(doc, result.ipv4)
+        except OSError as exc:
+            self.log.warn("could not write etc-hosts: {error}", error=exc)
 
     async def create_and_start(
         self,
@@ -482,6 +512,21 @@ class CellRunner:
         join: dict[str, str] | None,
     ) -> int:
         """Create one containerd container and start its task; return the task pid."""
+        await self.create_container_and_task(ctx, container, cid, image, join)
+        return await self.start_created(ctx, cid)
+
+    async def create_container_and_task(
+        self,
+        ctx: CellContext,
+        container: ContainerSpec,
+        cid: str,
+        image: ImageRuntimeConfig,
+        join: dict[str, str] | None,
+    ) -> int:
+        """Create one containerd container and its task, not started yet; return its pid.
+
+        ``join`` None means the root container.
+        """
         root = join is None
         run = self.rt.run_path
         names = (ctx.realm, ctx.space, ctx.stack, ctx.cell, container.id)
@@ -514,8 +559,11 @@ class CellRunner:
         if not root and not container.attachable:
             log_path = naming.container_log_path(run, *names)
             await self.files.run(os.makedirs, os.path.dirname(log_path), DIR_MODE, True)
-        await client.create_task(ctx.namespace, cid, log_path)
-        pid = await client.start_task(ctx.namespace, cid)
+        return await client.create_task(ctx.namespace, cid, log_path)
+
+    async def start_created(self, ctx: CellContext, cid: str) -> int:
+        """Start the created task of ``cid``; return its pid."""
+        pid = await self.rt.containerd.start_task(ctx.namespace, cid)
         if not pid:
             raise KukeonError(f"task of {cid} started with pid 0")
         self.move_to_payload(ctx, cid)
@@ -575,14 +623,23 @@ class CellRunner:
 
     async def remove_container(self, namespace: str, cid: str, grace: float) -> bool:
         """Stop ``cid``'s task and delete task, container and snapshot. False if absent."""
-        client = self.rt.containerd
+        had_task = await self.stop_if_running(namespace, cid, grace)
+        return await self.delete_stopped(namespace, cid, had_task)
+
+    async def stop_if_running(self, namespace: str, cid: str, grace: float) -> bool:
+        """Stop ``cid``'s task unless it is stopped or only created; False if it has none."""
         try:
-            task = await client.task_state(namespace, cid)
+            task = await self.rt.containerd.task_state(namespace, cid)
         except cerrors.NotFound:
-            task = None
-        if task is not None:
-            if task.status not in ("stopped", "created"):
-                await self.stop_task(namespace, cid, grace)
+            return False
+        if task.status not in ("stopped", "created"):
+            await self.stop_task(namespace, cid, grace)
+        return True
+
+    async def delete_stopped(self, namespace: str, cid: str, had_task: bool) -> bool:
+        """Delete the (ended) task, container and snapshot of ``cid``. False if absent."""
+        client = self.rt.containerd
+        if had_task:
             try:
                 await client.delete_task(namespace, cid)
             except cerrors.NotFound:
@@ -590,7 +647,7 @@ class CellRunner:
         try:
             await client.delete_container(namespace, cid, True)
         except cerrors.NotFound:
-            return task is not None
+            return had_task
         return True
 
     async def detach_root(self, doc: CellDoc, namespace: str) -> None:
@@ -615,36 +672,62 @@ class CellRunner:
     async def scrub_network(self, doc: CellDoc, cids: Iterable[str]) -> None:
         """Forget IPAM leases and cached results of ``cids`` (failures only logged)."""
         network = naming.network_name(doc.spec.realmId, doc.spec.spaceId)
-        for cid in cids:
+
+        async def scrub(cid: str) -> None:
             try:
                 await self.rt.network.scrub(cid, network)
             except (CNIError, OSError) as exc:
                 self.log.warn("CNI scrub of {cid} failed: {error}", cid=cid, error=exc)
 
+        await gather(scrub(cid) for cid in dict.fromkeys(cids))
+
     async def teardown(
         self, doc: CellDoc, namespace: str, graceful: bool, grace: float = STOP_GRACE
     ) -> None:
-        """Remove every container of the cell (workloads first, then the root, then
-        strays with the cell's ID prefix); detach and scrub the root's address."""
+        """Remove every container of the cell; detach and scrub the root's address.
+
+        The workloads' tasks end first. Then, with no workload process left,
+        their deletion overlaps the root's CNI detach and removal; the root's
+        address is scrubbed once detached; strays with the cell's ID prefix
+        go last. One listing of the namespace tells which containers exist,
+        so absent ones cost no calls.
+        """
         realm, space, stack, cell = cell_key(doc)
         wait = grace if graceful else 0.0
-        await gather(
-            self.remove_container(namespace, containerd_id_of(doc, c), wait) for c in workloads(doc)
-        )
+        present = {c.id for c in await self.rt.containerd.list_containers(namespace)}
+        work = [
+            cid for cid in (containerd_id_of(doc, c) for c in workloads(doc)) if cid in present
+        ]
+        had_tasks = await gather(self.stop_if_running(namespace, cid, wait) for cid in work)
         root = root_container(doc)
         root_cid = naming.root_containerd_id(space, stack, cell)
-        await self.detach_root(doc, namespace)
         explicit_root = root is not None and root.image != docrules.IMPLICIT_ROOT_IMAGE
-        await self.remove_container(namespace, root_cid, wait if explicit_root else 0.0)
-        await self.sweep_strays(namespace, f"{space}_{stack}_{cell}_")
-        await self.scrub_network(doc, [root_cid])
 
-    async def sweep_strays(self, namespace: str, prefix: str) -> list[str]:
-        """Remove containers whose ID starts with the cell's prefix; return their IDs."""
-        found = await self.rt.containerd.list_containers(namespace)
-        strays = [c.id for c in found if c.id.startswith(prefix)]
+        async def root_side() -> None:
+            if root_cid in present:
+                await self.detach_root(doc, namespace)
+                await gather(
+                    [
+                        self.remove_container(
+                            namespace, root_cid, wait if explicit_root else 0.0
+                        ),
+                        self.scrub_network(doc, [root_cid]),
+                    ]
+                )
+            else:
+                await self.scrub_network(doc, [root_cid])
+
+        await gather(
+            [
+                *(self.delete_stopped(namespace, cid, had)
+                  for cid, had in zip(work, had_tasks, strict=True)),
+                root_side(),
+            ]
+        )
+        prefix = f"{space}_{stack}_{cell}_"
+        known = {root_cid, *work}
+        strays = sorted(cid for cid in present if cid.startswith(prefix) and cid not in known)
         await gather(self.remove_container(namespace, cid, 0.0) for cid in strays)
-        return strays
 
     async def stop(self, doc: CellDoc, kill: bool = False) -> CellDoc:
         """Stop (SIGTERM, grace, SIGKILL) or kill every container and remove them; persist."""
@@ -654,7 +737,8 @@ class CellRunner:
         except cerrors.ContainerdError as exc:
             raise as_kukeon_error(exc) from exc
         doc.status.state = STOPPED
-        doc.status.containers = await self.live_statuses(doc, ns)
+        # A teardown that returned has removed every container of the cell.
+        doc.status.containers = statuses_from(doc, (), {})
         return await self.save(doc)
 
     async def mark_failed(self, doc: CellDoc, reason: str, exc: BaseException) -> CellDoc:
