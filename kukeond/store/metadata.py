@@ -149,6 +149,8 @@ class MetadataStore:
         self._clock = clock
         self._docs: dict[Key, Document] = {}
         self._corrupt: dict[Key, MetadataCorrupt] = {}
+        # parent key -> names of its stored children, so listing one level is not a full scan
+        self._kids: dict[Key, set[str]] = {}
         # key -> (the stored dict decoded, {decoder: its result}); stale once _docs moves on
         self._decoded: dict[Key, tuple[Document, dict[Callable[[Document], Any], Any]]] = {}
         self._locks = KeyedLock()
@@ -183,6 +185,9 @@ class MetadataStore:
         self._corrupt.clear()
         self._decoded.clear()
         self._scan(naming.data_dir(self.run_path), ())
+        self._kids.clear()
+        for key in self._docs:
+            self._kids.setdefault(key[:-1], set()).add(key[-1])
         self.log.info(
             "metadata index loaded: {documents} documents, {corrupt} skipped",
             documents=len(self._docs),
@@ -277,9 +282,7 @@ class MetadataStore:
 
         ``()`` lists realms, ``(R,)`` the spaces of R, and so on.
         """
-        key = _check_key(key, allow_empty=True)
-        depth = len(key) + 1
-        return sorted(k[-1] for k in self._docs if len(k) == depth and k[:-1] == key)
+        return sorted(self._kids.get(_check_key(key, allow_empty=True), ()))
 
     def list(self, key: Key = ()) -> list[tuple[Key, Document]]:
         """``(key, copy of document)`` of every resource directly below ``key``, sorted."""
@@ -318,6 +321,7 @@ class MetadataStore:
 
         def written(existed: bool) -> Document:
             self._docs[key] = stored
+            self._kids.setdefault(key[:-1], set()).add(key[-1])
             self._corrupt.pop(key, None)
             if existed:
                 self.log.info("metadata file already exists, overwriting: {path}", path=path)
@@ -336,7 +340,8 @@ class MetadataStore:
         path = self.path(key)
 
         def removed(existed: bool) -> bool:
-            self._docs.pop(key, None)
+            if self._docs.pop(key, None) is not None:
+                self._unlist(key)
             self._corrupt.pop(key, None)
             self._decoded.pop(key, None)
             return existed
@@ -349,11 +354,21 @@ class MetadataStore:
         directory = naming.resource_dir(self.run_path, *key)
 
         def removed(_: None) -> None:
+            if self._docs.pop(key, None) is not None:
+                self._unlist(key)
             self._forget(self._docs, key)
+            self._forget(self._kids, key)
             self._forget(self._corrupt, key)
             self._forget(self._decoded, key)
 
         return self._run(lambda: atomic.remove_tree(directory)).addCallback(removed)
+
+    def _unlist(self, key: Key) -> None:
+        names = self._kids.get(key[:-1])
+        if names is not None:
+            names.discard(key[-1])
+            if not names:
+                del self._kids[key[:-1]]
 
     @staticmethod
     def _forget(index: dict[Key, Any], key: Key) -> None:

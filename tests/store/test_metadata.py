@@ -156,6 +156,45 @@ class IndexTests(StoreTestMixin, SynchronousTestCase):
             self.assertEqual(fresh.keys(depth), store.keys(depth))
         self.assertEqual(store.keys(1), [("r",), ("r2",)])
 
+    def test_children_follow_every_change(self):
+        store = self.make_store()
+        self.place(("a",), b"{}")
+        self.place(("a", "x"), b"{}")
+        self.place(("a", "y"), b"[]")
+        store.load()
+
+        def check():
+            everything = list(store._docs)
+            for parent in [(), ("a",), ("a", "x"), ("a", "x", "k"), ("b",), ("b", "s"), ("z",)]:
+                wanted = sorted(
+                    k[-1] for k in everything if len(k) == len(parent) + 1 and k[:-1] == parent
+                )
+                self.assertEqual(store.children(parent), wanted, parent)
+
+        check()
+        self.assertEqual(store.children(("a",)), ["x"])
+        steps = [
+            lambda: store.put(("a", "y"), {}),
+            lambda: store.put(("a", "x", "k"), {}),
+            lambda: store.put(("a", "x", "k", "c2"), {}),
+            lambda: store.put(("a", "x", "k", "c1"), {}),
+            lambda: store.put(("a", "x", "k", "c1"), {"again": True}),
+            lambda: store.put(("b",), {}),
+            lambda: store.put(("b", "s"), {}),
+            lambda: store.delete(("a", "x", "k", "c2")),
+            lambda: store.delete(("a", "x", "k", "c2")),
+            lambda: store.delete(("b",)),
+            lambda: store.purge(("a", "x")),
+            lambda: store.purge(("b",)),
+            lambda: store.put(("a", "x"), {}),
+        ]
+        for step in steps:
+            result(step())
+            check()
+        self.assertEqual(store.children(()), ["a"])
+        self.assertEqual(store.children(("a",)), ["x", "y"])
+        self.assertEqual(store.children(("a", "x")), [])
+
     def test_delete_keeps_nonempty_dir(self):
         store = self.make_store()
         store.load()
