@@ -9,7 +9,9 @@ containerd (real cgroups, real CNI) and drives it through its unix socket:
   joined to the root's namespaces; create+start, then kill+delete), measured
   in the same run: the floor the daemon adds to;
 * StartCell of a networked cell next to a host-network one;
-* wall time to create M cells from 8 concurrent clients.
+* wall time to create M cells from 8 concurrent clients;
+* CreateCell while 8 other cells are being stopped and wait out their grace
+  period (their workloads ignore SIGTERM): what slow stops cost the others.
 
 Needs root. ``BENCH_CELLS`` (10) and ``BENCH_BURST`` (100) size the runs.
 """
@@ -43,6 +45,7 @@ CLIENTS = 8
 REALM, SPACE, STACK = "bench", "s", "k"
 IMAGE = "docker.io/library/busybox:latest"
 WORKLOAD = ["-c", 'trap "exit 0" TERM; sleep 300 & wait']
+STUBBORN = ["-c", 'trap "" TERM; sleep 300 & wait']
 
 
 def start_daemon_with(
@@ -65,8 +68,8 @@ def start_daemon_with(
     return proc, sock
 
 
-def cell_doc(name: str, host_network: bool = False) -> dict:
-    workload = {"id": "w", "image": IMAGE, "command": "sh", "args": WORKLOAD,
+def cell_doc(name: str, host_network: bool = False, args: list[str] = WORKLOAD) -> dict:
+    workload = {"id": "w", "image": IMAGE, "command": "sh", "args": args,
                 "hostNetwork": host_network}
     return {"metadata": {"name": name},
             "spec": {"realmId": REALM, "spaceId": SPACE, "stackId": STACK,
@@ -135,6 +138,32 @@ def burst(sock: str) -> float:
     return wall
 
 
+def create_during_slow_stops(sock: str) -> float:
+    """CreateCell latency while CLIENTS StopCells wait out the grace of a stubborn workload."""
+    docs = [{"Doc": cell_doc(f"slow{i}", args=STUBBORN)} for i in range(CLIENTS)]
+    client = BlockingClient(f"unix://{sock}")
+    for doc in docs:
+        client.call("KukeonV1.CreateCell", doc)
+
+    def stop(doc: dict) -> None:
+        own = BlockingClient(f"unix://{sock}")
+        own.call("KukeonV1.StopCell", doc)
+        own.close()
+
+    threads = [threading.Thread(target=stop, args=(d,)) for d in docs]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # every stop is inside its grace period by now
+    doc = {"Doc": cell_doc("during")}
+    took = timed(client.call, "KukeonV1.CreateCell", doc)
+    for t in threads:
+        t.join()
+    for d in [*docs, doc]:
+        client.call("KukeonV1.DeleteCell", d)
+    client.close()
+    return took
+
+
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/cell.py needs root")
@@ -186,6 +215,9 @@ def main() -> None:
               f"({BURST / wall:5.1f} cells/s)")
         for i in range(BURST):
             client.call("KukeonV1.DeleteCell", {"Doc": cell_doc(f"b{i}")})
+        during = create_during_slow_stops(sock)
+        print(f"  CreateCell while {CLIENTS} StopCells wait out a grace period: "
+              f"{during * 1000:7.1f} ms")
     finally:
         client.close()
         proc.terminate()

@@ -2,7 +2,10 @@
 
 Each operation runs ``SyncContainerd`` on a dedicated, bounded, named
 ``ThreadPool`` (never the reactor's shared pool); every call carries a
-deadline so a hung containerd cannot park a thread forever. Nothing connects
+deadline so a hung containerd cannot park a thread forever. The pool is
+sized for waiting, not computing: a thread spends almost all of a call
+blocked on the socket (``Tasks.Wait`` for a whole stop grace period), so a
+few slow stops must not queue every other cell's calls behind them. Nothing connects
 at construction: ``start()`` starts the pool and the channel is created on
 the first call. ``ContainerdService`` ties ``start``/``stop`` to the
 application's service tree.
@@ -29,6 +32,8 @@ from kukeond.containerd.sync import SyncContainerd
 from kukeond.logs import Logger
 
 DEFAULT_SOCKET = "/run/containerd/containerd.sock"
+DEFAULT_THREADS = 32
+"""Threads of the call pool (see the module docstring)."""
 
 
 def _threaded(name: str) -> Callable[..., defer.Deferred[Any]]:
@@ -51,7 +56,7 @@ class GrpcContainerd:
         self,
         socket_path: str = DEFAULT_SOCKET,
         reactor: Any = None,
-        max_threads: int = 8,
+        max_threads: int = DEFAULT_THREADS,
         call_timeout: float = 30.0,
         long_timeout: float = 600.0,
         snapshotter: str | None = None,
