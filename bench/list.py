@@ -1,12 +1,14 @@
-"""List/Get latency of realms, spaces and stacks through a real kukeond socket.
+"""List/Get latency of realms, spaces, stacks and cells through a real kukeond socket.
 
 For each size N in 1, 100, 1000 a fresh run path is populated with N realms,
-N spaces in one realm and N stacks in one space, written as metadata files
+N spaces in one realm, N stacks in one space and N cells (a root and one
+workload each) in one stack, written as metadata files
 in the reference's on-disk format (so nothing needs containerd to create
 them); then the daemon (``python -m kukeond.cli serve``, no containerd
 running) loads that tree and one client on one connection times, request
 after request, ListRealms/GetRealm, ListSpaces/GetSpace and
-ListStacks/GetStack. GetRealm also asks containerd whether the namespace
+ListStacks/GetStack and ListCells (stored documents only, no live
+queries). GetRealm also asks containerd whether the namespace
 exists; with containerd absent that answer is "no" and costs one failed
 connection attempt. Prints median and p99 per call.
 """
@@ -29,6 +31,7 @@ sys.path.insert(0, ROOT)
 from rpc import start_daemon  # noqa: E402
 
 from kukeond.store.metadata import render_document  # noqa: E402
+from tests.controller.reconcile_support import cell_doc  # noqa: E402
 
 STAMP = "2025-06-01T10:00:00.5Z"
 SIZES = (1, 100, 1000)
@@ -71,6 +74,11 @@ def populate(run: str, n: int) -> None:
                 "stack.kukeon.io": stack}},
             "spec": {"id": stack, "realmId": "realm-0000", "spaceId": "space-0000"},
             "status": status(f"/kukeon/realm-0000/space-0000/{stack}")})  # fmt: skip
+    for i in range(n):
+        key = ("realm-0000", "space-0000", "stack-0000", f"cell-{i:04d}")
+        doc = cell_doc(key)
+        doc["status"].update(status("/kukeon/" + "/".join(key)))
+        write(run, key, doc)
 
 
 class Connection:
@@ -121,6 +129,8 @@ CALLS = (
     ("ListStacks", {"RealmName": "realm-0000", "SpaceName": "space-0000"}, "Stacks"),
     ("GetStack", {"Doc": {"metadata": {"name": "stack-0000"},
                           "spec": {"realmId": "realm-0000", "spaceId": "space-0000"}}}, None),
+    ("ListCells", {"RealmName": "realm-0000", "SpaceName": "space-0000",
+                   "StackName": "stack-0000"}, "Cells"),
 )  # fmt: skip
 
 
