@@ -90,10 +90,23 @@ _BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
 }
 
 
+_CONTEXT_ERRORS: dict[str, type[ContainerdError]] = {
+    "context deadline exceeded": DeadlineExceeded,
+    "context canceled": Cancelled,
+}
+"""Go context errors containerd reports with code UNKNOWN (its own client maps them back)."""
+
+
 def from_rpc_error(error: grpc.RpcError, what: str) -> ContainerdError:
-    """Translate a ``grpc.RpcError`` raised by ``what`` (e.g. ``"Tasks.Kill"``)."""
+    """Translate a ``grpc.RpcError`` raised by ``what`` (e.g. ``"Tasks.Kill"``).
+
+    A server-side deadline that expires just before the client's arrives as
+    UNKNOWN ``context deadline exceeded``; it is the same timeout.
+    """
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, ContainerdError)
+    if code == grpc.StatusCode.UNKNOWN:
+        cls = _CONTEXT_ERRORS.get((details or "").strip(), cls)
     name = code.name if isinstance(code, grpc.StatusCode) else None
     return cls(f"{what}: {details}", name)
