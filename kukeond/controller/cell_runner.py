@@ -193,8 +193,6 @@ def as_kukeon_error(exc: BaseException) -> KukeonError:
     """Give containerd, CNI, cgroup and spec failures the daemon's error type."""
     if isinstance(exc, KukeonError):
         return exc
-    if isinstance(exc, cerrors.Unavailable):
-        return KukeonError(f"failed to connect to containerd: {exc}")
     return KukeonError(str(exc))
 
 

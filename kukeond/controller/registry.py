@@ -3,13 +3,28 @@
 Each module listed in :data:`HANDLER_MODULES` exposes
 ``handlers(runtime) -> dict[str, Handler]`` keyed by bare method name; the
 daemon merges them. Adding an area means adding its module here.
+
+Every handler is wrapped so that an expected failure of the host underneath
+(containerd unreachable, a CNI plugin, a cgroup, the subnet pool, the egress
+rules) that a controller let through reaches the client as a plain
+``Err{Kind:"Unknown"}`` with its own message, as the reference reports such
+chains, instead of being logged as a bug of the daemon.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
+from typing import Any
 
+from kukeond.containerd.errors import ContainerdError
 from kukeond.controller.runtime import Runtime
+from kukeond.errors import KukeonError
+from kukeond.host.cgroups import CgroupError
+from kukeond.host.cni import CNIError
+from kukeond.host.netpolicy import EgressError
+from kukeond.host.subnets import SubnetError
 from kukeond.rpc.dispatch import Handler
 
 HANDLER_MODULES: tuple[str, ...] = (
@@ -24,6 +39,26 @@ HANDLER_MODULES: tuple[str, ...] = (
 )
 
 
+HOST_FAILURES = (ContainerdError, CNIError, CgroupError, SubnetError, EgressError)
+"""Failures of the host underneath that are reported to the client, not logged as bugs."""
+
+
+def reporting_host_failures(handler: Handler) -> Handler:
+    """Wrap ``handler`` so :data:`HOST_FAILURES` become :class:`KukeonError` values."""
+
+    @functools.wraps(handler)
+    async def wrapped(args: Any) -> Any:
+        try:
+            reply = handler(args)
+            if inspect.isawaitable(reply):
+                reply = await reply
+        except HOST_FAILURES as exc:
+            raise KukeonError(str(exc) or type(exc).__name__) from exc
+        return reply
+
+    return wrapped
+
+
 def collect_handlers(runtime: Runtime) -> dict[str, Handler]:
     """Merge the handlers of every area; a method claimed twice is a programming error."""
     table: dict[str, Handler] = {}
@@ -32,5 +67,5 @@ def collect_handlers(runtime: Runtime) -> dict[str, Handler]:
         for method, handler in module.handlers(runtime).items():
             if method in table:
                 raise ValueError(f"{method} is handled by more than one module")
-            table[method] = handler
+            table[method] = reporting_host_failures(handler)
     return table

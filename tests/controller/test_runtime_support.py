@@ -32,3 +32,31 @@ class RuntimeSupportTests(TestCase):
         self.assertEqual(images[0].name, "docker.io/library/busybox:latest")
         namespaces = yield runtime.containerd.list_namespaces()
         self.assertIn(f"r1.{runtime.suffix}", namespaces)
+
+
+class HostFailureReportingTests(TestCase):
+    @defer.inlineCallbacks
+    def test_host_failures_become_unknown_errors_not_bugs(self):
+        from kukeond.containerd.errors import Unavailable
+        from kukeond.controller.registry import reporting_host_failures
+        from kukeond.errors import KukeonError
+
+        async def handler(args):
+            raise Unavailable("failed to connect to containerd at unix:///x: gone")
+
+        with self.assertRaises(KukeonError) as caught:
+            yield defer.ensureDeferred(reporting_host_failures(handler)(None))
+        self.assertEqual(caught.exception.kind, "Unknown")
+        self.assertEqual(
+            str(caught.exception), "failed to connect to containerd at unix:///x: gone"
+        )
+
+    @defer.inlineCallbacks
+    def test_other_exceptions_pass_through(self):
+        from kukeond.controller.registry import reporting_host_failures
+
+        def handler(args):
+            raise RuntimeError("a bug")
+
+        with self.assertRaises(RuntimeError):
+            yield defer.ensureDeferred(reporting_host_failures(handler)(None))
