@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 
 from kukeond import __version__
 from kukeond.config import DaemonConfig
@@ -106,6 +107,28 @@ class ContainerdProbe(Service):
         )
 
 
+class EgressRestore(Service):
+    """Re-asserts the spaces' egress policies once at start (rules do not survive reboots)."""
+
+    name = "egress-restore"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def startService(self) -> None:
+        """Apply the stored policies in the background; the daemon serves meanwhile."""
+        super().startService()
+        from kukeond.controller.spaces import reassert_egress
+
+        d = Deferred.fromCoroutine(reassert_egress(self.runtime))
+        d.addCallback(self._done)
+        d.addErrback(lambda f: log.failure("re-asserting egress policies failed", f))
+
+    def _done(self, applied: int) -> None:
+        if applied:
+            log.info("egress policies re-asserted spaces={count}", count=applied)
+
+
 def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Service]]:
     """Create the runtime collaborators and the services that own their threads."""
     containerd = GrpcContainerd(config.containerd_socket, reactor=reactor)
@@ -125,7 +148,12 @@ def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Ser
         ),
         reactor=reactor,
     )
-    services = [ContainerdService(containerd), StoreService(store), ContainerdProbe(runtime)]
+    services = [
+        ContainerdService(containerd),
+        StoreService(store),
+        ContainerdProbe(runtime),
+        EgressRestore(runtime),
+    ]
     return runtime, services
 
 

@@ -354,3 +354,33 @@ def handlers(runtime: Runtime) -> dict[str, Any]:
         "DeleteSpace": spaces.delete,
         "PurgeSpace": spaces.purge,
     }
+
+
+async def reassert_egress(runtime: Runtime) -> int:
+    """Apply every stored space's egress policy again; return how many were applied.
+
+    iptables rules do not survive a host reboot or a firewall reload, while
+    the policy lives on in the space's metadata: the daemon re-asserts them at
+    start (the operation is idempotent). A failure is logged per space and does
+    not stop the others.
+    """
+    applied = 0
+    for realm, space in runtime.store.keys(2):
+        try:
+            doc = common.peek_doc(runtime, (realm, space), v1.SpaceDoc, KIND)
+        except Exception:  # a corrupt document is reported by Get; skip it here
+            continue
+        if doc is None or _egress(doc) is None:
+            continue
+        try:
+            await runtime.network.apply_egress(realm, space, _egress(doc))
+        except Exception as exc:
+            log.warn(
+                "cannot re-assert the egress policy of space {realm}/{space}: {error}",
+                realm=realm,
+                space=space,
+                error=str(exc),
+            )
+            continue
+        applied += 1
+    return applied

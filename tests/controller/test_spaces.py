@@ -71,6 +71,16 @@ class CreateSpaceTests(SpaceTestCase):
         self.assertEqual(result["Space"]["spec"]["network"], {"egress": egress})
         self.assertEqual(self.rt.network.policies[("r", "s")].default, "deny")
 
+    async def test_egress_policies_are_reasserted_at_start(self):
+        from kukeond.controller.spaces import reassert_egress
+
+        egress = {"default": "deny", "allow": [{"cidr": "10.0.0.0/8", "ports": [443]}]}
+        await self.call.create_space("r", "s", network={"egress": egress})
+        await self.call.create_space("r", "open")
+        self.rt.network.policies.clear()  # as after a reboot or a firewall reload
+        self.assertEqual(await reassert_egress(self.rt), 1)
+        self.assertEqual(list(self.rt.network.policies), [("r", "s")])
+
     async def test_bad_egress_writes_nothing(self):
         egress = {"default": "deny", "allow": [{"host": "a.example", "cidr": "10.0.0.0/8"}]}
         reply = await self.call("CreateSpace", space_doc("r", "s", network={"egress": egress}))
