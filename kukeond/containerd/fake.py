@@ -43,6 +43,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _unavailable() -> errors.Unavailable:
+    return errors.Unavailable("failed to connect to containerd: marked unavailable")
+
+
 def _deferred(fn: Callable[..., Any]) -> Callable[..., defer.Deferred[Any]]:
     """Run ``fn`` now and wrap its result or error in a fired Deferred.
 
@@ -52,7 +56,7 @@ def _deferred(fn: Callable[..., Any]) -> Callable[..., defer.Deferred[Any]]:
 
     def method(self: FakeContainerd, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         if not self.available:
-            return defer.fail(errors.Unavailable("failed to connect to containerd: marked unavailable"))
+            return defer.fail(_unavailable())
         return defer.maybeDeferred(fn, self, *args, **kwargs)
 
     method.__name__ = fn.__name__
@@ -86,7 +90,7 @@ class FakeContainerd:
     def _ns(self, name: str, create: bool = True) -> _Namespace:
         """The namespace's state; like containerd, writing creates it, reading does not."""
         if not self.available:
-            raise errors.Unavailable("failed to connect to containerd: marked unavailable")
+            raise _unavailable()
         ns = self._namespaces.get(name)
         if ns is None:
             ns = _Namespace({})
