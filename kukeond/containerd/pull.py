@@ -34,14 +34,13 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
+from kukeond.blocking import BlockingPool
 from kukeond.containerd.errors import ContainerdError
 from kukeond.containerd.reference import host_platform, normalize_reference
 from kukeond.logs import Logger
@@ -348,9 +347,8 @@ class RegistryPuller:
 
     ``plain_http`` decides per ``host[:port]`` whether to use ``http://``;
     by default loopback registries are spoken to in plain HTTP and the rest
-    over HTTPS. Blob writes run on ``threadpool`` (a started pool the caller
-    owns); when none is given a private one is created, stopped by
-    :meth:`close` or at reactor shutdown.
+    over HTTPS. Blob writes run on a private bounded pool, each with a
+    deadline, stopped by :meth:`close` or at reactor shutdown.
     """
 
     log = Logger()
@@ -359,7 +357,6 @@ class RegistryPuller:
         self,
         reactor: Any,
         agent: IAgent | None = None,
-        threadpool: ThreadPool | None = None,
         platform: tuple[str, str] | None = None,
         plain_http: Callable[[str], bool] = _is_loopback,
         request_timeout: float = 60.0,
@@ -373,15 +370,7 @@ class RegistryPuller:
         else:
             self._pool = None
         self._agent = RedirectAgent(agent)
-        self._shutdown_trigger: Any = None
-        if threadpool is None:
-            threadpool = ThreadPool(minthreads=0, maxthreads=2, name="kukeond-pull")
-            threadpool.start()
-            # Worker threads would keep the process alive past reactor shutdown.
-            self._shutdown_trigger = reactor.addSystemEventTrigger(
-                "during", "shutdown", threadpool.stop
-            )
-        self._threads = threadpool
+        self._threads = BlockingPool(reactor, "kukeond-pull")
         self._platform = platform or host_platform()
         self._plain_http = plain_http
         self._request_timeout = request_timeout
@@ -391,10 +380,7 @@ class RegistryPuller:
 
     def close(self) -> Deferred[None]:
         """Stop the private thread pool and close pooled connections."""
-        if self._shutdown_trigger is not None:
-            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
-            self._shutdown_trigger = None
-            self._threads.stop()
+        self._threads.stop()
         if self._pool is not None:
             return self._pool.closeCachedConnections()
         return defer.succeed(None)
@@ -475,7 +461,7 @@ class RegistryPuller:
         )
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._threads, fn, *args, **kwargs)
+        return self._threads.run(fn, *args, **kwargs)
 
     async def _write_blob(self, blob_dir: str, digest: str, body: bytes) -> None:
         path = os.path.join(blob_dir, digest.split(":", 1)[1])

@@ -5,7 +5,7 @@ rewritten in place (truncate + write, same inode) so running containers see
 a new address through their bind mount. Removing a cell directory, checking
 volume sources and reading seccomp profiles also live here. Everything runs
 on one small dedicated thread pool, started on first use and stopped when
-the reactor shuts down.
+the reactor shuts down; every call has a deadline.
 """
 
 from __future__ import annotations
@@ -13,15 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from twisted.internet import defer, threads
-from twisted.python.threadpool import ThreadPool
+from typing import Any
 
 from kukeond.api.v1beta1 import VOLUME_BIND, VOLUME_TMPFS, ContainerSpec
-
-T = TypeVar("T")
+from kukeond.blocking import BlockingPool
 
 HOSTS_HEADER = (
     "127.0.0.1\tlocalhost\n"
@@ -105,24 +100,8 @@ def remove_tree(path: str) -> bool:
     return True
 
 
-class FileWork:
-    """Runs file-system work for cells on a dedicated, bounded thread pool."""
+class FileWork(BlockingPool):
+    """Runs file-system work for cells on its own bounded pool, each call with a deadline."""
 
     def __init__(self, reactor: Any, max_threads: int = 2) -> None:
-        self._reactor = reactor
-        self._pool = ThreadPool(minthreads=0, maxthreads=max_threads, name="kukeond-cellfs")
-        self._started = False
-
-    def run(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-        """Run ``fn(*args)`` on the pool; the Deferred fires in the reactor thread."""
-        if not self._started:
-            self._pool.start()
-            self._started = True
-            self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
-        return threads.deferToThreadPool(self._reactor, self._pool, fn, *args)
-
-    def stop(self) -> None:
-        """Stop the pool (idempotent)."""
-        if self._started:
-            self._started = False
-            self._pool.stop()
+        super().__init__(reactor, "kukeond-cellfs", max_threads)

@@ -21,12 +21,10 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
-
 from kukeond import errors
 from kukeond.api import v1beta1
 from kukeond.api.structs import DecodeError, GoStruct
+from kukeond.blocking import BlockingPool
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
@@ -53,7 +51,7 @@ SNAPSHOTTERS = ("overlayfs", "native")
 SNAPSHOT_PASSES = 32
 """Removal passes over a snapshotter (a child must go before its parent)."""
 
-_pools: dict[int, ThreadPool] = {}
+_pools: dict[int, BlockingPool] = {}
 
 
 def q(text: str) -> str:
@@ -197,18 +195,10 @@ def list_docs(runtime: Runtime, parent: Key, cls: type[D], kind: str) -> list[D]
 # --- blocking work --------------------------------------------------------------
 
 
-def _pool(reactor: Any) -> ThreadPool:
+def _pool(reactor: Any) -> BlockingPool:
     pool = _pools.get(id(reactor))
     if pool is None:
-        pool = ThreadPool(minthreads=0, maxthreads=2, name="kukeond-controller")
-        pool.start()
-        _pools[id(reactor)] = pool
-
-        def stop() -> None:
-            _pools.pop(id(reactor), None)
-            pool.stop()
-
-        reactor.addSystemEventTrigger("during", "shutdown", stop)
+        pool = _pools[id(reactor)] = BlockingPool(reactor, "kukeond-controller")
     return pool
 
 
@@ -216,10 +206,7 @@ async def run_blocking(
     runtime: Runtime, fn: Callable[..., Any], *args: Any, timeout: float = BLOCKING_TIMEOUT
 ) -> Any:
     """Run ``fn(*args)`` on the controllers' thread pool; fail after ``timeout`` seconds."""
-    reactor = runtime.reactor
-    d = deferToThreadPool(reactor, _pool(reactor), fn, *args)
-    d.addTimeout(timeout, reactor)
-    return await d
+    return await _pool(runtime.reactor).run(fn, *args, timeout=timeout)
 
 
 # --- cgroups ----------------------------------------------------------------------
