@@ -24,7 +24,6 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IReactorCore
 
 from kukeond.host import naming
 from kukeond.logs import Logger
@@ -32,6 +31,9 @@ from kukeond.logs import Logger
 MASTER_CHAIN = "KUKEON-EGRESS"
 DEFAULT_ALLOW = "allow"
 DEFAULT_DENY = "deny"
+
+RESOLVE_TIMEOUT = 10.0
+"""Seconds an egress allow rule's host may take to resolve."""
 
 CommandRunner = Callable[[Sequence[str]], Awaitable[tuple[int, bytes, bytes]]]
 """Runs an argv, returns ``(exit code, stdout, stderr)``."""
@@ -254,8 +256,12 @@ def parse_drop_counter(listing: str) -> tuple[int, int] | None:
     return None
 
 
-def reactor_resolver(reactor: IReactorCore) -> HostResolver:
-    """Build a resolver using the reactor's non-blocking name resolver."""
+def reactor_resolver(reactor: Any, timeout: float = RESOLVE_TIMEOUT) -> HostResolver:
+    """Build a resolver using the reactor's non-blocking name resolver.
+
+    A lookup with no answer after ``timeout`` seconds fails with
+    ``twisted.internet.defer.TimeoutError``.
+    """
 
     async def resolve(host: str) -> list[str]:
         found: list[str] = []
@@ -273,7 +279,11 @@ def reactor_resolver(reactor: IReactorCore) -> HostResolver:
                 done.callback(None)
 
         reactor.nameResolver.resolveHostName(_Receiver(), host, addressTypes=[IPv4Address])
-        await done
+        done.addTimeout(timeout, reactor)
+        try:
+            await done
+        except defer.TimeoutError:
+            raise defer.TimeoutError(f"no answer within {timeout:g}s") from None
         return found
 
     return resolve
