@@ -154,7 +154,25 @@ def statuses_from(
         cid = containerd_id_of(doc, container)
         state = container_state(tasks.get(cid), cid in present)
         out.append(ContainerStatus(name=container.id, id=container.id, state=state))
-    return out
+    return carry_restarts(doc, out)
+
+
+def carry_restarts(doc: CellDoc, statuses: list[ContainerStatus]) -> list[ContainerStatus]:
+    """Give fresh ``statuses`` the restart count and time ``doc`` recorded for each container.
+
+    Live queries know nothing of restarts; without this a status refresh
+    would forget them. Returns ``statuses`` (changed in place).
+    """
+    restarted = {
+        s.id: s for s in doc.status.containers or () if s.restartCount
+    }
+    if restarted:
+        for status in statuses:
+            old = restarted.get(status.id)
+            if old is not None:
+                status.restartCount = old.restartCount
+                status.restartTime = old.restartTime
+    return statuses
 
 
 def derive_cell_state(doc: CellDoc, statuses: list[ContainerStatus], cgroup_ok: bool) -> str:
@@ -295,10 +313,13 @@ class CellRunner:
         states = await gather(
             self.container_state_live(ns, containerd_id_of(doc, c)) for c in containers
         )
-        return [
-            ContainerStatus(name=c.id, id=c.id, state=s)
-            for c, s in zip(containers, states, strict=True)
-        ]
+        return carry_restarts(
+            doc,
+            [
+                ContainerStatus(name=c.id, id=c.id, state=s)
+                for c, s in zip(containers, states, strict=True)
+            ],
+        )
 
     async def root_exists(self, doc: CellDoc, namespace: str) -> bool:
         """Whether the root's containerd container exists."""
@@ -417,6 +438,8 @@ class CellRunner:
         except Exception as exc:
             await self.mark_failed(doc, REASON_START, exc)
             raise as_kukeon_error(exc) from exc
+        # A fresh start counts restarts (and on-failure:N limits) from zero.
+        doc.status.containers = []
         return await self.mark_ready(doc, ns)
 
     async def mark_ready(self, doc: CellDoc, namespace: str) -> CellDoc:
@@ -526,7 +549,6 @@ class CellRunner:
         ``join`` None means the root container.
         """
         root = join is None
-        run = self.rt.run_path
         names = (ctx.realm, ctx.space, ctx.stack, ctx.cell, container.id)
         profile = None
         path = cellspec.seccomp_profile_path(container)
@@ -553,11 +575,60 @@ class CellRunner:
             raise KukeonError(f"container already exists: {cid}") from exc
         except cerrors.NotFound:
             raise self.missing_image(container.image, ctx.realm, ctx.namespace) from None
-        log_path = None
-        if not root and not container.attachable:
-            log_path = naming.container_log_path(run, *names)
-            await self.files.run(os.makedirs, os.path.dirname(log_path), DIR_MODE, True)
-        return await client.create_task(ctx.namespace, cid, log_path)
+        return await client.create_task(
+            ctx.namespace, cid, await self.log_path(ctx, container, root)
+        )
+
+    async def log_path(
+        self, ctx: CellContext, container: ContainerSpec, root: bool
+    ) -> str | None:
+        """Where a workload's stdout/stderr go (its directory made); None for the root
+        and attachable containers, whose output is not logged to a file."""
+        if root or container.attachable:
+            return None
+        path = naming.container_log_path(
+            self.rt.run_path, ctx.realm, ctx.space, ctx.stack, ctx.cell, container.id
+        )
+        await self.files.run(os.makedirs, os.path.dirname(path), DIR_MODE, True)
+        return path
+
+    async def restart_workload(self, doc: CellDoc, container: ContainerSpec) -> int:
+        """Run an exited workload again, joined to the running root; return the new pid.
+
+        The caller holds the cell's lock. The container is kept (its writable
+        layer survives, as with ``docker restart``) and gets a new task,
+        unless it is gone or joins the namespaces of an older root, in which
+        case it is recreated from the spec as StartContainer does.
+        """
+        ns = self.namespace(doc.spec.realmId)
+        ctx = self.context(doc, ns)
+        client = self.rt.containerd
+        root = root_container(doc)
+        root_task = None
+        if root is not None:
+            try:
+                root_task = await client.task_state(ns, containerd_id_of(doc, root))
+            except cerrors.NotFound:
+                pass
+        if root_task is None or root_task.status != "running" or not root_task.pid:
+            raise KukeonError(f"root container of cell {ctx.cell} is not running")
+        join = cellspec.namespace_paths(root_task.pid)
+        cid = containerd_id_of(doc, container)
+        try:
+            info = await client.get_container(ns, cid)
+        except cerrors.NotFound:
+            info = None
+        if info is not None and _joins(info.spec, join):
+            try:
+                await client.delete_task(ns, cid)
+            except cerrors.NotFound:
+                pass
+            await client.create_task(ns, cid, await self.log_path(ctx, container, False))
+        else:
+            await self.remove_container(ns, cid, 0.0)
+            images = await self.image_configs(ns, [container], ctx.realm)
+            await self.create_container_and_task(ctx, container, cid, images[container.id], join)
+        return await self.start_created(ctx, cid)
 
     async def start_created(self, ctx: CellContext, cid: str) -> int:
         """Start the created task of ``cid``; return its pid."""
@@ -803,6 +874,13 @@ class CellRunner:
         await self.remove_leftovers(doc)
         await self.rt.store.purge(cell_key(doc))
         return problems
+
+
+def _joins(spec: dict[str, Any] | None, join: dict[str, str]) -> bool:
+    """Whether an OCI runtime spec joins exactly the namespace paths of ``join``."""
+    namespaces = ((spec or {}).get("linux") or {}).get("namespaces") or []
+    paths = {ns.get("type"): ns.get("path") for ns in namespaces}
+    return all(paths.get(kind) == path for kind, path in join.items())
 
 
 def _kuketty_metadata(container: ContainerSpec, argv: list[str]) -> bytes:

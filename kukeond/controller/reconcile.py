@@ -15,6 +15,12 @@ other cells never wait for a pass. Per-cell rules (spec §7.2):
   (killed, which persists ``Stopped``);
 * the document is written only when state, latch or statuses changed.
 
+Restart policies (:mod:`kukeond.controller.restart_policy`): in a ``Ready``
+cell whose root runs, a workload whose task exited is started again when
+its policy asks for it, after its backoff; until then it counts as alive, so
+its exit neither winds the cell down nor deletes it. A container a user
+stopped or killed has no containerd container left and is never restarted.
+
 A steady cell costs little: it is read as the store's shared decoded
 document (decoded once per stored version), judged without copying, and
 copied only when it must be written or acted on. Cells settled straight from
@@ -28,11 +34,13 @@ documents alone instead of rewriting every cell to ``Unknown``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet import defer, task
 
+from kukeond.api import gojson
 from kukeond.api import v1beta1 as v1
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.cell_runner import (
@@ -45,6 +53,7 @@ from kukeond.controller.cell_runner import (
     workloads,
 )
 from kukeond.controller.common import copy_doc, realm_namespace
+from kukeond.controller.restart_policy import Backoff, RestartPolicy, parse_policy
 from kukeond.controller.runtime import Runtime
 from kukeond.logs import Logger
 
@@ -71,6 +80,7 @@ class LiveView:
 
     containers: frozenset[str]
     tasks: dict[str, str]
+    exits: dict[str, int] = field(default_factory=dict)
 
     def statuses(self, doc: v1.CellDoc) -> list[v1.ContainerStatus]:
         """Fresh statuses of ``doc``'s containers as this listing shows them."""
@@ -86,7 +96,9 @@ async def namespace_view(containerd: object, namespace: str) -> LiveView:
         consumeErrors=True,
     )
     return LiveView(
-        frozenset(c.id for c in containers), {t.container_id: t.status for t in tasks}
+        frozenset(c.id for c in containers),
+        {t.container_id: t.status for t in tasks},
+        {t.container_id: t.exit_status for t in tasks if t.status == "stopped"},
     )
 
 
@@ -122,12 +134,21 @@ class Decision:
     action: str | None = None
 
 
-def judge(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) -> Verdict:
-    """Apply the per-cell rules to ``doc`` given its live statuses, copying nothing."""
+def judge(
+    doc: v1.CellDoc,
+    statuses: list[v1.ContainerStatus],
+    cgroup_ok: bool,
+    restarting: frozenset[str] = frozenset(),
+) -> Verdict:
+    """Apply the per-cell rules to ``doc`` given its live statuses, copying nothing.
+
+    Containers in ``restarting`` exited but wait for a restart: they count
+    as alive when the cell's state is derived.
+    """
     statuses_changed = _status_key(statuses) != _status_key(doc.status.containers)
     if doc.status.state == v1.FAILED:
         return Verdict(doc.status.state, doc.status.readyObserved, statuses_changed)
-    state = derive_cell_state(doc, statuses, cgroup_ok)
+    state = derive_cell_state(doc, _as_alive(statuses, restarting), cgroup_ok)
     observed = doc.status.readyObserved or state == v1.READY or doc.status.state == v1.READY
     if state == v1.STOPPED and observed:
         if doc.spec.autoDelete:
@@ -140,6 +161,17 @@ def judge(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) 
         statuses_changed or state != doc.status.state or observed != doc.status.readyObserved
     )
     return Verdict(state, observed, changed)
+
+
+def _as_alive(
+    statuses: list[v1.ContainerStatus], restarting: frozenset[str]
+) -> list[v1.ContainerStatus]:
+    if not restarting:
+        return statuses
+    return [
+        v1.ContainerStatus(name=s.name, id=s.id, state=v1.PENDING) if s.id in restarting else s
+        for s in statuses
+    ]
 
 
 def decide(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) -> Decision:
@@ -172,14 +204,35 @@ class PassReport:
     containerd_down: bool = False
 
 
+@dataclass
+class RestartPlan:
+    """Exited workloads of one cell to restart now, and those still backing off."""
+
+    now: list[v1.ContainerSpec] = field(default_factory=list)
+    waiting: frozenset[str] = frozenset()
+    wake_in: float | None = None
+
+
+_NO_RESTARTS = RestartPlan()
+
+
 class Reconciler:
-    """Runs passes and single-cell reconciles over one runtime."""
+    """Runs passes and single-cell reconciles over one runtime.
+
+    ``wake``, when set (the reconcile service sets it), is called with a cell
+    key and a delay in seconds to have that cell reconciled again once a
+    container's restart backoff has run out.
+    """
 
     log = Logger()
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, clock: Any = None) -> None:
         self.runtime = runtime
         self.runner: CellRunner = runner_for(runtime)
+        self.clock = clock if clock is not None else runtime.reactor
+        self.backoff = Backoff()
+        self.wake: Callable[[Key, float], None] | None = None
+        self._warned: set[tuple[Key, str, str]] = set()
 
     async def run_pass(self) -> PassReport:
         """Reconcile every cell once; never raises (errors go into the report)."""
@@ -252,13 +305,18 @@ class Reconciler:
             # Shared with other readers: judged as is, copied before anything changes.
             doc = store.decoded(key, _decode_cell)
             if doc is None:
+                self.backoff.forget(key)
                 return UNCHANGED
             if view is not None and doc is seen:
                 statuses = view.statuses(doc)
             else:
                 # Rewritten since the namespace was listed (or nothing listed): ask again.
+                view = None
                 statuses = await self.runner.live_statuses(doc, namespace)
-            verdict = judge(doc, statuses, self._cgroup_exists(doc))
+            plan = await self._plan_restarts(key, doc, statuses, namespace, view)
+            if plan.now:
+                return await self._restart(key, doc, statuses, plan.now)
+            verdict = judge(doc, statuses, self._cgroup_exists(doc), plan.waiting)
             if not verdict.write and verdict.action is None:
                 return UNCHANGED
             decision = _decision(doc, statuses, verdict)
@@ -266,6 +324,125 @@ class Reconciler:
                 await store.put(key, decision.doc.to_wire())
                 return UPDATED
             return await self._act(key, decision)
+
+    # restart policies
+
+    def _policy(self, key: Key, container: v1.ContainerSpec) -> RestartPolicy | None:
+        """The container's policy; an unknown value is logged once and means ``no``."""
+        text = container.restartPolicy or ""
+        policy = parse_policy(text)
+        if policy is None:
+            seen = (key, container.id, text)
+            if seen not in self._warned:
+                self._warned.add(seen)
+                self.log.warn(
+                    "container {cell}/{container}: unknown restartPolicy {policy!r}, "
+                    "treated as 'no'",
+                    cell="/".join(key),
+                    container=container.id,
+                    policy=text,
+                )
+        return policy
+
+    async def _exit_code(self, namespace: str, cid: str, view: LiveView | None) -> int | None:
+        """Exit code of ``cid``'s stopped task, None when it has no stopped task."""
+        if view is not None:
+            return view.exits.get(cid)
+        try:
+            task_info = await self.runtime.containerd.task_state(namespace, cid)
+        except cerrors.NotFound:
+            return None
+        return task_info.exit_status if task_info.status == "stopped" else None
+
+    async def _plan_restarts(
+        self,
+        key: Key,
+        doc: v1.CellDoc,
+        statuses: list[v1.ContainerStatus],
+        namespace: str,
+        view: LiveView | None,
+    ) -> RestartPlan:
+        """Which exited workloads of ``doc`` restart now and which wait (asks ``wake``)."""
+        if doc.status.state != v1.READY:
+            self.backoff.forget(key)
+            return _NO_RESTARTS
+        root = root_container(doc)
+        by_id = {s.id: s for s in statuses}
+        if root is None or getattr(by_id.get(root.id), "state", None) != v1.READY:
+            return _NO_RESTARTS
+        counts = {s.id: s.restartCount for s in doc.status.containers or ()}
+        now = self.clock.seconds()
+        plan = RestartPlan()
+        waiting = set()
+        for container in workloads(doc):
+            status = by_id.get(container.id)
+            if status is None or status.state != v1.STOPPED or not container.restartPolicy:
+                continue
+            policy = self._policy(key, container)
+            if policy is None or not policy.restarts:
+                continue
+            code = await self._exit_code(namespace, containerd_id_of(doc, container), view)
+            if code is None or not policy.wants_restart(code, counts.get(container.id, 0)):
+                continue
+            wait = self.backoff.wait(key, container.id, now)
+            if wait <= 0:
+                plan.now.append(container)
+            else:
+                waiting.add(container.id)
+                plan.wake_in = wait if plan.wake_in is None else min(plan.wake_in, wait)
+        plan.waiting = frozenset(waiting)
+        if plan.wake_in is not None:
+            self._wake(key, plan.wake_in)
+        return plan
+
+    def _wake(self, key: Key, delay: float) -> None:
+        if self.wake is not None:
+            self.wake(key, delay)
+
+    async def _restart(
+        self,
+        key: Key,
+        doc: v1.CellDoc,
+        statuses: list[v1.ContainerStatus],
+        due: list[v1.ContainerSpec],
+    ) -> str:
+        """Restart the ``due`` workloads of ``doc``, record counts and times; persist."""
+        cell = "/".join(key)
+        new = copy_doc(doc)
+        new.status.containers = statuses
+        by_id = {s.id: s for s in statuses}
+        retry: float | None = None
+        for container in due:
+            now = self.clock.seconds()
+            try:
+                await self.runner.restart_workload(new, container)
+            except Exception as exc:  # noqa: BLE001  (retried after the next backoff)
+                wait = self.backoff.failed(key, container.id, now)
+                retry = wait if retry is None else min(retry, wait)
+                self.log.warn(
+                    "reconcile: restarting container {cell}/{container} failed: {error}",
+                    cell=cell,
+                    container=container.id,
+                    error=_unwrap(exc),
+                )
+                continue
+            self.backoff.restarted(key, container.id, now)
+            status = by_id[container.id]
+            status.state = v1.READY
+            status.restartCount += 1
+            status.restartTime = gojson.now()
+            self.log.info(
+                "reconcile: restarted container {cell}/{container} "
+                "(restartPolicy {policy!r}, restart {count})",
+                cell=cell,
+                container=container.id,
+                policy=container.restartPolicy,
+                count=status.restartCount,
+            )
+        await self.runtime.store.put(key, new.to_wire())
+        if retry is not None:
+            self._wake(key, retry)
+        return UPDATED
 
     def _cgroup_exists(self, doc: v1.CellDoc) -> bool:
         try:

@@ -8,6 +8,8 @@
 * Task events (``/tasks/exit``, ``/tasks/oom``, ``/tasks/delete``) reconcile
   the affected cell at once, after a short delay that folds the burst of
   events one exit produces into a single reconcile.
+* A container waiting out its restart backoff has its cell reconciled
+  again when the backoff ends (the reconciler asks through ``wake``).
 * Stopping waits for the pass and cell reconciles in flight.
 """
 
@@ -115,6 +117,7 @@ class ReconcileService(Service):
         self._subscription = containerd.subscribe(
             self._on_event, topics=list(EVENT_TOPICS), on_resubscribe=self._on_resubscribe
         )
+        self.reconciler.wake = self.reconcile_cell_in
         self._loop = task.LoopingCall(self.request_pass)
         self._loop.clock = self.clock
         self._loop.start(self.interval, now=True)
@@ -123,6 +126,7 @@ class ReconcileService(Service):
     def stopService(self) -> Any:
         """Stop the loop and events, then wait for work in flight."""
         super().stopService()
+        self.reconciler.wake = None
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
@@ -195,9 +199,19 @@ class ReconcileService(Service):
         except Exception:  # noqa: BLE001  (a bad event must not break the stream)
             self.log.failure("cannot map containerd event {topic}", topic=event.topic)
             return
-        if key is None or key in self._cells_due:
+        if key is not None:
+            self.reconcile_cell_in(key, self.event_delay)
+
+    def reconcile_cell_in(self, key: Key, delay: float) -> None:
+        """Reconcile the cell ``key`` in ``delay`` seconds, or sooner if already due sooner."""
+        if not self.running:
             return
-        self._cells_due[key] = self.clock.callLater(self.event_delay, self._run_cell, key)
+        call = self._cells_due.get(key)
+        if call is not None:
+            if call.getTime() <= self.clock.seconds() + delay:
+                return
+            call.cancel()
+        self._cells_due[key] = self.clock.callLater(delay, self._run_cell, key)
 
     def _run_cell(self, key: Key) -> None:
         self._cells_due.pop(key, None)
