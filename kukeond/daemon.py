@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 
 from kukeond import __version__
 from kukeond.config import DaemonConfig
@@ -167,7 +167,23 @@ def check_instance(config: DaemonConfig) -> None:
         raise StartupError(f"instance metadata check failed: {e}") from None
 
 
-def build_daemon(config: DaemonConfig, reactor: Any = None) -> MultiService:
+class OrderedServices(MultiService):
+    """Starts children in order and stops them one by one in reverse order.
+
+    Twisted's ``MultiService`` stops every child at once; the daemon needs the
+    listener to drain its requests while containerd and the store are still
+    there to serve them.
+    """
+
+    @inlineCallbacks
+    def stopService(self):
+        """Stop the children last-to-first, each after the previous one has stopped."""
+        Service.stopService(self)
+        for svc in reversed(list(self)):
+            yield maybeDeferred(svc.stopService)
+
+
+def build_daemon(config: DaemonConfig, reactor: Any = None) -> OrderedServices:
     """Build the service tree for ``config``."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -177,7 +193,7 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> MultiService:
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
     check_instance(config)
-    top = MultiService()
+    top = OrderedServices()
     runtime, services = build_runtime(config, reactor)
     for svc in services:
         svc.setServiceParent(top)

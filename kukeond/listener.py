@@ -181,6 +181,9 @@ class ListenerService(Service):
         for proto in list(self.factory.connections):
             if proto.in_flight:  # idle ones already close after flushing their replies
                 proto.transport.abortConnection()
+        # Replies are flushed by the reactor; wait for the connections to close
+        # so the process does not exit with an answer still in a buffer.
+        yield self.factory.closed(2.0, self._reactor)
         if self._owns_socket:
             _unlink_quietly(self.socket_path)
         _unlink_quietly(self.pid_file)

@@ -135,7 +135,7 @@ class KukeonProtocol(Protocol):
         """Forget the connection; handlers still running finish without writing."""
         self._lost = True
         if self.factory is not None:
-            self.factory.connections.discard(self)
+            self.factory.connection_lost(self)
 
 
 class KukeonFactory(Factory):
@@ -153,6 +153,7 @@ class KukeonFactory(Factory):
         self.in_flight = 0
         self.served = 0
         self._idle_waiters: list[defer.Deferred] = []
+        self._closed_waiters: list[defer.Deferred] = []
 
     def buildProtocol(self, addr) -> KukeonProtocol:
         """Create the protocol for one accepted connection."""
@@ -172,6 +173,23 @@ class KukeonFactory(Factory):
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
+
+    def connection_lost(self, proto: KukeonProtocol) -> None:
+        """Forget a closed connection; wake :meth:`closed` waiters when none is left."""
+        self.connections.discard(proto)
+        if not self.connections:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def closed(self, timeout: float, clock) -> defer.Deferred:
+        """Fire once every connection has closed (replies flushed), or at ``timeout``."""
+        if not self.connections:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._closed_waiters.append(d)
+        d.addTimeout(timeout, clock, onTimeoutCancel=lambda _result, _timeout: None)
+        return d
 
     def drain(self, timeout: float, clock) -> defer.Deferred:
         """Stop reading on every connection; fire when in-flight requests are done or at timeout.

@@ -197,6 +197,38 @@ class WorkflowTests(TestCase):
         realms = await self.call("ListRealms")
         self.assertEqual(realms["Realms"], [])
 
+    async def make_parents(self):
+        await self.call("CreateRealm", Doc={"metadata": {"name": self.realm}})
+        await self.call("CreateSpace", Doc={"metadata": {"name": "web"},
+                                            "spec": {"realmId": self.realm}})
+        await self.call("CreateStack", Doc={"metadata": {"name": "front"},
+                                            "spec": {"realmId": self.realm, "spaceId": "web"}})
+
+    async def test_sigterm_lets_a_slow_request_finish(self):
+        self.start_daemon()
+        await self.make_parents()
+        with open(busybox_image().oci_tar, "rb") as f:
+            tarball = base64.b64encode(f.read()).decode()
+        await self.call("LoadImage", Realm=self.realm, Tarball=tarball)
+        stubborn = {"id": "app", "image": IMAGE, "command": "sh",
+                    "args": ["-c", 'trap "" TERM; while true; do sleep 1; done']}
+        await self.call("CreateCell", Doc=self.cell_doc("slow", [stubborn]))
+        # StopCell waits out the workload's grace period (it ignores SIGTERM);
+        # the daemon is told to stop while that request is in flight.
+        stopping = self.client.call("StopCell", {"Doc": self.cell_doc("slow")})
+        await task.deferLater(reactor, 1.0, lambda: None)
+        self.proc.send_signal(signal.SIGTERM)
+        reply = await stopping
+        self.assertTrue(reply["Result"]["Stopped"])
+        self.assertEqual(reply["Result"]["Cell"]["status"]["state"], "Stopped")
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(self.proc.returncode, 0, self.daemon_log())
+        self.assertFalse(os.path.exists(self.sock))
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "kukeond.pid")))
+
     @defer.inlineCallbacks
     def test_starts_without_containerd_and_reports_it(self):
         self.flags[self.flags.index("--containerd-socket") + 1] = os.path.join(self.dir, "gone")
