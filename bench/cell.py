@@ -11,7 +11,11 @@ containerd (real cgroups, real CNI) and drives it through its unix socket:
 * StartCell of a networked cell next to a host-network one;
 * wall time to create M cells from 8 concurrent clients;
 * CreateCell while 8 other cells are being stopped and wait out their grace
-  period (their workloads ignore SIGTERM): what slow stops cost the others.
+  period (their workloads ignore SIGTERM): what slow stops cost the others;
+* containerd round trips (unary calls and streams) per CreateCell, StopCell,
+  StartCell and DeleteCell: the daemon runs with a counter around its
+  ``SyncContainerd`` (``bench/cell.py serve …``) that writes its totals on
+  SIGUSR1.
 
 Needs root. ``BENCH_CELLS`` (10) and ``BENCH_BURST`` (100) size the runs.
 """
@@ -19,9 +23,11 @@ Needs root. ``BENCH_CELLS`` (10) and ``BENCH_BURST`` (100) size the runs.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,18 +60,74 @@ def start_daemon_with(
     """Start kukeond on ``containerd``; return the process and its socket once it listens."""
     sock = os.path.join(directory, "kukeond.sock")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kukeond.cli", "--configuration",
+        [sys.executable, os.path.abspath(__file__), "serve", "--configuration",
          os.path.join(directory, "none.yaml"), "serve", "--socket", sock,
          "--run-path", os.path.join(directory, "run"), "--containerd-socket", containerd,
          "--reconcile-interval", "0", "--log-level", "warn", "--cgroup-root", cgroup_root,
          "--containerd-namespace-suffix", suffix],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
+                           BENCH_CALLS_FILE=os.path.join(directory, "calls.json")))
     deadline = time.monotonic() + 30
     while not os.path.exists(os.path.join(directory, "kukeond.pid")):
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit("daemon did not start")
         time.sleep(0.05)
     return proc, sock
+
+
+def serve_counting(argv: list[str]) -> int:
+    """Run the daemon with every containerd round trip counted by method name.
+
+    On SIGUSR1 the totals so far are written to ``$BENCH_CALLS_FILE``.
+    """
+    from kukeond import cli
+
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def counting(original):
+        def method(self, name, *args, **kwargs):
+            with lock:
+                counts[name] = counts.get(name, 0) + 1
+            return original(self, name, *args, **kwargs)
+        return method
+
+    SyncContainerd.call = counting(SyncContainerd.call)
+    SyncContainerd.stream = counting(SyncContainerd.stream)
+    target = os.environ["BENCH_CALLS_FILE"]
+
+    def dump(signum, frame) -> None:
+        with lock:
+            text = json.dumps(counts)
+        with open(target + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(target + ".tmp", target)
+
+    signal.signal(signal.SIGUSR1, dump)
+    return cli.main(argv)
+
+
+def daemon_calls(proc: subprocess.Popen, directory: str) -> dict[str, int]:
+    """The daemon's containerd call totals so far, by method name."""
+    path = os.path.join(directory, "calls.json")
+    if os.path.exists(path):
+        os.unlink(path)
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit("daemon did not report its call counts")
+        time.sleep(0.01)
+    with open(path) as f:
+        return json.load(f)
+
+
+def calls_of(proc: subprocess.Popen, directory: str, fn, *args) -> dict[str, int]:
+    """containerd calls the daemon made while ``fn(*args)`` ran, by method name."""
+    before = daemon_calls(proc, directory)
+    fn(*args)
+    after = daemon_calls(proc, directory)
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
 def cell_doc(name: str, host_network: bool = False, args: list[str] = WORKLOAD) -> dict:
@@ -185,6 +247,9 @@ def main() -> None:
             tarball = base64.b64encode(f.read()).decode()
         client.call("KukeonV1.LoadImage", {"Realm": REALM, "Tarball": tarball})
 
+        doc = {"Doc": cell_doc("counted")}
+        counted = [(verb, calls_of(proc, directory, client.call, f"KukeonV1.{verb}", doc))
+                   for verb in ("CreateCell", "StopCell", "StartCell", "DeleteCell")]
         create, stop, start, delete, host_start = [], [], [], [], []
         for i in range(CELLS):
             name = f"c{i}"
@@ -218,6 +283,9 @@ def main() -> None:
         during = create_during_slow_stops(sock)
         print(f"  CreateCell while {CLIENTS} StopCells wait out a grace period: "
               f"{during * 1000:7.1f} ms")
+        for verb, calls in counted:
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+            print(f"  containerd calls per {verb}: {sum(calls.values())}  ({detail})")
     finally:
         client.close()
         proc.terminate()
@@ -256,4 +324,6 @@ def _bridge() -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        sys.exit(serve_counting(sys.argv[2:]))
     main()

@@ -34,6 +34,7 @@ from kukeond.containerd._pb.services.snapshots.v1 import snapshots_pb2 as s_pb
 from kukeond.containerd._pb.services.tasks.v1 import tasks_pb2 as t_pb
 from kukeond.containerd._pb.types import descriptor_pb2, mount_pb2
 from kukeond.containerd._pb.types.task import task_pb2 as task_types
+from kukeond.containerd.imagecache import ImageCache, ResolvedImage
 from kukeond.containerd.model import (
     RUNC_V2,
     SPEC_TYPE_URL,
@@ -95,6 +96,7 @@ class SyncContainerd:
         self._channel: grpc.Channel | None = None
         self._stubs: Stubs | None = None
         self._closed = False
+        self._images = ImageCache()
 
     # plumbing
 
@@ -346,9 +348,16 @@ class SyncContainerd:
         except ValueError as exc:
             raise errors.ImageFormatError(f"content {digest} is not JSON: {exc}") from exc
 
-    def _manifest_of(self, namespace: str, target: arc.Descriptor) -> tuple[
-            list[arc.Descriptor], arc.Descriptor, list[str]]:
-        """The host platform's manifest under ``target``: sizes walked, config, diff IDs."""
+    def _resolve(self, namespace: str, target: arc.Descriptor) -> ResolvedImage:
+        """The host platform's manifest under ``target``, read once per target digest."""
+        resolved = self._images.resolved(namespace, target.digest)
+        if resolved is None:
+            resolved = self._resolve_from_content(namespace, target)
+            self._images.remember_resolved(namespace, target.digest, resolved)
+        return resolved
+
+    def _resolve_from_content(self, namespace: str, target: arc.Descriptor) -> ResolvedImage:
+        """Walk ``target`` in the content store: descriptors walked, config, diff IDs."""
         walked = [target]
         desc = target
         doc = self._read_json(namespace, desc.digest)
@@ -368,9 +377,17 @@ class SyncContainerd:
                                 int(doc["config"]["size"]))
         layers = [arc.Descriptor(x.get("mediaType", ""), x["digest"], int(x["size"]))
                   for x in doc.get("layers") or []]
-        diff_ids = (self._read_json(namespace, config.digest).get("rootfs") or {}).get(
-            "diff_ids") or []
-        return walked + [config] + layers, config, list(diff_ids)
+        config_doc = self._read_json(namespace, config.digest)
+        if not isinstance(config_doc, dict):
+            raise errors.ImageFormatError(f"image config {config.digest} is not an object")
+        diff_ids = (config_doc.get("rootfs") or {}).get("diff_ids") or []
+        return ResolvedImage(tuple(walked + [config] + layers), config, tuple(diff_ids),
+                             config_doc)
+
+    def _target_of(self, namespace: str, ref: str) -> arc.Descriptor:
+        """The target descriptor of image ``ref`` (one ``Images.Get``)."""
+        image = self.call("Images.Get", i_pb.GetImageRequest(name=ref), namespace).image
+        return arc.Descriptor(image.target.media_type, image.target.digest, image.target.size)
 
     # images
 
@@ -378,6 +395,14 @@ class SyncContainerd:
                      name: str | None = None, unpack: bool = True,
                      snapshotter: str | None = None) -> list[ImageInfo]:
         """Import an image archive (see ``IContainerd.import_image``)."""
+        try:
+            names = self._import(namespace, source, name, snapshotter, unpack)
+        finally:
+            self._images.forget(namespace)  # a name may now point at another target
+        return [self.get_image(namespace, n) for n in dict.fromkeys(names)]
+
+    def _import(self, namespace: str, source: str | os.PathLike[str] | BinaryIO,
+                name: str | None, snapshotter: str | None, unpack: bool) -> list[str]:
         with arc.open_archive(source, name) as archive:
             snap = snapshotter or self.default_snapshotter() if unpack else None
 
@@ -396,8 +421,7 @@ class SyncContainerd:
                     self._put_image(namespace, lease, image.name, image.target)
                 return [image.name for image in archive.images]
 
-            names = self._with_lease(namespace, work)
-        return [self.get_image(namespace, n) for n in dict.fromkeys(names)]
+            return self._with_lease(namespace, work)
 
     def _unpack(self, namespace: str, lease: str, layers: list[arc.Descriptor],
                 config: arc.Descriptor, diff_ids: list[str], snapshotter: str) -> str:
@@ -456,26 +480,47 @@ class SyncContainerd:
 
     def unpack_image(self, namespace: str, ref: str, snapshotter: str | None = None) -> str:
         """Unpack an image unless done; return its top chain ID."""
-        image = self.call("Images.Get", i_pb.GetImageRequest(name=ref), namespace).image
-        target = arc.Descriptor(image.target.media_type, image.target.digest, image.target.size)
-        snap = snapshotter or self.default_snapshotter()
+        return self._unpacked_top(namespace, ref, snapshotter or self.default_snapshotter())[0]
+
+    def _unpacked_top(self, namespace: str, ref: str, snapshotter: str) -> tuple[str, bool]:
+        """``(top chain ID, whether it came from the cache)``, unpacking the image if needed.
+
+        The cached answer skips the manifest walk, the per-layer snapshot
+        checks and the lease; the image record is still read, so a name that
+        now points at another target is noticed.
+        """
+        target = self._target_of(namespace, ref)
+        top = self._images.unpacked(namespace, target.digest, snapshotter)
+        if top is not None:
+            return top, True
 
         def work(lease: str) -> str:
-            walked, config, diff_ids = self._manifest_of(namespace, target)
-            layers = walked[-len(diff_ids):] if diff_ids else []
-            return self._unpack(namespace, lease, layers, config, diff_ids, snap)
+            resolved = self._resolve(namespace, target)
+            return self._unpack(namespace, lease, list(resolved.layers), resolved.config,
+                                list(resolved.diff_ids), snapshotter)
 
-        return self._with_lease(namespace, work)
+        top = self._with_lease(namespace, work)
+        self._images.remember_unpacked(namespace, target.digest, snapshotter, top)
+        return top, False
 
-    def _image_info(self, namespace: str, image: Any) -> ImageInfo:
-        target = arc.Descriptor(image.target.media_type, image.target.digest, image.target.size)
+    def _content_size(self, namespace: str, target: arc.Descriptor) -> int:
+        """Total size of the blobs under ``target``, -1 unless all are present; checked once."""
+        size = self._images.content_size(namespace, target.digest)
+        if size is not None:
+            return size
         try:
-            walked, _, _ = self._manifest_of(namespace, target)
-            content_size = sum(d.size for d in walked)
+            walked = self._resolve(namespace, target).walked
             for desc in walked[1:]:
                 self.call("Content.Info", ct_pb.InfoRequest(digest=desc.digest), namespace)
         except (errors.NotFound, errors.ImageFormatError, KeyError, TypeError, ValueError):
-            content_size = -1
+            return -1
+        size = sum(d.size for d in walked)
+        self._images.remember_content_size(namespace, target.digest, size)
+        return size
+
+    def _image_info(self, namespace: str, image: Any) -> ImageInfo:
+        target = arc.Descriptor(image.target.media_type, image.target.digest, image.target.size)
+        content_size = self._content_size(namespace, target)
         return ImageInfo(
             name=image.name, target_digest=image.target.digest,
             media_type=image.target.media_type, size=image.target.size,
@@ -498,26 +543,28 @@ class SyncContainerd:
     def image_runtime_config(self, namespace: str, ref: str,
                              files: Sequence[str] = ()) -> ImageRuntimeConfig:
         """The image's config document and the requested rootfs files."""
-        image = self.call("Images.Get", i_pb.GetImageRequest(name=ref), namespace).image
-        target = arc.Descriptor(image.target.media_type, image.target.digest, image.target.size)
-        walked, config, diff_ids = self._manifest_of(namespace, target)
-        doc = self._read_json(namespace, config.digest)
-        if not isinstance(doc, dict):
-            raise errors.ImageFormatError(f"image config {config.digest} is not an object")
+        target = self._target_of(namespace, ref)
+        resolved = self._resolve(namespace, target)
         found: dict[str, bytes | None] = {}
         if files:
-            layers = walked[-len(diff_ids):] if diff_ids else []
             streams = ((layer.media_type, rootfs.ChunkReader(
                 r.data for r in self.stream("Content.Read", ct_pb.ReadContentRequest(
                     digest=layer.digest), namespace, timeout=self.long_timeout)))
-                for layer in layers)
-            found = rootfs.read_files(streams, files)
-        return ImageRuntimeConfig(ref, doc, found)
+                for layer in resolved.layers)
+            try:
+                found = rootfs.read_files(streams, files)
+            except errors.NotFound:
+                self._images.forget(namespace)
+                raise
+        return ImageRuntimeConfig(ref, resolved.config_copy(), found)
 
     def delete_image(self, namespace: str, ref: str, sync: bool = True) -> None:
         """Delete an image record."""
-        self.call("Images.Delete", i_pb.DeleteImageRequest(name=ref, sync=sync), namespace,
-                  timeout=self.long_timeout)
+        try:
+            self.call("Images.Delete", i_pb.DeleteImageRequest(name=ref, sync=sync), namespace,
+                      timeout=self.long_timeout)
+        finally:
+            self._images.forget(namespace)
 
     # containers
 
@@ -536,32 +583,45 @@ class SyncContainerd:
     def create_container(self, namespace: str, container_id: str, image: str,
                          spec: Mapping[str, Any], labels: Mapping[str, str] | None = None,
                          snapshotter: str | None = None, runtime: str = RUNC_V2) -> ContainerInfo:
-        """Create a container with a fresh snapshot of the image."""
-        try:
-            self.get_container(namespace, container_id)
-        except errors.NotFound:
-            pass
-        else:
-            raise errors.AlreadyExists(f"container {container_id} already exists")
+        """Create a container with a fresh snapshot of the image.
+
+        The record goes in first: it names its snapshot, which makes the
+        snapshot a garbage-collection root as soon as it is prepared, so no
+        lease is needed, and an existing container fails the create before
+        anything is touched. A record whose snapshot cannot be prepared is
+        deleted again.
+        """
         snap = snapshotter or self.default_snapshotter()
-        top = self.unpack_image(namespace, image, snap)
+        top, cached = self._unpacked_top(namespace, image, snap)
         record = c_pb.Container(
             id=container_id, image=image, labels=dict(labels or {}),
             runtime=c_pb.Container.Runtime(name=runtime),
             spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(dict(spec)).encode()),
             snapshotter=snap, snapshot_key=container_id)
-
-        def work(lease: str) -> Any:
-            self.call("Snapshots.Prepare", s_pb.PrepareSnapshotRequest(
-                snapshotter=snap, key=container_id, parent=top), namespace, lease)
+        created = self.call("Containers.Create", c_pb.CreateContainerRequest(
+            container=record), namespace).container
+        try:
             try:
-                return self.call("Containers.Create", c_pb.CreateContainerRequest(
-                    container=record), namespace, lease).container
-            except BaseException:
-                self._remove_snapshot_quietly(namespace, container_id, snap)
-                raise
+                self._prepare_rootfs(namespace, container_id, top, snap)
+            except (errors.NotFound, errors.FailedPrecondition):
+                if not cached:
+                    raise
+                # The cached chain is gone (image deleted or re-tagged elsewhere): redo it once.
+                self._images.forget(namespace)
+                top, _ = self._unpacked_top(namespace, image, snap)
+                self._prepare_rootfs(namespace, container_id, top, snap)
+        except BaseException:
+            try:
+                self.call("Containers.Delete", c_pb.DeleteContainerRequest(id=container_id),
+                          namespace)
+            except errors.ContainerdError:
+                pass  # the caller's error matters more; the record is visible to clean up
+            raise
+        return self._container_info(created)
 
-        return self._container_info(self._with_lease(namespace, work))
+    def _prepare_rootfs(self, namespace: str, key: str, parent: str, snapshotter: str) -> None:
+        self.call("Snapshots.Prepare", s_pb.PrepareSnapshotRequest(
+            snapshotter=snapshotter, key=key, parent=parent), namespace)
 
     def get_container(self, namespace: str, container_id: str) -> ContainerInfo:
         """One container record."""
