@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from kukeond.api import gojson
+from kukeond.blocking import BlockingPool
 from kukeond.host import naming, netpolicy
 from kukeond.host.naming import bridge_name, network_name
 from kukeond.host.subnets import SubnetAllocator, SubnetStateCorrupt, write_file_atomic
@@ -394,6 +395,8 @@ class CniNetwork:
         self.ipam_dir = ipam_dir
         self.legacy_results_dir = legacy_results_dir
         self._run = runner or ProcessRunner(reactor)
+        # Conflist reads, the fsync'd result cache and cleanup: never on the reactor.
+        self._disk = BlockingPool(reactor, "cni-files")
         self._enforcer = enforcer or netpolicy.IptablesEnforcer(
             self._run, netpolicy.reactor_resolver(reactor)
         )
@@ -427,25 +430,32 @@ class CniNetwork:
 
     async def _remove_space(self, realm: str, space: str) -> list[str]:
         removed = []
-        name = network_name(realm, space)
         try:
             await self._enforcer.remove(realm, space)
             removed.append("egress")
         except netpolicy.EgressError as exc:
             self.log.warn("failed to remove egress policy: {error}", error=str(exc))
+        # The conflist and subnet records stay on the reactor thread, as their writers
+        # (ensure_space_network, the allocator) do.
         deleted, bridge = self._files.remove_conflist(realm, space)
         if deleted:
             removed.append("conflist")
         if bridge and await self._delete_bridge(bridge):
             removed.append("bridge")
+        removed += await self._disk.run(self._remove_network_state, network_name(realm, space))
+        if self._files.allocator.release(realm, space):
+            removed.append("subnet")
+        return removed
+
+    def _remove_network_state(self, name: str) -> list[str]:
+        """Remove a network's IPAM leases and cached results (blocking)."""
+        removed = []
         ipam = os.path.join(self.ipam_dir, name)
         if os.path.isdir(ipam):
             shutil.rmtree(ipam)
             removed.append("ipam")
         if self._scrub_network_cache(name):
             removed.append("cache")
-        if self._files.allocator.release(realm, space):
-            removed.append("subnet")
         return removed
 
     async def _delete_bridge(self, bridge: str) -> bool:
@@ -490,9 +500,8 @@ class CniNetwork:
 
     def scrub(self, container_id: str, network: str) -> defer.Deferred:
         """See INetwork.scrub."""
-        removed = self._scrub_files(container_id, network)
-
         async def with_nat() -> list[str]:
+            removed = await self._disk.run(self._scrub_files, container_id, network)
             return removed + await self._scrub_masquerade(container_id, network)
 
         return defer.Deferred.fromCoroutine(with_nat())
@@ -547,6 +556,12 @@ class CniNetwork:
         if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
             raise NetworkConfigNotLoaded(f"failed to load CNI config list {path}: no plugins")
         return doc, raw
+
+    def _load_with_result(self, path: str, container_id: str,
+                          ifname: str) -> tuple[dict[str, Any], dict | None]:
+        """The conflist and the container's cached result, in one trip to the disk."""
+        conf, _ = self._load(path)
+        return conf, self._cached_result(str(conf.get("name", "")), container_id, ifname)
 
     def _cache_path(self, name: str, container_id: str, ifname: str) -> str:
         return os.path.join(self.cache_dir, "results", f"{name}-{container_id}-{ifname}")
@@ -603,7 +618,7 @@ class CniNetwork:
 
     async def _attach(self, container_id: str, netns: str, path: str,
                       ifname: str) -> AttachResult:
-        conf, raw = self._load(path)
+        conf, raw = await self._disk.run(self._load, path)
         name = str(conf.get("name", ""))
         prev: dict | None = None
         try:
@@ -611,13 +626,13 @@ class CniNetwork:
                 prev = await self._exec(conf, plugin, "ADD", container_id, netns, ifname, prev)
         except CNIError as exc:
             if _VETH_EXISTS.search(str(exc)):
-                cached = self._cached_result(name, container_id, ifname)
+                cached = await self._disk.run(self._cached_result, name, container_id, ifname)
                 self.log.info("container veth already exists, recovered cached result "
                               "for {container_id}", container_id=container_id)
                 return AttachResult(first_ipv4(cached), cached or {}, reused=True)
             await self._rollback(conf, container_id, netns, ifname, prev)
             raise _translate(exc, conf) from exc
-        self._write_cache(name, container_id, ifname, raw, prev or {})
+        await self._disk.run(self._write_cache, name, container_id, ifname, raw, prev or {})
         return AttachResult(first_ipv4(prev), prev or {})
 
     async def _rollback(self, conf: Mapping[str, Any], container_id: str, netns: str,
@@ -629,15 +644,14 @@ class CniNetwork:
                 self.log.debug("rollback DEL failed: {error}", error=str(exc))
 
     async def _detach(self, container_id: str, netns: str, path: str, ifname: str) -> None:
-        conf, _ = self._load(path)
+        conf, cached = await self._disk.run(self._load_with_result, path, container_id, ifname)
         name = str(conf.get("name", ""))
-        cached = self._cached_result(name, container_id, ifname)
         try:
             for plugin in reversed(conf["plugins"]):
                 await self._exec(conf, plugin, "DEL", container_id, netns, ifname, cached)
         except CNIError as exc:
             raise _translate(exc, conf) from exc
-        _remove_file(self._cache_path(name, container_id, ifname))
+        await self._disk.run(_remove_file, self._cache_path(name, container_id, ifname))
 
     def _write_cache(self, name: str, container_id: str, ifname: str, raw: bytes,
                      result: dict) -> None:

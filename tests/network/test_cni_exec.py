@@ -3,11 +3,12 @@
 import json
 import os
 import stat
+import threading
 
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from kukeond.host import naming
+from kukeond.host import cni, naming
 from kukeond.host.cni import CniNetwork, CNIPluginError, CNITimeout, ProcessRunner
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
@@ -81,6 +82,30 @@ class PluginExecTests(TestCase):
         self.assertEqual(env["CNI_PATH"], self.plugins)
         cache = os.path.join(self.run_path, "cache", "results")
         self.assertEqual(os.listdir(cache), [])
+
+    @coroutine_test
+    async def test_result_cache_is_written_and_removed_off_the_reactor_thread(self):
+        self.plugin("bridge", f"echo '{json.dumps(RESULT)}'")
+        self.plugin("loopback", f"echo '{json.dumps(RESULT)}'")
+        threads = []
+
+        def recording(function):
+            def record(*args, **kwargs):
+                threads.append((function.__name__, threading.current_thread().name))
+                return function(*args, **kwargs)
+            return record
+
+        for name in ("write_file_atomic", "_remove_file"):
+            self.patch(cni, name, recording(getattr(cni, name)))
+        await self.net.attach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
+        cache = os.path.join(self.run_path, "cache", "results")
+        with open(os.path.join(cache, "r-s-s_k_c_root-eth0")) as handle:
+            self.assertEqual(json.load(handle)["result"], RESULT)
+        await self.net.detach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
+        self.assertEqual(os.listdir(cache), [])
+        self.assertEqual([t[0] for t in threads], ["write_file_atomic", "_remove_file"])
+        main = threading.current_thread().name
+        self.assertNotIn(main, [t[1] for t in threads])
 
     @coroutine_test
     async def test_plugin_error_json_is_reported_and_add_rolled_back(self):
