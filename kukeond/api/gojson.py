@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -130,21 +130,3 @@ def format_epoch_ns(epoch_ns: int) -> str:
 def now() -> str:
     """Return the current UTC time as a Go timestamp with nanosecond precision."""
     return format_epoch_ns(time.time_ns())
-
-
-def to_datetime(text: str) -> datetime:
-    """Parse a Go timestamp into an aware ``datetime`` (microsecond precision)."""
-    m = _RFC3339.match(normalize_time(text))
-    assert m is not None
-    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
-    micros = int((m.group(7) or "0").ljust(9, "0")) // 1000
-    tz: timezone = UTC
-    if m.group(9):
-        delta = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
-        tz = timezone(delta if m.group(9) == "+" else -delta)
-    return datetime(year, month, day, hour, minute, second, micros, tzinfo=tz)
-
-
-def is_zero_time(text: str) -> bool:
-    """Tell whether ``text`` is Go's zero ``time.Time``."""
-    return text == ZERO_TIME
