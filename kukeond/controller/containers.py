@@ -118,6 +118,22 @@ class ContainerHandlers:
             raise cell_missing(key)
         return cell
 
+    def load_target(
+        self, key: CellKey, name: str, verb: str, strict: bool = True
+    ) -> tuple[CellDoc, ContainerSpec | None]:
+        """The cell and its container ``name``, which must not be the root.
+
+        A missing container is an error when ``strict``, else it comes back as None.
+        """
+        cell = self.load_cell(key)
+        container = find(cell, name)
+        if container is None:
+            if strict:
+                raise container_missing(name, key[3])
+        elif container is root_container(cell):
+            raise root_refused(verb, key[3])
+        return cell, container
+
     async def state_of(self, cell: CellDoc, container: ContainerSpec) -> str:
         """Live state of one container of ``cell``."""
         ns = self.runner.namespace(cell.spec.realmId)
@@ -255,12 +271,7 @@ class ContainerHandlers:
         docrules.normalize_request_doc(args.Doc)
         key, name = identify(args.Doc, fallback_to_id=True)
         async with self.rt.store.lock(key):
-            cell = self.load_cell(key)
-            container = find(cell, name)
-            if container is None:
-                raise container_missing(name, key[3])
-            if container is root_container(cell):
-                raise root_refused("start", key[3])
+            cell, container = self.load_target(key, name, "start")
             cell = await self.start_one(cell, container)
             container = find(cell, name)
             state = await self.state_of(cell, container)
@@ -272,12 +283,7 @@ class ContainerHandlers:
         docrules.normalize_request_doc(args.Doc)
         key, name = identify(args.Doc, fallback_to_id=True)
         async with self.rt.store.lock(key):
-            cell = self.load_cell(key)
-            container = find(cell, name)
-            if container is None and strict:
-                raise container_missing(name, key[3])
-            if container is not None and container is root_container(cell):
-                raise root_refused(verb, key[3])
+            cell, container = self.load_target(key, name, verb, strict)
             ns = self.runner.namespace(key[0])
             realm, space, stack, cell_name = key
             cid = containerd_id_of(cell, container) if container is not None else \
@@ -322,12 +328,7 @@ class ContainerHandlers:
         docrules.normalize_request_doc(args.Doc)
         key, name = identify(args.Doc, fallback_to_id=False)
         async with self.rt.store.lock(key):
-            cell = self.load_cell(key)
-            container = find(cell, name)
-            if container is None:
-                raise container_missing(name, key[3])
-            if container is root_container(cell):
-                raise root_refused("delete", key[3])
+            cell, container = self.load_target(key, name, "delete")
             await self._remove(cell, container)
             await self.runner.save(cell)
         result = kukeonv1.DeleteContainerResult(
