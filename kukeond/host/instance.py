@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 from kukeond.api.gojson import dumps_indent
 from kukeond.host.naming import go_quote, instance_file_path, normalize_cgroup_root
+from kukeond.store.atomic import replace_file
 
 FILE_MODE = 0o640
 RUN_PATH_MODE = 0o750
@@ -99,20 +99,12 @@ def load(run_path: str) -> Instance | None:
 def write(run_path: str, instance: Instance) -> None:
     """Atomically write the instance file (run path created 0750, file 0640)."""
     os.makedirs(run_path, mode=RUN_PATH_MODE, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kukeon-instance-", suffix=".tmp", dir=run_path)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(instance.to_json().encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, instance_file_path(run_path))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    replace_file(
+        instance_file_path(run_path),
+        instance.to_json().encode("utf-8"),
+        FILE_MODE,
+        temp_prefix=".kukeon-instance-",
+    )
 
 
 def verify_or_write(run_path: str, suffix: str, cgroup_root: str) -> Instance:

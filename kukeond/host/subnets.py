@@ -12,12 +12,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import tempfile
 import threading
 
 from kukeond.api import gojson
 from kukeond.host import naming
 from kukeond.logs import Logger
+from kukeond.store.atomic import replace_file
 
 STATE_VERSION = "v1"
 DEFAULT_PARENT_CIDR = "10.88.0.0/16"
@@ -53,28 +53,9 @@ class InvalidSubnetCIDR(SubnetError):
 
 
 def write_file_atomic(path: str, data: bytes, mode: int, dir_mode: int = 0o750) -> None:
-    """Replace ``path`` with ``data`` in one rename, creating its directory.
-
-    The temporary file lives next to the target so the rename never crosses a
-    filesystem; it is fsynced first so a crash leaves the old or the new
-    content, never a torn file.
-    """
-    parent = os.path.dirname(path)
-    os.makedirs(parent, mode=dir_mode, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".net-", suffix=".tmp", dir=parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Replace ``path`` with ``data`` in one rename, creating its directory."""
+    os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
+    replace_file(path, data, mode, temp_prefix=".net-")
 
 
 class SubnetAllocator:

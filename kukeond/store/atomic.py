@@ -53,7 +53,19 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> bool:
     existed = os.path.exists(path)
     if not existed:
         ensure_dir(parent)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=parent)
+    replace_file(path, data, mode)
+    fsync_dir(parent)
+    return existed
+
+
+def replace_file(path: str, data: bytes, mode: int, temp_prefix: str = TEMP_PREFIX) -> None:
+    """Write ``data`` to a fsynced temp file next to ``path``, then rename it over ``path``.
+
+    The parent directory must exist. The temp file never crosses a filesystem,
+    so a crash leaves the old content or the new, never a torn file; on any
+    failure the temp file is removed.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix, suffix=TEMP_SUFFIX, dir=os.path.dirname(path))
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -64,8 +76,6 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> bool:
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    fsync_dir(parent)
-    return existed
 
 
 def remove_file_and_empty_dir(path: str) -> bool:
