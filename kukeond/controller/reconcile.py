@@ -366,6 +366,9 @@ class Reconciler:
         if doc.status.state != v1.READY:
             self.backoff.forget(key)
             return _NO_RESTARTS
+        candidates = [c for c in workloads(doc) if c.restartPolicy]
+        if not candidates:
+            return _NO_RESTARTS
         root = root_container(doc)
         by_id = {s.id: s for s in statuses}
         if root is None or getattr(by_id.get(root.id), "state", None) != v1.READY:
@@ -374,9 +377,9 @@ class Reconciler:
         now = self.clock.seconds()
         plan = RestartPlan()
         waiting = set()
-        for container in workloads(doc):
+        for container in candidates:
             status = by_id.get(container.id)
-            if status is None or status.state != v1.STOPPED or not container.restartPolicy:
+            if status is None or status.state != v1.STOPPED:
                 continue
             policy = self._policy(key, container)
             if policy is None or not policy.restarts:
