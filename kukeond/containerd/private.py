@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -30,6 +31,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [metrics]
   address = ""
 """
+
+
+def _accepts(path: str) -> bool:
+    """Whether something listens on the unix socket ``path`` (bound is not enough)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 class PrivateContainerdError(Exception):
@@ -69,7 +83,7 @@ class PrivateContainerd:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        while not os.path.exists(self.socket):
+        while not _accepts(self.socket):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise PrivateContainerdError(
