@@ -284,13 +284,7 @@ class SyncContainerd:
     def _ingest(self, namespace: str, lease: str, archive: arc.ImageArchive,
                 blob: arc.BlobPlan) -> None:
         desc = blob.descriptor
-        try:
-            self.call("Content.Info", ct_pb.InfoRequest(digest=desc.digest), namespace, lease)
-        except errors.NotFound:
-            pass
-        else:
-            if blob.labels:
-                self._label_content(namespace, lease, desc.digest, blob.labels)
+        if self._hold_existing(namespace, lease, desc.digest, blob.labels):
             return
         ref = f"kukeond-{desc.digest}-{uuid.uuid4().hex[:8]}"
         failure: list[BaseException] = []
@@ -323,6 +317,24 @@ class SyncContainerd:
         if failure:
             self._abort(namespace, ref)
             raise failure[0]
+
+    def _hold_existing(self, namespace: str, lease: str, digest: str,
+                       labels: Mapping[str, str]) -> bool:
+        """Keep a blob already in the store for this import; False when it must be written.
+
+        An unreferenced blob (left by an image deleted a moment ago) can be
+        collected by a GC pass at any time: it is put under the import's lease
+        before it is relied on, and one that vanished before that is written.
+        """
+        try:
+            self.call("Content.Info", ct_pb.InfoRequest(digest=digest), namespace, lease)
+            self.call("Leases.AddResource", leases_pb2.AddResourceRequest(
+                id=lease, resource=leases_pb2.Resource(id=digest, type="content")), namespace)
+            if labels:
+                self._label_content(namespace, lease, digest, labels)
+        except errors.NotFound:
+            return False
+        return True
 
     def _abort(self, namespace: str, ref: str) -> None:
         try:
