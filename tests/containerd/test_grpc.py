@@ -75,19 +75,20 @@ class RunContainerTests(unittest.TestCase):
         await client.start_task(ns, "c1")
         status = await client.wait_task(ns, "c1", 20)
         self.assertEqual(status.exit_code, 0)
-        await client.delete_task(ns, "c1")
 
         def logged():
             with open(log) as f:
                 return sorted(f.read().split())
 
         # The shim copies each stream on its own: the exit can be seen before
-        # the last bytes of one of them reach the file.
+        # the last bytes of one of them reach the file, and deleting the task
+        # stops the copying, so wait for both lines first.
         for _ in range(100):
             if logged() == ["err", "out"]:
                 break
             await task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(logged(), ["err", "out"])
+        await client.delete_task(ns, "c1")
         await client.delete_container(ns, "c1")
         await client.delete_image(ns, image.ref)
         self.assertEqual(await client.list_containers(ns), [])
