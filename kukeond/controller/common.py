@@ -354,3 +354,19 @@ async def delete_namespace(runtime: Runtime, namespace: str) -> bool:
             f"failed to delete containerd namespace {q(namespace)}{residual}: {exc}"
         ) from None
     return True
+
+
+def mark_ready(status: Any) -> None:
+    """Set a status to Ready, clearing the reason and message of an earlier state."""
+    if status.state != v1beta1.READY:
+        status.state = v1beta1.READY
+        status.reason = status.message = ""
+
+
+async def save_if_changed(
+    runtime: Runtime, key: Key, doc: D, before: Any, cls: type[D], kind: str
+) -> D:
+    """Persist ``doc`` when its wire form differs from ``before``; return the stored document."""
+    if doc.to_wire() == before:
+        return doc
+    return decode_stored(cls, kind, await runtime.store.put(key, doc.to_wire()))

@@ -99,10 +99,7 @@ class Realms:
         stored.status.subtreeControllers = controllers
         if stored.status.state in (v1.CREATING, v1.FAILED, v1.UNKNOWN):
             stored.status.state = v1.READY
-        if stored.to_wire() != before:
-            stored = common.decode_stored(
-                v1.RealmDoc, KIND, await rt.store.put((name,), stored.to_wire())
-            )
+        stored = await common.save_if_changed(rt, (name,), stored, before, v1.RealmDoc, KIND)
         return kukeonv1.CreateRealmResult(
             Realm=stored,
             MetadataExistsPre=True,

@@ -158,13 +158,8 @@ class Spaces:
         stored.spec.cniConfigPath = network.conflist_path
         stored.status.cgroupPath = group
         stored.status.subtreeControllers = controllers
-        if stored.status.state != v1.READY:
-            stored.status.state = v1.READY
-            stored.status.reason = stored.status.message = ""
-        if stored.to_wire() != before:
-            stored = common.decode_stored(
-                v1.SpaceDoc, KIND, await rt.store.put(key, stored.to_wire())
-            )
+        common.mark_ready(stored.status)
+        stored = await common.save_if_changed(rt, key, stored, before, v1.SpaceDoc, KIND)
         return kukeonv1.CreateSpaceResult(
             Space=stored,
             MetadataExistsPre=True,

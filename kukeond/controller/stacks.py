@@ -112,13 +112,8 @@ class Stacks:
         before = stored.to_wire()
         stored.status.cgroupPath = group
         stored.status.subtreeControllers = controllers
-        if stored.status.state != v1.READY:
-            stored.status.state = v1.READY
-            stored.status.reason = stored.status.message = ""
-        if stored.to_wire() != before:
-            stored = common.decode_stored(
-                v1.StackDoc, KIND, await rt.store.put(key, stored.to_wire())
-            )
+        common.mark_ready(stored.status)
+        stored = await common.save_if_changed(rt, key, stored, before, v1.StackDoc, KIND)
         return kukeonv1.CreateStackResult(
             Stack=stored,
             MetadataExistsPre=True,
