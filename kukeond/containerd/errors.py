@@ -107,6 +107,10 @@ def from_rpc_error(error: grpc.RpcError, what: str) -> ContainerdError:
     details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, ContainerdError)
     if code == grpc.StatusCode.UNKNOWN:
-        cls = _CONTEXT_ERRORS.get((details or "").strip(), cls)
+        # containerd may append the code to the text: "context deadline exceeded: unknown".
+        text = (details or "").strip()
+        for prefix, context_cls in _CONTEXT_ERRORS.items():
+            if text.startswith(prefix):
+                cls = context_cls
     name = code.name if isinstance(code, grpc.StatusCode) else None
     return cls(f"{what}: {details}", name)

@@ -362,7 +362,8 @@ class FakeContainerd:
             open(log_path, "ab").close()
         self._next_pid += 1
         ns.tasks[container_id] = {"pid": self._next_pid, "status": "created",
-                                  "exit": 0, "exited_at": None, "waiters": []}
+                                  "exit": 0, "exited_at": None, "waiters": [],
+                                  "ignored": set()}
         return self._next_pid
 
     @_deferred
@@ -387,14 +388,18 @@ class FakeContainerd:
         self._emit(namespace, "/tasks/exit", task_pb2.TaskExit(
             container_id=container_id, id=container_id, pid=task["pid"], exit_status=exit_code))
 
+    def ignore_signal(self, namespace: str, container_id: str, signal: int) -> None:
+        """Test hook: the task's process traps ``signal`` and goes on running."""
+        self._task(namespace, container_id)["ignored"].add(signal)
+
     @_deferred
     def kill_task(self, namespace: str, container_id: str, signal: int = 15,
                   all: bool = True) -> None:
-        """See ``IContainerd``: any signal but 0 ends the task with 128+signal."""
+        """See ``IContainerd``: any signal but 0 (or an ignored one) ends the task."""
         task = self._task(namespace, container_id)
         if task["status"] == "stopped":
             raise errors.NotFound(f"process {container_id} already finished")
-        if signal != 0:
+        if signal != 0 and signal not in task["ignored"]:
             self.exit_task(namespace, container_id, 128 + signal)
 
     def wait_task(self, namespace: str, container_id: str,

@@ -24,7 +24,6 @@ from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import GoStruct
 from kukeond.controller import cells
 from kukeond.controller.cell_runner import (
-    STOP_GRACE,
     CellRunner,
     containerd_id_of,
     root_container,
@@ -37,6 +36,7 @@ from kukeond.controller.realms import Realms
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.spaces import Spaces
 from kukeond.controller.stacks import Stacks
+from kukeond.controller.stopping import STOP_GRACE
 from kukeond.logs import Logger
 from kukeond.rpc.dispatch import Handler
 

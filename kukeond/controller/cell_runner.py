@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
@@ -47,7 +46,7 @@ from kukeond.api.v1beta1 import (
 )
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.model import ImageRuntimeConfig
-from kukeond.controller import cellspec
+from kukeond.controller import cellspec, stopping
 from kukeond.controller.cell_files import (
     DIR_MODE,
     FileWork,
@@ -59,6 +58,7 @@ from kukeond.controller.cell_files import (
 )
 from kukeond.controller.cellspec import CellContext, CellSpecError, Kuketty
 from kukeond.controller.runtime import Runtime
+from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
 from kukeond.errors import ImageNotFound, KukeonError
 from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
@@ -67,12 +67,6 @@ from kukeond.logs import Logger
 
 CellKey = tuple[str, str, str, str]
 
-STOP_GRACE = 5.0
-"""Seconds a workload gets between SIGTERM and SIGKILL on stop."""
-DELETE_GRACE = 10.0
-"""Seconds a workload gets between SIGTERM and SIGKILL on delete."""
-KILL_WAIT = 5.0
-"""Seconds to wait for a task to die after SIGKILL."""
 
 REASON_CREATE = "CreateCellFailed"
 REASON_START = "StartCellFailed"
@@ -665,59 +659,11 @@ class CellRunner:
 
     # --- stop / kill / delete --------------------------------------------------------
 
-    async def stop_task(
-        self, namespace: str, cid: str, grace: float, escalate: bool = True
-    ) -> None:
-        """SIGTERM, wait ``grace`` s, then (``escalate``) SIGKILL and wait.
-
-        ``grace`` 0 sends SIGKILL at once.
-        """
-        client = self.rt.containerd
-        if grace > 0:
-            try:
-                await client.kill_task(namespace, cid, signal.SIGTERM)
-            except cerrors.NotFound:
-                return
-            try:
-                await client.wait_task(namespace, cid, grace)
-                return
-            except cerrors.DeadlineExceeded:
-                if not escalate:
-                    return
-        try:
-            await client.kill_task(namespace, cid, signal.SIGKILL)
-        except cerrors.NotFound:
-            return
-        await client.wait_task(namespace, cid, KILL_WAIT)
-
     async def remove_container(self, namespace: str, cid: str, grace: float) -> bool:
         """Stop ``cid``'s task and delete task, container and snapshot. False if absent."""
-        had_task = await self.stop_if_running(namespace, cid, grace)
-        return await self.delete_stopped(namespace, cid, had_task)
-
-    async def stop_if_running(self, namespace: str, cid: str, grace: float) -> bool:
-        """Stop ``cid``'s task unless it is stopped or only created; False if it has none."""
-        try:
-            task = await self.rt.containerd.task_state(namespace, cid)
-        except cerrors.NotFound:
-            return False
-        if task.status not in ("stopped", "created"):
-            await self.stop_task(namespace, cid, grace)
-        return True
-
-    async def delete_stopped(self, namespace: str, cid: str, had_task: bool) -> bool:
-        """Delete the (ended) task, container and snapshot of ``cid``. False if absent."""
-        client = self.rt.containerd
-        if had_task:
-            try:
-                await client.delete_task(namespace, cid)
-            except cerrors.NotFound:
-                pass
-        try:
-            await client.delete_container(namespace, cid, True)
-        except cerrors.NotFound:
-            return had_task
-        return True
+        return await stopping.remove_container(
+            self.rt.containerd, self.rt.reactor, namespace, cid, grace
+        )
 
     async def detach_root(self, doc: CellDoc, namespace: str) -> None:
         """CNI DEL for the root while its task still runs (failures only logged)."""
@@ -767,7 +713,10 @@ class CellRunner:
         work = [
             cid for cid in (containerd_id_of(doc, c) for c in workloads(doc)) if cid in present
         ]
-        had_tasks = await gather(self.stop_if_running(namespace, cid, wait) for cid in work)
+        client, clock = self.rt.containerd, self.rt.reactor
+        had_tasks = await gather(
+            stopping.stop_if_running(client, clock, namespace, cid, wait) for cid in work
+        )
         root = root_container(doc)
         root_cid = naming.root_containerd_id(space, stack, cell)
         explicit_root = root is not None and root.image != docrules.IMPLICIT_ROOT_IMAGE
@@ -788,7 +737,7 @@ class CellRunner:
 
         await gather(
             [
-                *(self.delete_stopped(namespace, cid, had)
+                *(stopping.delete_stopped(client, namespace, cid, had)
                   for cid, had in zip(work, had_tasks, strict=True)),
                 root_side(),
             ]

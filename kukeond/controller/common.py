@@ -26,6 +26,7 @@ from kukeond.api import v1beta1
 from kukeond.api.structs import DecodeError, GoStruct
 from kukeond.blocking import BlockingPool
 from kukeond.containerd import errors as cerrors
+from kukeond.controller import stopping
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
@@ -38,12 +39,6 @@ D = TypeVar("D", bound=GoStruct)
 
 BLOCKING_TIMEOUT = 60.0
 """Seconds a piece of blocking controller work may take before the call fails."""
-
-STOP_GRACE = 10.0
-"""Seconds a container gets after SIGTERM before SIGKILL (as the reference)."""
-
-KILL_WAIT = 5.0
-"""Seconds to wait for a task to die after SIGKILL."""
 
 SNAPSHOTTERS = ("overlayfs", "native")
 """Snapshotters drained when a realm namespace is emptied."""
@@ -243,34 +238,6 @@ def _stored_namespace(raw: Mapping[str, Any]) -> str:
     return (raw.get("spec") or {}).get("namespace") or ""
 
 
-async def stop_container(runtime: Runtime, namespace: str, cid: str) -> None:
-    """Stop a container's task (SIGTERM, grace, SIGKILL) and delete task and container."""
-    containerd = runtime.containerd
-    try:
-        info = await containerd.task_state(namespace, cid)
-    except cerrors.NotFound:
-        info = None
-    if info is not None:
-        if info.status not in ("stopped", "created"):
-            for signal, wait in ((15, STOP_GRACE), (9, KILL_WAIT)):
-                try:
-                    await containerd.kill_task(namespace, cid, signal=signal, all=True)
-                    await containerd.wait_task(namespace, cid, timeout=wait)
-                    break
-                except cerrors.NotFound:
-                    break
-                except cerrors.DeadlineExceeded:
-                    continue
-        try:
-            await containerd.delete_task(namespace, cid)
-        except cerrors.NotFound:
-            pass
-    try:
-        await containerd.delete_container(namespace, cid, delete_snapshot=True)
-    except cerrors.NotFound:
-        pass
-
-
 async def drain_containers(
     runtime: Runtime, namespace: str, labels: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -288,7 +255,9 @@ async def drain_containers(
     removed, failures = [], []
     for info in containers:
         try:
-            await stop_container(runtime, namespace, info.id)
+            await stopping.remove_container(
+                runtime.containerd, runtime.reactor, namespace, info.id, stopping.DELETE_GRACE
+            )
             removed.append(info.id)
         except cerrors.ContainerdError as exc:
             failures.append(f"{info.id}: {exc}")

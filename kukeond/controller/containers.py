@@ -26,9 +26,7 @@ from kukeond.containerd import errors as cerrors
 from kukeond.controller import cellspec
 from kukeond.controller.cell_files import check_volumes
 from kukeond.controller.cell_runner import (
-    DELETE_GRACE,
     REASON_START_CONTAINER,
-    STOP_GRACE,
     CellKey,
     CellRunner,
     as_kukeon_error,
@@ -39,6 +37,7 @@ from kukeond.controller.cell_runner import (
 from kukeond.controller.cells import assign_ids, merge_space_defaults
 from kukeond.controller.common import as_output, q, required, validated
 from kukeond.controller.runtime import Runtime
+from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
 from kukeond.host import naming
 from kukeond.rpc.dispatch import Handler
 
