@@ -47,6 +47,7 @@ from kukeond.controller.cell_runner import (
     CellRunner,
     containerd_id_of,
     derive_cell_state,
+    gather,
     root_container,
     runner_for,
     statuses_from,
@@ -88,6 +89,16 @@ class LiveView:
         ids = (containerd_id_of(doc, c) for c in doc.spec.containers or [])
         return statuses_from(doc, [i for i in ids if i in self.containers], self.tasks)
 
+    def removed(self, doc: v1.CellDoc) -> frozenset[str]:
+        """Names of ``doc``'s workloads whose containerd container is gone.
+
+        Only a request (stop, kill, delete) removes a container; a process
+        that exits by itself leaves its container and stopped task behind.
+        """
+        return frozenset(
+            c.id for c in workloads(doc) if containerd_id_of(doc, c) not in self.containers
+        )
+
 
 async def namespace_view(containerd: object, namespace: str) -> LiveView:
     """Every container and task of ``namespace``, with two calls."""
@@ -100,6 +111,43 @@ async def namespace_view(containerd: object, namespace: str) -> LiveView:
         {t.container_id: t.status for t in tasks},
         {t.container_id: t.exit_status for t in tasks if t.status == "stopped"},
     )
+
+
+async def cell_view(containerd: Any, namespace: str, cids: Iterable[str]) -> LiveView:
+    """The part of :class:`LiveView` about ``cids`` alone, with per-container calls.
+
+    A task containerd cannot describe (any error but NotFound and
+    Unavailable) counts as present in an unknown state.
+    """
+
+    async def one(cid: str) -> tuple[str, str | None, int | None]:
+        try:
+            info = await containerd.task_state(namespace, cid)
+        except cerrors.NotFound:
+            pass
+        except cerrors.Unavailable:
+            raise
+        except cerrors.ContainerdError:
+            return cid, "unknown", None
+        else:
+            return cid, info.status, info.exit_status
+        try:
+            await containerd.get_container(namespace, cid)
+        except cerrors.NotFound:
+            return cid, None, None
+        except cerrors.Unavailable:
+            raise
+        except cerrors.ContainerdError:
+            return cid, "unknown", None
+        return cid, "", None
+
+    found = await gather(one(cid) for cid in dict.fromkeys(cids))
+    present = frozenset(cid for cid, status, _ in found if status is not None)
+    tasks = {cid: status for cid, status, _ in found if status}
+    exits = {
+        cid: code for cid, status, code in found if status == "stopped" and code is not None
+    }
+    return LiveView(present, tasks, exits)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -139,11 +187,15 @@ def judge(
     statuses: list[v1.ContainerStatus],
     cgroup_ok: bool,
     restarting: frozenset[str] = frozenset(),
+    removed: frozenset[str] = frozenset(),
 ) -> Verdict:
     """Apply the per-cell rules to ``doc`` given its live statuses, copying nothing.
 
     Containers in ``restarting`` exited but wait for a restart: they count
-    as alive when the cell's state is derived.
+    as alive when the cell's state is derived. Workloads in ``removed`` were
+    stopped, killed or deleted on request: while the root runs, a cell whose
+    workloads all ended that way is neither wound down nor auto-deleted;
+    only an exit nobody asked for ends the cell.
     """
     statuses_changed = _status_key(statuses) != _status_key(doc.status.containers)
     if doc.status.state == v1.FAILED:
@@ -151,12 +203,15 @@ def judge(
     state = derive_cell_state(doc, _as_alive(statuses, restarting), cgroup_ok)
     observed = doc.status.readyObserved or state == v1.READY or doc.status.state == v1.READY
     if state == v1.STOPPED and observed:
-        if doc.spec.autoDelete:
-            return Verdict(state, observed, False, DELETE)
         root = root_container(doc)
         by_id = {s.id: s.state for s in statuses}
-        if workloads(doc) and root is not None and by_id.get(root.id) in _ALIVE:
-            return Verdict(state, observed, False, WIND_DOWN)
+        live_root = root is not None and by_id.get(root.id) in _ALIVE
+        exited = [c for c in workloads(doc) if c.id not in removed]
+        if live_root and workloads(doc):
+            if exited:
+                return Verdict(state, observed, False, DELETE if doc.spec.autoDelete else WIND_DOWN)
+        elif doc.spec.autoDelete:
+            return Verdict(state, observed, False, DELETE)
     changed = (
         statuses_changed or state != doc.status.state or observed != doc.status.readyObserved
     )
@@ -174,9 +229,14 @@ def _as_alive(
     ]
 
 
-def decide(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], cgroup_ok: bool) -> Decision:
+def decide(
+    doc: v1.CellDoc,
+    statuses: list[v1.ContainerStatus],
+    cgroup_ok: bool,
+    removed: frozenset[str] = frozenset(),
+) -> Decision:
     """The :func:`judge` verdict with the updated document (a copy; ``doc`` is untouched)."""
-    return _decision(doc, statuses, judge(doc, statuses, cgroup_ok))
+    return _decision(doc, statuses, judge(doc, statuses, cgroup_ok, removed=removed))
 
 
 def _decision(
@@ -307,16 +367,17 @@ class Reconciler:
             if doc is None:
                 self.backoff.forget(key)
                 return UNCHANGED
-            if view is not None and doc is seen:
-                statuses = view.statuses(doc)
-            else:
+            if view is None or doc is not seen:
                 # Rewritten since the namespace was listed (or nothing listed): ask again.
-                view = None
-                statuses = await self.runner.live_statuses(doc, namespace)
-            plan = await self._plan_restarts(key, doc, statuses, namespace, view)
+                cids = [containerd_id_of(doc, c) for c in doc.spec.containers or []]
+                view = await cell_view(self.runtime.containerd, namespace, cids)
+            statuses = view.statuses(doc)
+            plan = self._plan_restarts(key, doc, statuses, view)
             if plan.now:
                 return await self._restart(key, doc, statuses, plan.now)
-            verdict = judge(doc, statuses, self._cgroup_exists(doc), plan.waiting)
+            verdict = judge(
+                doc, statuses, self._cgroup_exists(doc), plan.waiting, view.removed(doc)
+            )
             if not verdict.write and verdict.action is None:
                 return UNCHANGED
             decision = _decision(doc, statuses, verdict)
@@ -344,23 +405,8 @@ class Reconciler:
                 )
         return policy
 
-    async def _exit_code(self, namespace: str, cid: str, view: LiveView | None) -> int | None:
-        """Exit code of ``cid``'s stopped task, None when it has no stopped task."""
-        if view is not None:
-            return view.exits.get(cid)
-        try:
-            task_info = await self.runtime.containerd.task_state(namespace, cid)
-        except cerrors.NotFound:
-            return None
-        return task_info.exit_status if task_info.status == "stopped" else None
-
-    async def _plan_restarts(
-        self,
-        key: Key,
-        doc: v1.CellDoc,
-        statuses: list[v1.ContainerStatus],
-        namespace: str,
-        view: LiveView | None,
+    def _plan_restarts(
+        self, key: Key, doc: v1.CellDoc, statuses: list[v1.ContainerStatus], view: LiveView
     ) -> RestartPlan:
         """Which exited workloads of ``doc`` restart now and which wait (asks ``wake``)."""
         if doc.status.state != v1.READY:
@@ -384,7 +430,7 @@ class Reconciler:
             policy = self._policy(key, container)
             if policy is None or not policy.restarts:
                 continue
-            code = await self._exit_code(namespace, containerd_id_of(doc, container), view)
+            code = view.exits.get(containerd_id_of(doc, container))
             if code is None or not policy.wants_restart(code, counts.get(container.id, 0)):
                 continue
             wait = self.backoff.wait(key, container.id, now)

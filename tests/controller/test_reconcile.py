@@ -90,6 +90,27 @@ class DeriveTests(SynchronousTestCase):
         self.assertIsNone(action(cgroup_ok=False))
 
 
+    def test_workloads_stopped_on_request_never_end_the_cell(self):
+        def action(live):
+            return reconcile.decide(
+                self.doc, live.statuses(self.doc), True, live.removed(self.doc)
+            ).action
+
+        # A stop, kill or delete removed both workloads' containers; the root runs.
+        asked = view(running=["s_k_c_root"])
+        self.assertIsNone(action(asked))
+        self.doc.spec.autoDelete = True
+        self.assertIsNone(action(asked))
+        self.doc.spec.autoDelete = False
+        # One removed on request, the other exited by itself: the cell winds down.
+        mixed = view(running=["s_k_c_root"], stopped=["s_k_c_b"])
+        self.assertEqual(mixed.removed(self.doc), frozenset({"a"}))
+        self.assertEqual(action(mixed), reconcile.WIND_DOWN)
+        # Root gone too: an autoDelete cell is deleted whatever ended it.
+        self.doc.spec.autoDelete = True
+        self.assertEqual(action(view()), reconcile.DELETE)
+
+
 class PassTests(TestCase):
     def setUp(self):
         self.runtime = fake_runtime(self)
@@ -125,6 +146,19 @@ class PassTests(TestCase):
         self.assertEqual(report.cells_updated, 1)
         self.assertEqual(self.stored().status.state, v1.STOPPED)
         self.assertEqual(self.containers(), [])
+
+    @defer.inlineCallbacks
+    def test_a_requested_stop_does_not_wind_down(self):
+        yield seed_cell(self.runtime, KEY)
+        ns = namespace(self.runtime, "r")
+        # What StopContainer leaves: the workload's task and container removed.
+        yield self.fake.kill_task(ns, "s_k_c_app", 15)
+        yield self.fake.delete_task(ns, "s_k_c_app")
+        yield self.fake.delete_container(ns, "s_k_c_app", True)
+        yield self.run_pass()
+        yield self.reconciler.reconcile_cell(KEY)
+        self.assertEqual(self.containers(), ["s_k_c_root"])
+        self.assertEqual((yield self.fake.task_state(ns, "s_k_c_root")).status, "running")
 
     @defer.inlineCallbacks
     def test_auto_delete(self):
