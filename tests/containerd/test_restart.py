@@ -1,7 +1,8 @@
 """GrpcContainerd on a containerd that the test itself stops and starts again.
 
 Each test runs its own ``PrivateContainerd`` (own directory, socket and
-state), never the shared test containerd, since stopping that one would
+state; the suite's containerd build, see ``private_containerd``), never the
+shared test containerd, since stopping that one would
 break the tests running beside it. A restart keeps the directory, so
 containerd comes back with the same socket, metadata and running shims.
 """
@@ -16,9 +17,9 @@ from twisted.trial import unittest
 
 from kukeond.containerd import errors
 from kukeond.containerd.grpc import GrpcContainerd
-from kukeond.containerd.private import PrivateContainerd, PrivateContainerdError
+from kukeond.containerd.private import PrivateContainerdError
 from tests.containerd.ocispec import minimal_spec, remove_cgroup_tree, unique_cgroup_root
-from tests.support.containerd import unique_namespace
+from tests.support.containerd import private_containerd, unique_namespace
 from tests.support.image import busybox_image
 from tests.support.runtime import purge_namespace, short_tmpdir
 
@@ -35,7 +36,7 @@ class RestartableContainerd:
     def __init__(self, test: unittest.TestCase) -> None:
         if os.geteuid() != 0:
             raise unittest.SkipTest("a private containerd needs root")
-        self.daemon = PrivateContainerd(os.path.join(short_tmpdir(test, "kr-"), "ctrd"))
+        self.daemon = private_containerd(os.path.join(short_tmpdir(test, "kr-"), "ctrd"))
         self.socket = self.daemon.socket
         test.addCleanup(self._cleanup)
 
