@@ -10,10 +10,16 @@ TRIAL_ARGS ?= tests
 
 .PHONY: install run test lint protos image bench clean kuke
 
+# The editable install puts the checkout on sys.path (see setup.py), where twistd
+# finds twisted/plugins/kukeond_plugin.py. Twisted's plugin caches (the checkout's
+# started afresh) are rebuilt once here, so a twistd run by a user who cannot
+# write them does not rescan every plugin at each start.
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	rm -f twisted/plugins/dropin.cache
+	$(PY) -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,5 +44,5 @@ bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info _trial_temp* .run .image
+	rm -rf $(VENV) build dist *.egg-info _trial_temp* .run .image twisted/plugins/dropin.cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

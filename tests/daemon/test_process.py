@@ -50,7 +50,9 @@ class DaemonProcessTests(TestCase):
 
     def spawn(self, argv, **kw):
         kw.setdefault("stderr", subprocess.PIPE)
-        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, **kw)
+        kw.setdefault("cwd", ROOT)
+        kw.setdefault("env", self.env)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, **kw)
 
         def reap():
             if proc.poll() is None:
@@ -169,9 +171,20 @@ class DaemonProcessTests(TestCase):
         self.assertNotIn(b"Traceback", err)
 
     def test_twistd_plugin(self):
+        # As installed: neither PYTHONPATH nor the working directory may lead
+        # twistd to the checkout's twisted/plugins (tests/daemon/test_plugin_install.py).
+        env = dict(self.env)
+        env.pop("PYTHONPATH", None)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        proc = self.spawn([twistd, "-n", "--pidfile=", "kukeond", "serve", *self.flags])
-        self.assertTrue(wait_for(lambda: os.path.exists(self.pid_file)), "twistd did not start")
+        proc = self.spawn(
+            [twistd, "-n", "--pidfile=", "kukeond", "serve", *self.flags], cwd=self.dir, env=env
+        )
+        wait_for(lambda: os.path.exists(self.pid_file) or proc.poll() is not None)
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            said = (out + err).decode().strip().splitlines()[-3:]
+            self.fail(f"twistd exited with {proc.returncode}: " + "\n".join(said))
+        self.assertTrue(os.path.exists(self.pid_file), "twistd did not start")
         self.assertTrue(self.ping()["OK"])
         # twistd re-raises the signal that stopped it once shutdown is complete;
         # systemd counts death by SIGTERM as a clean stop.

@@ -1,4 +1,8 @@
-"""twistd plugin: ``twistd -n --pidfile= kukeond serve ...``."""
+"""twistd plugin: ``twistd -n --pidfile= kukeond serve ...``.
+
+``twisted.plugins`` is Twisted's package: neither this directory nor ``twisted/``
+may hold an ``__init__.py``, or they would shadow Twisted's own.
+"""
 
 from twisted.application.service import ServiceMaker
 
