@@ -57,6 +57,7 @@ from kukeond.controller.common import copy_doc, realm_namespace
 from kukeond.controller.restart_policy import Backoff, RestartPolicy, parse_policy
 from kukeond.controller.runtime import Runtime
 from kukeond.logs import Logger
+from kukeond.store.metadata import DocumentChanged, Version
 
 Key = tuple[str, ...]
 
@@ -367,24 +368,41 @@ class Reconciler:
             if doc is None:
                 self.backoff.forget(key)
                 return UNCHANGED
-            if view is None or doc is not seen:
-                # Rewritten since the namespace was listed (or nothing listed): ask again.
-                cids = [containerd_id_of(doc, c) for c in doc.spec.containers or []]
-                view = await cell_view(self.runtime.containerd, namespace, cids)
-            statuses = view.statuses(doc)
-            plan = self._plan_restarts(key, doc, statuses, view)
-            if plan.now:
-                return await self._restart(key, doc, statuses, plan.now)
-            verdict = judge(
-                doc, statuses, self._cgroup_exists(doc), plan.waiting, view.removed(doc)
-            )
-            if not verdict.write and verdict.action is None:
+            try:
+                return await self._settle_document(key, namespace, view, seen, doc)
+            except DocumentChanged as exc:
+                # Another writer got there first; the next pass judges its version.
+                self.log.info("reconcile: {error}", error=exc)
                 return UNCHANGED
-            decision = _decision(doc, statuses, verdict)
-            if decision.write:
-                await store.put(key, decision.doc.to_wire())
-                return UPDATED
-            return await self._act(key, decision)
+
+    async def _settle_document(
+        self,
+        key: Key,
+        namespace: str,
+        view: LiveView | None,
+        seen: v1.CellDoc | None,
+        doc: v1.CellDoc,
+    ) -> str:
+        store = self.runtime.store
+        read = store.version(key)
+        if view is None or doc is not seen:
+            # Rewritten since the namespace was listed (or nothing listed): ask again.
+            cids = [containerd_id_of(doc, c) for c in doc.spec.containers or []]
+            view = await cell_view(self.runtime.containerd, namespace, cids)
+        statuses = view.statuses(doc)
+        plan = self._plan_restarts(key, doc, statuses, view)
+        if plan.now:
+            return await self._restart(key, doc, statuses, plan.now, read)
+        verdict = judge(
+            doc, statuses, self._cgroup_exists(doc), plan.waiting, view.removed(doc)
+        )
+        if not verdict.write and verdict.action is None:
+            return UNCHANGED
+        decision = _decision(doc, statuses, verdict)
+        if decision.write:
+            await store.put(key, decision.doc.to_wire(), expect=read)
+            return UPDATED
+        return await self._act(key, decision)
 
     # restart policies
 
@@ -454,6 +472,7 @@ class Reconciler:
         doc: v1.CellDoc,
         statuses: list[v1.ContainerStatus],
         due: list[v1.ContainerSpec],
+        read: Version | None,
     ) -> str:
         """Restart the ``due`` workloads of ``doc``, record counts and times; persist."""
         cell = "/".join(key)
@@ -488,7 +507,7 @@ class Reconciler:
                 policy=container.restartPolicy,
                 count=status.restartCount,
             )
-        await self.runtime.store.put(key, new.to_wire())
+        await self.runtime.store.put(key, new.to_wire(), expect=read)
         if retry is not None:
             self._wake(key, retry)
         return UPDATED

@@ -26,6 +26,7 @@ from kukeond.host.cni import CNIError
 from kukeond.host.netpolicy import EgressError
 from kukeond.host.subnets import SubnetError
 from kukeond.rpc.dispatch import Handler
+from kukeond.store.metadata import DocumentChanged
 
 HANDLER_MODULES: tuple[str, ...] = (
     "kukeond.controller.realms",
@@ -39,8 +40,18 @@ HANDLER_MODULES: tuple[str, ...] = (
 )
 
 
-HOST_FAILURES = (ContainerdError, CNIError, CgroupError, SubnetError, EgressError)
-"""Failures of the host underneath that are reported to the client, not logged as bugs."""
+HOST_FAILURES = (
+    ContainerdError,
+    CNIError,
+    CgroupError,
+    SubnetError,
+    EgressError,
+    DocumentChanged,
+)
+"""Failures of the host underneath that are reported to the client, not logged as bugs.
+
+``DocumentChanged``: another writer changed the run path under a request.
+"""
 
 
 def reporting_host_failures(handler: Handler) -> Handler:

@@ -4,7 +4,7 @@ A file is replaced by writing a temp file next to it, fsyncing it, renaming
 it over the target and fsyncing the directory, so a reader (or a restart
 after a crash) sees either the old content or the new, never a mix. Temp
 files carry :data:`TEMP_PREFIX` and :data:`TEMP_SUFFIX`; leftovers from a
-crash are removed by :func:`remove_stale_temps`.
+crash are swept when the metadata store loads the tree.
 """
 
 from __future__ import annotations
@@ -44,26 +44,28 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> bool:
-    """Replace ``path`` with ``data`` atomically; return whether the file existed before.
+def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> os.stat_result:
+    """Replace ``path`` with ``data`` atomically; return the new file's stat.
 
     A missing parent directory is created with :data:`DIR_MODE`.
     """
     parent = os.path.dirname(path)
-    existed = os.path.exists(path)
-    if not existed:
+    if not os.path.isdir(parent):
         ensure_dir(parent)
-    replace_file(path, data, mode)
+    written = replace_file(path, data, mode)
     fsync_dir(parent)
-    return existed
+    return written
 
 
-def replace_file(path: str, data: bytes, mode: int, temp_prefix: str = TEMP_PREFIX) -> None:
+def replace_file(
+    path: str, data: bytes, mode: int, temp_prefix: str = TEMP_PREFIX
+) -> os.stat_result:
     """Write ``data`` to a fsynced temp file next to ``path``, then rename it over ``path``.
 
     The parent directory must exist. The temp file never crosses a filesystem,
     so a crash leaves the old content or the new, never a torn file; on any
-    failure the temp file is removed.
+    failure the temp file is removed. Returns the new file's stat, taken
+    before the rename (so it is ours even if another writer follows at once).
     """
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix, suffix=TEMP_SUFFIX, dir=os.path.dirname(path))
     try:
@@ -72,10 +74,12 @@ def replace_file(path: str, data: bytes, mode: int, temp_prefix: str = TEMP_PREF
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+            written = os.fstat(fh.fileno())
         os.rename(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
+    return written
 
 
 def remove_file_and_empty_dir(path: str) -> bool:
@@ -113,22 +117,8 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def remove_stale_temps(directory: str) -> list[str]:
-    """Delete temp files left in ``directory`` by an interrupted write; return their paths."""
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in names:
-        if is_temp_name(name):
-            path = os.path.join(directory, name)
-            if _unlink_quietly(path):
-                removed.append(path)
-    return removed
-
-
-def _unlink_quietly(path: str) -> bool:
+def unlink_quietly(path: str) -> bool:
+    """Remove ``path``; whether it was removed (any failure is swallowed)."""
     try:
         os.unlink(path)
     except OSError:

@@ -1,27 +1,41 @@
-"""The metadata tree ``RUN/data/R[/S[/K[/C]]]/metadata.json`` with an in-memory index.
+"""The metadata tree ``RUN/data/R[/S[/K[/C]]]/metadata.json``: the disk is the truth.
 
 Documents are plain JSON dicts (the v1beta1 documents in their Go JSON
 shape); the store neither knows nor needs their classes. A resource is
 addressed by its *key*: ``(R,)``, ``(R, S)``, ``(R, S, K)`` or
 ``(R, S, K, C)``.
 
-* :meth:`MetadataStore.load` scans the tree once at start-up; afterwards
-  reads (:meth:`~MetadataStore.get`, :meth:`~MetadataStore.children`, …)
-  are served from memory and never touch the disk.
-* Writes and deletes go to disk first and update the index when they
-  succeeded, so the index never shows something the disk does not hold.
-* Disk work runs on the store's own single-thread pool: fsync of a file and
+Other writers share the tree: ``kuke delete -f`` and ``kuke --no-daemon``
+run the reference's controller in-process on the run path, and a second
+daemon may take the host over. So:
+
+* Every read reflects the disk. A document is cached per *version*, the
+  file's ``(inode, mtime, size)``; each read stats the file (a couple of
+  microseconds on a local file system) and parses it again only when it
+  changed. A directory's listing is cached per the directory's own
+  ``(inode, mtime)``, which moves whenever an entry is added or removed.
+  A version touched within :data:`RACY_NS` is never trusted from the cache,
+  since two writes within one timestamp tick can look alike.
+* No write replaces a document that changed on disk since the daemon last
+  saw it: :meth:`MetadataStore.put` compares the file's version with the
+  one expected (by default the last the daemon read or wrote, or an explicit
+  ``expect`` from :meth:`MetadataStore.version`) right before the rename and
+  raises :class:`DocumentChanged` instead of writing. A document that
+  vanished is not recreated by a write that expected it to exist.
+* Disk writes run on the store's own single-thread pool: fsync of a file and
   its directory costs 0.3 ms on an idle local disk (``bench/store_write.py``)
   but tens of milliseconds on a busy one, too long for the reactor thread.
   One thread also keeps writes in submission order. There is no timeout on
   these calls: a thread cannot be interrupted, and reporting a write as
-  failed while it may still land would let index and disk disagree.
+  failed while it may still land would misreport what the disk holds.
   ``inline=True`` runs the work in the calling thread (tests, tools).
-* :meth:`MetadataStore.decoded` keeps one decoded object per document (its
-  class is the caller's business) until the document is rewritten, so hot
-  reads skip both the copy and the decode.
+* :meth:`MetadataStore.decoded` keeps one decoded object per document
+  version (its class is the caller's business), so hot reads skip both the
+  copy and the decode.
 * :meth:`MetadataStore.lock` hands out one lock per key; request handlers and
   the reconciler hold it around read-modify-write of a document.
+* :meth:`MetadataStore.load` sweeps the temp files an interrupted write left
+  anywhere in the tree, then reads every document once.
 """
 
 from __future__ import annotations
@@ -29,7 +43,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -44,8 +60,15 @@ from kukeond.store.locks import KeyedLock
 
 Key = tuple[str, ...]
 Document = dict[str, Any]
+Version = tuple[int, int, int]
+"""A file's ``(st_ino, st_mtime_ns, st_size)``: changes whenever its content is replaced."""
 
 ACCEPTED_API_VERSIONS = ("", "v1beta1")
+
+RACY_NS = 100_000_000
+"""A file or directory changed this recently (ns) is re-read rather than trusted."""
+
+_LAST_SEEN = object()
 
 
 class MetadataCorrupt(Exception):
@@ -58,6 +81,21 @@ class MetadataCorrupt(Exception):
         self.key = key
         self.path = path
         self.reason = reason
+
+
+class DocumentChanged(Exception):
+    """A write found the file changed (or gone, or created) since it was read.
+
+    Nothing was written; the caller reads the document again and decides anew.
+    """
+
+    def __init__(self, key: Key, path: str) -> None:
+        super().__init__(
+            f"metadata {path} was changed by another writer since it was read; "
+            "nothing was overwritten, retry"
+        )
+        self.key = key
+        self.path = path
 
 
 def parse_document(raw: bytes) -> Document:
@@ -120,6 +158,32 @@ def _is_zero(value: Any) -> bool:
     return not value or value == gojson.ZERO_TIME
 
 
+def _version_of(st: os.stat_result) -> Version:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def file_version(path: str) -> Version | None:
+    """The version of the file at ``path``; ``None`` when there is none."""
+    try:
+        return _version_of(os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _racy(mtime_ns: int) -> bool:
+    return time.time_ns() - mtime_ns < RACY_NS
+
+
+@dataclass(eq=False)
+class _Stored:
+    """One version of one metadata file: its document, or why it is unusable."""
+
+    version: Version
+    doc: Document | None
+    corrupt: MetadataCorrupt | None = None
+    decoded: dict[Callable[[Document], Any], Any] = field(default_factory=dict)
+
+
 def _check_key(key: Key, *, allow_empty: bool = False) -> Key:
     key = tuple(key)
     low = 0 if allow_empty else 1
@@ -132,7 +196,7 @@ def _check_key(key: Key, *, allow_empty: bool = False) -> Key:
 
 
 class MetadataStore:
-    """The run path's metadata documents, indexed in memory."""
+    """The run path's metadata documents, read through to the disk (see the module docstring)."""
 
     log = Logger()
 
@@ -147,12 +211,14 @@ class MetadataStore:
         self.run_path = run_path
         self._inline = inline
         self._clock = clock
-        self._docs: dict[Key, Document] = {}
-        self._corrupt: dict[Key, MetadataCorrupt] = {}
-        # parent key -> names of its stored children, so listing one level is not a full scan
-        self._kids: dict[Key, set[str]] = {}
-        # key -> (the stored dict decoded, {decoder: its result}); stale once _docs moves on
-        self._decoded: dict[Key, tuple[Document, dict[Callable[[Document], Any], Any]]] = {}
+        self._files: dict[Key, _Stored] = {}
+        # parent key -> (the directory's (inode, mtime), its subdirectory names, sorted)
+        self._dirs: dict[Key, tuple[tuple[int, int], tuple[str, ...]]] = {}
+        # key -> version the daemon last read or wrote (None: saw it absent); the
+        # writer thread updates it too, so queued writes expect their predecessors
+        self._seen: dict[Key, Version | None] = {}
+        # keys with a write or delete queued or running: reads leave _seen to the writer
+        self._pending: dict[Key, int] = {}
         self._locks = KeyedLock()
         self._pool: ThreadPool | None = None
         if reactor is None:
@@ -175,139 +241,225 @@ class MetadataStore:
             pool.stop()
 
     def load(self) -> int:
-        """Scan the tree into the index (blocking; run once before serving).
+        """Sweep interrupted writes' temp files from the whole tree, then read every document.
 
-        Corrupt or unsupported files are skipped with a warning, remembered
-        so :meth:`get` reports them, and never listed. Temp files of an
-        interrupted write are removed. Returns the number of documents loaded.
+        Blocking; run once before serving. Corrupt or unsupported files are
+        reported with a warning and never listed. Returns the number of
+        usable documents.
         """
-        self._docs.clear()
-        self._corrupt.clear()
-        self._decoded.clear()
-        self._scan(naming.data_dir(self.run_path), ())
-        self._kids.clear()
-        for key in self._docs:
-            self._kids.setdefault(key[:-1], set()).add(key[-1])
+        self._files.clear()
+        self._dirs.clear()
+        self._seen.clear()
+        for directory, _dirs, names in os.walk(naming.data_dir(self.run_path)):
+            for name in names:
+                if atomic.is_temp_name(name):
+                    path = os.path.join(directory, name)
+                    if atomic.unlink_quietly(path):
+                        self.log.warn(
+                            "removed temp file of an interrupted write: {path}", path=path
+                        )
+        documents = sum(len(self.keys(depth)) for depth in (1, 2, 3, 4))
         self.log.info(
-            "metadata index loaded: {documents} documents, {corrupt} skipped",
-            documents=len(self._docs),
-            corrupt=len(self._corrupt),
+            "metadata tree read: {documents} documents, {corrupt} unusable",
+            documents=documents,
+            corrupt=len(self.corrupt()),
         )
-        return len(self._docs)
+        return documents
 
-    def _scan(self, directory: str, key: Key) -> None:
-        if key:
-            for path in atomic.remove_stale_temps(directory):
-                self.log.warn("removed temp file of an interrupted write: {path}", path=path)
-            self._load_one(key)
-        if len(key) == 4:
-            return
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False) and naming.is_safe_path_component(entry.name):
-                self._scan(entry.path, (*key, entry.name))
-
-    def _load_one(self, key: Key) -> None:
-        path = self.path(key)
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            self._mark_corrupt(key, path, str(exc))
-            return
-        try:
-            self._docs[key] = parse_document(raw)
-        except ValueError as exc:
-            self._mark_corrupt(key, path, str(exc))
-
-    def _mark_corrupt(self, key: Key, path: str, reason: str) -> None:
-        self.log.warn("skipping unreadable metadata {path}: {reason}", path=path, reason=reason)
-        self._corrupt[key] = MetadataCorrupt(key, path, reason)
-
-    # reads (memory only)
+    # reads (validated against the disk)
 
     def path(self, key: Key) -> str:
         """Absolute path of the ``metadata.json`` of ``key``."""
         return naming.metadata_path(self.run_path, *_check_key(key))
 
+    def _current(self, key: Key) -> _Stored | None:
+        """The file's current version, parsed only when it changed; ``None`` if absent."""
+        path = naming.metadata_path(self.run_path, *key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return self._absent(key)
+        cached = self._files.get(key)
+        if (
+            cached is not None
+            and cached.version == _version_of(st)
+            and not _racy(st.st_mtime_ns)
+        ):
+            return cached
+        stored = self._read(key, path)
+        if stored is None:
+            return self._absent(key)
+        if cached is not None and cached.version == stored.version and cached.doc == stored.doc:
+            stored = cached  # a racy re-read of the same content keeps its decoded values
+        self._files[key] = stored
+        self._observe(key, stored.version)
+        return stored
+
+    def _absent(self, key: Key) -> None:
+        self._files.pop(key, None)
+        self._observe(key, None)
+
+    def _observe(self, key: Key, version: Version | None) -> None:
+        # A read racing our own write could record the older version after the
+        # writer recorded the newer one; while a write is queued, it decides.
+        if key not in self._pending:
+            self._seen[key] = version
+
+    def _read(self, key: Key, path: str) -> _Stored | None:
+        """The file's content with the version of exactly what was read."""
+        try:
+            with open(path, "rb") as fh:
+                version = _version_of(os.fstat(fh.fileno()))
+                raw = fh.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            return self._unusable(key, path, file_version(path) or (0, 0, 0), str(exc))
+        try:
+            return _Stored(version, parse_document(raw))
+        except ValueError as exc:
+            return self._unusable(key, path, version, str(exc))
+
+    def _unusable(self, key: Key, path: str, version: Version, reason: str) -> _Stored:
+        self.log.warn("skipping unreadable metadata {path}: {reason}", path=path, reason=reason)
+        return _Stored(version, None, MetadataCorrupt(key, path, reason))
+
+    def _subdirs(self, key: Key) -> tuple[str, ...]:
+        """Names of the directories below ``key``'s directory that could hold resources."""
+        directory = os.path.join(naming.data_dir(self.run_path), *key)
+        try:
+            st = os.stat(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            self._dirs.pop(key, None)
+            return ()
+        version = (st.st_ino, st.st_mtime_ns)
+        cached = self._dirs.get(key)
+        if cached is not None and cached[0] == version and not _racy(st.st_mtime_ns):
+            return cached[1]
+        try:
+            with os.scandir(directory) as entries:
+                names = tuple(sorted(
+                    e.name for e in entries
+                    if e.is_dir(follow_symlinks=False) and naming.is_safe_path_component(e.name)
+                ))
+        except (FileNotFoundError, NotADirectoryError):
+            self._dirs.pop(key, None)
+            return ()
+        self._dirs[key] = (version, names)
+        return names
+
     def exists(self, key: Key) -> bool:
         """Whether a usable document is stored under ``key``."""
-        return tuple(key) in self._docs
+        stored = self._current(_check_key(key))
+        return stored is not None and stored.doc is not None
+
+    def _usable(self, key: Key) -> _Stored | None:
+        stored = self._current(_check_key(key))
+        if stored is None:
+            return None
+        if stored.corrupt is not None:
+            raise stored.corrupt
+        return stored
 
     def get(self, key: Key) -> Document | None:
         """A copy of the document under ``key``; ``None`` if absent.
 
-        Raises :class:`MetadataCorrupt` if the file exists but was unusable.
+        Raises :class:`MetadataCorrupt` if the file exists but is unusable.
         """
-        key = _check_key(key)
-        doc = self._docs.get(key)
-        if doc is not None:
-            return copy_json(doc)
-        if key in self._corrupt:
-            raise self._corrupt[key]
-        return None
+        stored = self._usable(key)
+        return None if stored is None else copy_json(stored.doc)
+
+    def version(self, key: Key) -> Version | None:
+        """The version of ``key`` the daemon last read or wrote (``None``: absent).
+
+        Pass it as ``expect`` to :meth:`put` to write only if the file is
+        still that version; take it right after the read it belongs to.
+        """
+        return self._seen.get(_check_key(key))
 
     def decoded(self, key: Key, decode: Callable[[Document], Any]) -> Any:
         """``decode(document)`` of ``key``, computed once per stored version; ``None`` if absent.
 
         The result is shared by every caller, and is the same object, until
-        the document is rewritten or removed: callers must not modify it
-        (copy it first). ``decode`` must neither modify nor keep the dict it
-        is given, and is the cache key (pass the same function every time).
-        Its exceptions propagate and nothing is cached. Raises
-        :class:`MetadataCorrupt` like :meth:`get`.
+        the file changes: callers must not modify it (copy it first).
+        ``decode`` must neither modify nor keep the dict it is given, and is
+        the cache key (pass the same function every time). Its exceptions
+        propagate and nothing is cached. Raises :class:`MetadataCorrupt` like
+        :meth:`get`.
         """
-        key = _check_key(key)
-        doc = self._docs.get(key)
-        if doc is None:
-            if key in self._corrupt:
-                raise self._corrupt[key]
+        stored = self._usable(key)
+        if stored is None:
             return None
-        entry = self._decoded.get(key)
-        if entry is None or entry[0] is not doc:
-            entry = self._decoded[key] = (doc, {})
-        values = entry[1]
+        values = stored.decoded
         if decode in values:
             return values[decode]
-        value = values[decode] = decode(doc)
+        value = values[decode] = decode(stored.doc)
         return value
 
     def children(self, key: Key = ()) -> list[str]:
-        """Names of the stored resources directly below ``key``, sorted.
+        """Names of the resources with a usable document directly below ``key``, sorted.
 
         ``()`` lists realms, ``(R,)`` the spaces of R, and so on.
         """
-        return sorted(self._kids.get(_check_key(key, allow_empty=True), ()))
+        key = _check_key(key, allow_empty=True)
+        if len(key) == 4:
+            return []
+        out = []
+        for name in self._subdirs(key):
+            stored = self._current((*key, name))
+            if stored is not None and stored.doc is not None:
+                out.append(name)
+        return out
 
     def list(self, key: Key = ()) -> list[tuple[Key, Document]]:
         """``(key, copy of document)`` of every resource directly below ``key``, sorted."""
         key = _check_key(key, allow_empty=True)
-        return [((*key, name), copy_json(self._docs[(*key, name)])) for name in self.children(key)]
+        out = []
+        for name in self.children(key):
+            stored = self._files.get((*key, name))
+            if stored is not None and stored.doc is not None:
+                out.append(((*key, name), copy_json(stored.doc)))
+        return out
 
     def keys(self, depth: int) -> list[Key]:
-        """Every stored key with ``depth`` names (4 = all cells), sorted."""
-        return sorted(k for k in self._docs if len(k) == depth)
+        """Every stored key with ``depth`` names (4 = all cells), sorted.
+
+        Only the last level needs a usable document: a cell whose stack
+        document is missing is still found.
+        """
+        level: list[Key] = [()]
+        for _ in range(depth - 1):
+            level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
+        return [(*parent, name) for parent in level for name in self.children(parent)]
 
     def corrupt(self) -> dict[Key, MetadataCorrupt]:
-        """The files skipped as unusable, by key."""
-        return dict(self._corrupt)
+        """The unusable files of the tree, by key."""
+        found: dict[Key, MetadataCorrupt] = {}
+        level: list[Key] = [()]
+        for _ in range(4):
+            level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
+            for key in level:
+                stored = self._current(key)
+                if stored is not None and stored.corrupt is not None:
+                    found[key] = stored.corrupt
+        return found
 
-    # writes (disk first, then index)
+    # writes (disk first, checked against what was read)
 
     def lock(self, key: Key) -> Any:
         """Async context manager serialising work on ``key``: ``async with store.lock(k):``."""
         return self._locks(_check_key(key))
 
-    def put(self, key: Key, doc: Document, *, stamp: bool = True) -> Deferred[Document]:
+    def put(
+        self, key: Key, doc: Document, *, stamp: bool = True, expect: Any = _LAST_SEEN
+    ) -> Deferred[Document]:
         """Persist ``doc`` under ``key``; fires with the document as stored.
 
         With ``stamp`` the ``status`` timestamps are set first (see
-        :func:`stamp_lifecycle`). The caller's dict is not modified.
+        :func:`stamp_lifecycle`). The caller's dict is not modified. Fails
+        with :class:`DocumentChanged`, writing nothing, when the file is no
+        longer the version ``expect`` (by default the one the daemon last
+        read or wrote; ``None`` expects no file).
         """
         key = _check_key(key)
         stored = copy.deepcopy(doc)
@@ -316,20 +468,24 @@ class MetadataStore:
         data = render_document(stored)
         path = self.path(key)
 
-        def write() -> bool:
-            return atomic.atomic_write(path, data)
+        def write() -> tuple[bool, Version]:
+            wanted = self._seen.get(key) if expect is _LAST_SEEN else expect
+            if file_version(path) != wanted:
+                raise DocumentChanged(key, path)
+            version = _version_of(atomic.atomic_write(path, data))
+            self._seen[key] = version
+            return wanted is not None, version
 
-        def written(existed: bool) -> Document:
-            self._docs[key] = stored
-            self._kids.setdefault(key[:-1], set()).add(key[-1])
-            self._corrupt.pop(key, None)
+        def written(outcome: tuple[bool, Version]) -> Document:
+            existed, version = outcome
+            self._files[key] = _Stored(version, stored)
             if existed:
                 self.log.info("metadata file already exists, overwriting: {path}", path=path)
             else:
                 self.log.info("metadata file written: {path}", path=path)
             return copy.deepcopy(stored)
 
-        return self._run(write).addCallback(written)
+        return self._writing(key, write).addCallback(written)
 
     def delete(self, key: Key) -> Deferred[bool]:
         """Remove ``metadata.json`` of ``key`` and its directory if that is now empty.
@@ -339,14 +495,16 @@ class MetadataStore:
         key = _check_key(key)
         path = self.path(key)
 
-        def removed(existed: bool) -> bool:
-            if self._docs.pop(key, None) is not None:
-                self._unlist(key)
-            self._corrupt.pop(key, None)
-            self._decoded.pop(key, None)
+        def remove() -> bool:
+            existed = atomic.remove_file_and_empty_dir(path)
+            self._seen[key] = None
             return existed
 
-        return self._run(lambda: atomic.remove_file_and_empty_dir(path)).addCallback(removed)
+        def removed(existed: bool) -> bool:
+            self._files.pop(key, None)
+            return existed
+
+        return self._writing(key, remove).addCallback(removed)
 
     def purge(self, key: Key) -> Deferred[None]:
         """Remove the whole directory of ``key`` (documents below it included)."""
@@ -354,26 +512,23 @@ class MetadataStore:
         directory = naming.resource_dir(self.run_path, *key)
 
         def removed(_: None) -> None:
-            if self._docs.pop(key, None) is not None:
-                self._unlist(key)
-            self._forget(self._docs, key)
-            self._forget(self._kids, key)
-            self._forget(self._corrupt, key)
-            self._forget(self._decoded, key)
+            for index in (self._seen, self._files, self._dirs):
+                for stale in [k for k in index if k[: len(key)] == key]:
+                    del index[stale]
 
-        return self._run(lambda: atomic.remove_tree(directory)).addCallback(removed)
+        return self._writing(key, lambda: atomic.remove_tree(directory)).addCallback(removed)
 
-    def _unlist(self, key: Key) -> None:
-        names = self._kids.get(key[:-1])
-        if names is not None:
-            names.discard(key[-1])
-            if not names:
-                del self._kids[key[:-1]]
+    def _writing(self, key: Key, work: Callable[[], Any]) -> Deferred[Any]:
+        """Run disk ``work`` for ``key`` on the writer, marking the key pending meanwhile."""
+        self._pending[key] = self._pending.get(key, 0) + 1
 
-    @staticmethod
-    def _forget(index: dict[Key, Any], key: Key) -> None:
-        for stale in [k for k in index if k[: len(key)] == key]:
-            del index[stale]
+        def done(result: Any) -> Any:
+            left = self._pending.pop(key) - 1
+            if left:
+                self._pending[key] = left
+            return result
+
+        return self._run(work).addBoth(done)
 
     def _run(self, work: Callable[[], Any]) -> Deferred[Any]:
         if self._inline:

@@ -10,7 +10,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kukeond.store import atomic
 from kukeond.store.locks import KeyedLock
-from kukeond.store.metadata import MetadataCorrupt, MetadataStore, copy_json, parse_document
+from kukeond.store.metadata import (
+    DocumentChanged,
+    MetadataCorrupt,
+    MetadataStore,
+    copy_json,
+    parse_document,
+)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 KEYS = {
@@ -122,12 +128,73 @@ class IndexTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual(store.children(), ["a", "b"])
         self.assertEqual(sorted(store.corrupt()), [("c",)])
 
-    def test_index_never_rescans(self):
+    def test_reads_follow_other_writers(self):
         store = self.make_store()
         store.load()
         result(store.put(("r",), {"n": 1}))
+        result(store.put(("r", "s"), {"n": 2}))
+        self.assertEqual(store.children(("r",)), ["s"])
+        # Another writer replaces, adds and removes files behind the store's back.
+        self.place(("r",), b'{"n": 10}')
+        self.place(("r", "t"), b'{"n": 3}')
+        os.unlink(store.path(("r", "s")))
+        self.assertEqual(store.get(("r",)), {"n": 10})
+        self.assertEqual(store.children(("r",)), ["t"])
+        self.assertFalse(store.exists(("r", "s")))
+        self.assertEqual(store.keys(2), [("r", "t")])
         shutil.rmtree(os.path.join(self.run, "data"))
-        self.assertEqual(store.get(("r",)), {"n": 1})
+        self.assertIsNone(store.get(("r",)))
+        self.assertEqual((store.children(), store.keys(4)), ([], []))
+
+    def test_write_never_replaces_a_change_it_did_not_see(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(("r",), {"n": 1}))
+        self.place(("r",), b'{"n": 2}')
+        failure = result(store.put(("r",), {"n": 3}))
+        failure.trap(DocumentChanged)
+        with open(store.path(("r",)), "rb") as fh:
+            self.assertEqual(fh.read(), b'{"n": 2}')
+        # Read it, and the write goes through.
+        self.assertEqual(store.get(("r",)), {"n": 2})
+        result(store.put(("r",), {"n": 3}))
+        self.assertEqual(store.get(("r",)), {"n": 3})
+
+    def test_a_vanished_document_is_not_recreated(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(("r", "s"), {"n": 1}))
+        seen = store.version(("r", "s"))
+        shutil.rmtree(os.path.join(self.run, "data", "r", "s"))
+        result(store.put(("r", "s"), {"n": 2}, expect=seen)).trap(DocumentChanged)
+        result(store.put(("r", "s"), {"n": 2})).trap(DocumentChanged)
+        self.assertFalse(os.path.exists(store.path(("r", "s"))))
+        self.assertIsNone(store.get(("r", "s")))
+        # Seen as absent now: a create is a create.
+        result(store.put(("r", "s"), {"n": 3}))
+        self.assertEqual(store.get(("r", "s")), {"n": 3})
+
+    def test_explicit_expectation(self):
+        store = self.make_store()
+        store.load()
+        result(store.put(("r",), {"n": 1}))
+        seen = store.version(("r",))
+        result(store.put(("r",), {"n": 2}))
+        result(store.put(("r",), {"n": 3}, expect=seen)).trap(DocumentChanged)
+        result(store.put(("r", "x"), {"n": 1}, expect=seen)).trap(DocumentChanged)
+        self.assertEqual(store.get(("r",)), {"n": 2})
+        result(store.put(("r",), {"n": 4}, expect=store.version(("r",))))
+        self.assertEqual(store.get(("r",)), {"n": 4})
+
+    def test_queued_writes_expect_their_predecessors(self):
+        store = self.make_store(inline=False)
+        store.load()
+        store.start()
+        self.addCleanup(store.stop)
+        writes = [store.put(("r",), {"n": n}) for n in range(5)]
+        return defer.gatherResults(writes).addCallback(
+            lambda _: self.assertEqual(store.get(("r",)), {"n": 4})
+        )
 
     def test_returned_documents_are_copies(self):
         store = self.make_store()
@@ -163,8 +230,18 @@ class IndexTests(StoreTestMixin, SynchronousTestCase):
         self.place(("a", "y"), b"[]")
         store.load()
 
+        def on_disk():
+            found = set()
+            for directory, _dirs, names in os.walk(os.path.join(self.run, "data")):
+                if "metadata.json" in names:
+                    with open(os.path.join(directory, "metadata.json"), "rb") as fh:
+                        if fh.read().startswith(b"{"):
+                            rel = os.path.relpath(directory, os.path.join(self.run, "data"))
+                            found.add(tuple(rel.split(os.sep)))
+            return found
+
         def check():
-            everything = list(store._docs)
+            everything = on_disk()
             for parent in [(), ("a",), ("a", "x"), ("a", "x", "k"), ("b",), ("b", "s"), ("z",)]:
                 wanted = sorted(
                     k[-1] for k in everything if len(k) == len(parent) + 1 and k[:-1] == parent
@@ -252,7 +329,7 @@ class DecodedTests(StoreTestMixin, SynchronousTestCase):
         self.assertIsNone(store.decoded(("r", "s"), self.decode))
         result(store.purge(("r",)))
         self.assertIsNone(store.decoded(("r",), self.decode))
-        self.assertEqual(store._decoded, {})
+        self.assertEqual(store._files, {})
 
     def test_failures_propagate_and_are_not_cached(self):
         self.place(("bad",), b"{")
