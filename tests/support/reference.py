@@ -90,7 +90,8 @@ def run_kuke(host: str, *args: str, timeout: float = 60.0, input: str | None = N
     argv = kuke_command(host, *args)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              input=input, env=env, stdin=None if input else subprocess.DEVNULL)
+                              input=input, env=env,
+                              stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise FailTest(f"{' '.join(argv[1:])} did not finish in {timeout:g} s; "
                        f"stdout {e.stdout!r}, stderr {e.stderr!r}") from None
