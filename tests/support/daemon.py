@@ -1,0 +1,166 @@
+"""Our daemon as a real process for end-to-end tests, with everything it makes removed after.
+
+``start_our_kukeond(test, containerd_socket, reconcile_interval)`` starts
+``kukeond serve`` on a private socket, run path, namespace suffix, cgroup
+root, CNI cache/IPAM directories and subnet pool, and registers a cleanup
+that stops it (SIGTERM, then SIGKILL) and removes the containerd
+namespaces, cgroups and bridges of the test. ``OurKukeond.kuke(...)`` runs
+the real ``kuke`` against it; ``OurKukeond.in_process(...)`` runs ``kuke``
+as another writer of the same run path (``--no-daemon``, ``delete -f``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.internet import threads
+from twisted.trial.unittest import FailTest, SkipTest
+
+from tests.support import reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class OurKukeond:
+    """One ``kukeond serve`` process and the host state it owns."""
+
+    def __init__(self, directory: str, containerd_socket: str, reconcile_interval: str,
+                 subnet_pool: str) -> None:
+        token = secrets.token_hex(3)
+        self.directory = directory
+        self.containerd_socket = containerd_socket
+        self.socket = os.path.join(directory, "kukeond.sock")
+        self.run_path = os.path.join(directory, "run")
+        self.namespace_suffix = f"o{token}.kukeon.test"
+        self.cgroup_root = f"/kukeon-test-{token}"
+        self.log_path = os.path.join(directory, "daemon.log")
+        self.flags = [
+            "--configuration", os.path.join(directory, "absent.yaml"),
+            "--socket", self.socket,
+            "--run-path", self.run_path,
+            "--containerd-socket", containerd_socket,
+            "--containerd-namespace-suffix", self.namespace_suffix,
+            "--cgroup-root", self.cgroup_root,
+            "--reconcile-interval", reconcile_interval,
+            "--cni-cache-dir", os.path.join(directory, "cni-cache"),
+            "--cni-ipam-dir", os.path.join(directory, "cni-ipam"),
+            "--cni-subnet-pool", subnet_pool,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the daemon and wait for its pid file (it is serving then)."""
+        from kukeond.containerd.private import _accepts
+
+        pid_file = os.path.join(self.directory, "kukeond.pid")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kukeond.cli", "serve", *self.flags],
+                cwd=self.directory, stdout=subprocess.DEVNULL, stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while not (os.path.exists(pid_file) and _accepts(self.socket)):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise FailTest(f"our kukeond did not start: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        """SIGTERM, SIGKILL after 20 s; the exit status (None when it was not running)."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, size: int = 4000) -> str:
+        """The end of the daemon's log."""
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-size:].decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    def kuke(self, *args: str, **kwargs) -> reference.KukeResult:
+        """The real ``kuke`` against this daemon (blocking)."""
+        return reference.run_kuke(self.socket, *args, **kwargs)
+
+    def kuke_async(self, *args: str, **kwargs):
+        """``kuke`` off the reactor thread: a Deferred firing with the result."""
+        return threads.deferToThread(self.kuke, *args, **kwargs)
+
+    def in_process_env(self) -> dict[str, str]:
+        """Environment that points an in-process ``kuke`` at this daemon's host state."""
+        return dict(
+            os.environ,
+            KUKEON_NAMESPACE_SUFFIX=self.namespace_suffix,
+            KUKEON_CGROUP_ROOT=self.cgroup_root,
+        )
+
+    def in_process(self, *args: str, **kwargs):
+        """``kuke ARGS`` running the reference controller in-process on our run path.
+
+        A Deferred (it runs in a thread) firing with the ``KukeResult``.
+        """
+        argv = [*args, "--run-path", self.run_path, "--containerd-socket",
+                self.containerd_socket]
+        return threads.deferToThread(
+            reference.run_kuke, self.socket, *argv, env=self.in_process_env(), **kwargs
+        )
+
+
+def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0",
+                      spaces: tuple[tuple[str, str], ...] = ()) -> OurKukeond:
+    """Start our daemon for ``test``; everything it made is removed at cleanup.
+
+    ``spaces`` lists the ``(realm, space)`` pairs whose bridges the test makes,
+    so cleanup can remove them even when the test failed half-way.
+    """
+    from twisted.internet import reactor
+
+    from kukeond.containerd.grpc import GrpcContainerd
+    from kukeond.host import naming
+    from tests.containerd.ocispec import remove_cgroup_tree
+    from tests.network.hostenv import free_parent_cidr, link_exists, preserve_ip_forward, sh
+    from tests.support.runtime import hold_host_network, purge_test_namespaces, short_tmpdir
+
+    if os.geteuid() != 0:
+        raise SkipTest("our daemon as a process on a real containerd needs root")
+    hold_host_network(test)
+    preserve_ip_forward(test)
+    daemon = OurKukeond(short_tmpdir(test, "ko-"), containerd_socket, reconcile_interval,
+                        free_parent_cidr())
+
+    async def cleanup() -> None:
+        await threads.deferToThread(daemon.stop)
+        client = GrpcContainerd(containerd_socket, reactor=reactor, call_timeout=20)
+        client.start()
+        try:
+            await purge_test_namespaces(client, daemon.namespace_suffix)
+        finally:
+            await client.stop()
+        remove_cgroup_tree(daemon.cgroup_root)
+        for realm, space in spaces:
+            bridge = naming.bridge_name(realm, space)
+            if link_exists(bridge):
+                sh("ip", "link", "delete", bridge, check=False)
+
+    test.addCleanup(cleanup)
+    daemon.start()
+    return daemon
