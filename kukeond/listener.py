@@ -18,6 +18,7 @@ import stat
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 
 from kukeond.logs import Logger
 from kukeond.rpc.protocol import KukeonFactory
@@ -141,7 +142,7 @@ class ListenerService(Service):
         old_umask = os.umask(0o177)
         try:
             port = self._reactor.listenUNIX(path, self.factory, backlog=128, mode=0o600)
-        except Exception as e:
+        except (CannotListenError, OSError) as e:
             raise ListenerError(f"listen on {path}: {e}") from None
         finally:
             os.umask(old_umask)

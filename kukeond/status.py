@@ -12,7 +12,11 @@ from typing import Any
 
 from kukeond.api import gojson
 from kukeond.api.extensions import ReconcileStatus, StatusReply, StatusResult
+from kukeond.controller.registry import log_if_bug
 from kukeond.controller.runtime import Runtime
+from kukeond.logs import Logger
+
+log = Logger()
 
 
 class DaemonStatus:
@@ -37,7 +41,8 @@ class DaemonStatus:
         )
         try:
             version = await self.runtime.containerd.version()
-        except Exception as e:  # any failure means "cannot do work"; say which
+        except Exception as e:  # noqa: BLE001 - any failure means "cannot do work"; say which
+            log_if_bug(log, e, "checking containerd for Status failed")
             result.ContainerdError = str(e)
         else:
             result.ContainerdReachable = True

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import grpc
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
@@ -205,7 +206,10 @@ class _Subscription:
                     if self._stopping.is_set():
                         break
                     first = False
-                    self.log.debug("event stream interrupted: {error}", error=exc)
+                    if isinstance(exc, (grpc.RpcError, ValueError, errors.ContainerdError)):
+                        self.log.debug("event stream interrupted: {error}", error=exc)
+                    else:
+                        self.log.failure("event stream failed; subscribing again")
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
                 else:

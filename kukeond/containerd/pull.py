@@ -32,10 +32,22 @@ from urllib.parse import urlencode
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, ResponseDone
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RedirectAgent,
+    RequestGenerationFailed,
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+)
+from twisted.web.error import Error as WebError
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
@@ -61,6 +73,21 @@ REF_ANNOTATION = "org.opencontainers.image.ref.name"
 MAX_MANIFEST_BYTES = 4 << 20
 _CHUNK_FLUSH = 1 << 20
 _PROGRESS_EVERY = 16 << 20
+
+
+_TRANSPORT_FAILURES = (
+    ConnectError,
+    ConnectionClosed,
+    ResponseFailed,
+    RequestGenerationFailed,
+    RequestTransmissionFailed,
+    RequestNotSent,
+    WebError,
+    SchemeNotSupported,
+    defer.CancelledError,
+    OSError,
+)
+"""How a request to a registry fails on the way (refused, reset, TLS, redirects, timeout)."""
 
 
 class PullError(ContainerdError):
@@ -566,7 +593,7 @@ class _Session:
             return await request
         except defer.TimeoutError:
             raise PullError(f"GET {url}: no answer in {puller._request_timeout:g}s") from None
-        except Exception as exc:
+        except _TRANSPORT_FAILURES as exc:
             raise PullError(f"GET {url}: {exc}") from exc
 
     async def _authenticate(self, challenges: list[str], url: str) -> bytes:
@@ -595,7 +622,7 @@ class _Session:
         request.addTimeout(self._puller._request_timeout, self._puller._reactor)
         try:
             response = await request
-        except Exception as exc:
+        except _TRANSPORT_FAILURES as exc:
             raise RegistryUnauthorized(f"token request to {realm}: {exc}") from exc
         body = await self._read(response, 1 << 20)
         if response.code != 200:

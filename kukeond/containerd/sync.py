@@ -297,7 +297,7 @@ class SyncContainerd:
                         action=ct_pb.WRITE, ref=ref, total=desc.size, expected=desc.digest,
                         offset=offset, data=chunk)
                     offset += len(chunk)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - raised again by the writer below
                 failure.append(exc)
                 return
             yield ct_pb.WriteContentRequest(

@@ -33,6 +33,7 @@ from kukeond.controller.cell_runner import (
 from kukeond.controller.common import q, read_doc, validated
 from kukeond.controller.containers import ContainerHandlers
 from kukeond.controller.realms import Realms
+from kukeond.controller.registry import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.spaces import Spaces
 from kukeond.controller.stacks import Stacks
@@ -151,7 +152,7 @@ class Applier:
             try:
                 outcome = await step(item.doc)
             except Exception as exc:  # noqa: BLE001  (a failed document never stops the rest)
-                if not isinstance(exc, (errors.KukeonError, Breaking)):
+                if not isinstance(exc, (*EXPECTED_FAILURES, Breaking)):
                     self.log.failure("apply of {kind} {name} failed", kind=item.kind,
                                      name=item.name)
                 entry.Action, entry.Error, entry.Details = FAILED, str(exc), {}

@@ -57,6 +57,7 @@ from kukeond.controller.cell_files import (
     write_in_place,
 )
 from kukeond.controller.cellspec import CellContext, CellSpecError, Kuketty
+from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
 from kukeond.errors import ImageNotFound, KukeonError
@@ -393,6 +394,8 @@ class CellRunner:
             await self.check_images(doc, self.namespace(doc.spec.realmId))
         except Exception as exc:
             await self.mark_failed(doc, REASON_CREATE, exc)
+            if not isinstance(exc, EXPECTED_FAILURES):
+                raise  # a bug: the dispatcher logs it; the Failed cell is repaired by a create
             raise as_kukeon_error(exc) from exc
         return created
 
@@ -431,6 +434,8 @@ class CellRunner:
             await self.recreate(doc, ns)
         except Exception as exc:
             await self.mark_failed(doc, REASON_START, exc)
+            if not isinstance(exc, EXPECTED_FAILURES):
+                raise  # a bug: the dispatcher logs it; the Failed cell is repaired by a start
             raise as_kukeon_error(exc) from exc
         # A fresh start counts restarts (and on-failure:N limits) from zero.
         doc.status.containers = []
@@ -765,13 +770,15 @@ class CellRunner:
         try:
             await self.teardown(doc, ns, graceful=False)
         except Exception as cleanup:  # noqa: BLE001  (best effort; the cause is reported)
-            self.log.warn("cleanup after a failed cell start failed: {error}", error=cleanup)
+            log_step_failure(self.log, cleanup, "cleanup after a failed cell start failed")
         doc.status.state = FAILED
         doc.status.reason = reason
         doc.status.message = flatten_message(str(as_kukeon_error(exc)))
         try:
             doc.status.containers = await self.live_statuses(doc, ns)
-        except Exception:  # noqa: BLE001  (statuses are informative only)
+        except Exception as error:  # noqa: BLE001  (statuses are informative only)
+            if not isinstance(error, EXPECTED_FAILURES):
+                self.log.failure("cannot read the statuses of a failed cell")
             doc.status.containers = []
         return await self.save(doc)
 
@@ -787,7 +794,7 @@ class CellRunner:
         try:
             await self.teardown(doc, ns, graceful=True, grace=DELETE_GRACE)
             await self.scrub_network(doc, cids)
-        except Exception as exc:
+        except EXPECTED_FAILURES as exc:
             raise KukeonError(f"failed to delete cell: {as_kukeon_error(exc)}") from exc
         await self.remove_leftovers(doc)
         await self.rt.store.delete(cell_key(doc))
@@ -817,7 +824,7 @@ class CellRunner:
                 ns = self.namespace(doc.spec.realmId)
                 await self.teardown(doc, ns, graceful=False)
             except Exception as again:  # noqa: BLE001  (purge goes on regardless)
-                self.log.warn("purge: second teardown failed: {error}", error=again)
+                log_step_failure(self.log, again, "purge: second teardown failed")
         cids = [containerd_id_of(doc, c) for c in doc.spec.containers or []]
         await self.scrub_network(doc, cids)
         await self.remove_leftovers(doc)

@@ -50,6 +50,7 @@ from kukeond.controller.cell_runner import (
     runner_for,
 )
 from kukeond.controller.common import as_output, q, read_doc, required, validated
+from kukeond.controller.registry import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
 from kukeond.rpc.dispatch import Handler
@@ -164,7 +165,7 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
             try:
                 result.CgroupCreated = runner.ensure_cgroup(cell)
                 await runner.render_etc_files(cell)
-            except Exception as exc:
+            except EXPECTED_FAILURES as exc:
                 raise errors.CreateCell.around(as_kukeon_error(exc)) from exc
             cell = await runner.save(cell)
         else:

@@ -13,6 +13,7 @@ from typing import Any
 
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1
+from kukeond.api.structs import DecodeError
 from kukeond.api.v1beta1 import (
     READY,
     STOPPED,
@@ -36,10 +37,12 @@ from kukeond.controller.cell_runner import (
 )
 from kukeond.controller.cells import assign_ids, merge_space_defaults
 from kukeond.controller.common import as_output, q, required, validated
+from kukeond.controller.registry import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
 from kukeond.host import naming
 from kukeond.rpc.dispatch import Handler
+from kukeond.store.metadata import MetadataCorrupt
 
 CREATE_FIELDS = (
     "image", "command", "args", "volumes", "user", "readOnlyRootFilesystem",
@@ -164,6 +167,8 @@ class ContainerHandlers:
                                           cellspec.namespace_paths(root_task.pid))
         except Exception as exc:
             await runner.mark_failed(cell, REASON_START_CONTAINER, exc)
+            if not isinstance(exc, EXPECTED_FAILURES):
+                raise  # a bug: the dispatcher logs it; the Failed cell is repaired by a start
             raise as_kukeon_error(exc) from exc
         return await runner.mark_ready(cell, ns)
 
@@ -253,7 +258,7 @@ class ContainerHandlers:
                 continue
             try:
                 cell = self.runner.load(key)
-            except Exception:  # noqa: BLE001  (unreadable cells are skipped, as in List*)
+            except (MetadataCorrupt, DecodeError):  # unreadable cells are skipped, as in List*
                 continue
             if cell is None:
                 continue

@@ -17,6 +17,7 @@ from kukeond.api import v1beta1 as v1
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import common, spaces
 from kukeond.controller.common import q
+from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
@@ -50,7 +51,7 @@ class Realms:
                     result = await self._provision(doc)
                 else:
                     result = await self._ensure(stored)
-            except Exception as exc:
+            except EXPECTED_FAILURES as exc:
                 raise errors.CreateRealm.around(exc) from None
         return kukeonv1.CreateRealmReply(Result=result)
 
@@ -65,13 +66,14 @@ class Realms:
         try:
             await self._ensure_namespace(doc.spec.namespace)
             controllers = self._ensure_cgroup(group)
-        except errors.KukeonError as exc:
+        except Exception:
+            # Any failure, a bug included, leaves Failed, which the next CreateRealm repairs.
             doc.status.state = v1.FAILED
             try:
                 await rt.store.put(key, doc.to_wire())
             except Exception as write_error:  # noqa: BLE001 - the first error is the one to report
-                log.warn("cannot mark realm failed: {error}", error=str(write_error))
-            raise exc
+                log_step_failure(log, write_error, "cannot mark realm failed")
+            raise
         doc.status.cgroupPath = group
         doc.status.subtreeControllers = controllers or None
         doc.status.state = v1.READY
@@ -177,7 +179,7 @@ class Realms:
             deleted = [f"space:{s}" for s in rt.store.children((name,))] if args.Cascade else []
             try:
                 await self.delete_cascade(stored, args.Force, args.Cascade)
-            except Exception as exc:
+            except EXPECTED_FAILURES as exc:
                 raise errors.wrap(exc, "failed to delete realm") from None
         return kukeonv1.DeleteRealmReply(
             Result=kukeonv1.DeleteRealmResult(
@@ -199,7 +201,7 @@ class Realms:
             for space in children:
                 try:
                     await space_ctl.delete_child((name, space), force, cascade)
-                except Exception as exc:
+                except EXPECTED_FAILURES as exc:
                     raise errors.wrap(exc, f"failed to delete space {q(space)}") from None
         elif not force and children:
             raise errors.ResourceHasDependencies(
@@ -260,7 +262,7 @@ class Realms:
             for space in children:
                 try:
                     await space_ctl.purge_child((name, space), force, cascade)
-                except Exception as exc:
+                except EXPECTED_FAILURES as exc:
                     raise errors.wrap(exc, f"failed to purge space {q(space)}") from None
         elif not force and children:
             raise errors.ResourceHasDependencies(
@@ -271,14 +273,14 @@ class Realms:
         if exists:
             try:
                 await self.delete_cascade(stored, force, cascade)
-            except Exception as exc:  # noqa: BLE001 - the purge below goes further
+            except EXPECTED_FAILURES as exc:  # the purge below goes further
                 delete_error = errors.wrap(exc, "failed to delete realm")
                 log.warn(
                     "realm delete failed, purging anyway: {error}", error=str(delete_error)
                 )
         try:
             await self._purge_runtime(name, stored.spec.namespace)
-        except Exception as exc:
+        except EXPECTED_FAILURES as exc:
             if delete_error is not None:
                 raise errors.KukeonError(
                     f"{delete_error}; runner purge also failed: {exc}",

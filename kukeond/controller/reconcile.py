@@ -54,8 +54,10 @@ from kukeond.controller.cell_runner import (
     workloads,
 )
 from kukeond.controller.common import copy_doc, realm_namespace
+from kukeond.controller.registry import log_if_bug, log_step_failure
 from kukeond.controller.restart_policy import Backoff, RestartPolicy, parse_policy
 from kukeond.controller.runtime import Runtime
+from kukeond.host.cgroups import CgroupError
 from kukeond.logs import Logger
 from kukeond.store.metadata import DocumentChanged, Version
 
@@ -312,6 +314,8 @@ class Reconciler:
             try:
                 view = await namespace_view(self.runtime.containerd, namespace)
             except Exception as exc:  # noqa: BLE001  (recorded; the realm's cells are skipped)
+                log_if_bug(self.log, exc, "reconcile: listing {namespace} failed",
+                           namespace=namespace)
                 self._listing_failed(report, namespace, _unwrap(exc), len(keys))
                 continue
             for key in keys:
@@ -342,6 +346,7 @@ class Reconciler:
         try:
             outcome = await work
         except Exception as exc:  # noqa: BLE001  (one cell never stops the pass)
+            log_if_bug(self.log, exc, "reconcile of cell {cell} failed", cell="/".join(key))
             error = _unwrap(exc)
             report.cells_errored += 1
             report.errors.append(f"reconcile cell {'/'.join(key)}: {error}")
@@ -487,11 +492,12 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001  (retried after the next backoff)
                 wait = self.backoff.failed(key, container.id, now)
                 retry = wait if retry is None else min(retry, wait)
-                self.log.warn(
-                    "reconcile: restarting container {cell}/{container} failed: {error}",
+                log_step_failure(
+                    self.log,
+                    exc,
+                    "reconcile: restarting container {cell}/{container} failed",
                     cell=cell,
                     container=container.id,
-                    error=_unwrap(exc),
                 )
                 continue
             self.backoff.restarted(key, container.id, now)
@@ -515,7 +521,7 @@ class Reconciler:
     def _cgroup_exists(self, doc: v1.CellDoc) -> bool:
         try:
             return bool(self.runtime.cgroups.exists(self.runner.cgroup_path(doc)))
-        except Exception:  # noqa: BLE001  (a failed check derives Unknown, as in the reference)
+        except (CgroupError, OSError):  # a failed check derives Unknown, as in the reference
             return False
 
     async def _act(self, key: Key, decision: Decision) -> str:

@@ -25,6 +25,7 @@ from kukeond.api import gojson
 from kukeond.containerd.model import Event
 from kukeond.controller.common import realm_namespace
 from kukeond.controller.reconcile import Key, PassReport, Reconciler
+from kukeond.controller.registry import log_step_failure
 from kukeond.host import naming
 from kukeond.logs import Logger
 
@@ -222,8 +223,8 @@ class ReconcileService(Service):
     async def _reconcile_cell(self, key: Key) -> None:
         try:
             outcome = await self.reconciler.reconcile_cell(key)
-        except Exception:  # noqa: BLE001  (the next pass retries)
-            self.log.failure("reconcile of cell {cell} failed", cell="/".join(key))
+        except Exception as exc:  # noqa: BLE001  (the next pass retries)
+            log_step_failure(self.log, exc, "reconcile of cell {cell} failed", cell="/".join(key))
             return
         self.log.debug(
             "reconciled cell {cell} after a task event: {outcome}",

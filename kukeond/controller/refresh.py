@@ -25,13 +25,17 @@ from kukeond.containerd import errors as cerrors
 from kukeond.controller.cell_runner import containerd_id_of, runner_for
 from kukeond.controller.common import realm_namespace
 from kukeond.controller.reconcile import LiveView, decide, namespace_view
+from kukeond.controller.registry import log_if_bug
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
+from kukeond.logs import Logger
 from kukeond.rpc.dispatch import Handler
 
 Key = tuple[str, ...]
 
 _KINDS = {1: v1.RealmDoc, 2: v1.SpaceDoc, 3: v1.StackDoc, 4: v1.CellDoc}
+
+log = Logger()
 
 
 class _Unavailable(Exception):
@@ -79,6 +83,7 @@ class Refresh:
             pass
         except Exception as exc:  # noqa: BLE001  (recorded; the walk goes on)
             kind = ("realm", "space", "stack", "cell")[len(key) - 1]
+            log_if_bug(log, exc, "refresh of {kind} {key} failed", kind=kind, key="/".join(key))
             self.result.Errors.append(f"refresh {kind} {'/'.join(key)}: {exc}")
 
     async def _rewrite(self, key: Key, derive: Any) -> bool:
@@ -148,6 +153,7 @@ class Refresh:
             try:
                 view = await namespace_view(self.rt.containerd, realm_namespace(self.rt, realm))
             except Exception as exc:  # noqa: BLE001  (the cells are still counted)
+                log_if_bug(log, exc, "refresh: listing realm {realm} failed", realm=realm)
                 error = getattr(exc, "subFailure", None)
                 self._containerd_failed(error.value if error is not None else exc)
         for cell in cells:

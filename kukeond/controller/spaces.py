@@ -15,15 +15,17 @@ from typing import Any
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1
 from kukeond.api import v1beta1 as v1
+from kukeond.api.structs import DecodeError
 from kukeond.controller import common, stacks
 from kukeond.controller.common import q
+from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming, netpolicy
 from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.host.subnets import SubnetError
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key
+from kukeond.store.metadata import Key, MetadataCorrupt
 
 KIND = v1.KIND_SPACE
 
@@ -81,7 +83,7 @@ class Spaces:
                     result = await self._provision(key, doc)
                 else:
                     result = await self._ensure(key, stored)
-            except Exception as exc:
+            except EXPECTED_FAILURES as exc:
                 raise errors.CreateSpace.around(exc) from None
         return kukeonv1.CreateSpaceReply(Result=result)
 
@@ -102,7 +104,7 @@ class Spaces:
     async def _apply_egress(self, key: Key, doc: v1.SpaceDoc) -> None:
         try:
             await self.runtime.network.apply_egress(*key, _egress(doc))
-        except Exception as exc:
+        except EXPECTED_FAILURES as exc:
             raise errors.KukeonError(f"failed to apply egress policy: {exc}") from None
 
     def _cgroup(self, group: str) -> list[str]:
@@ -126,13 +128,14 @@ class Spaces:
             doc.status.subtreeControllers = controllers or None
             await self._apply_egress(key, doc)
         except Exception as exc:
+            # Any failure, a bug included, leaves Failed, which the next CreateSpace repairs.
             doc.status.state = v1.FAILED
             doc.status.reason = "CreateSpaceFailed"
             doc.status.message = str(exc)
             try:
                 await rt.store.put(key, doc.to_wire())
             except Exception as write_error:  # noqa: BLE001 - report the first error
-                log.warn("cannot mark space failed: {error}", error=str(write_error))
+                log_step_failure(log, write_error, "cannot mark space failed")
             raise
         await rt.store.put(key, doc.to_wire())
         return kukeonv1.CreateSpaceResult(
@@ -220,7 +223,7 @@ class Spaces:
             deleted = [f"stack:{s}" for s in rt.store.children(key)] if args.Cascade else []
             try:
                 await self.delete_cascade(key, args.Force, args.Cascade)
-            except Exception as exc:
+            except EXPECTED_FAILURES as exc:
                 raise errors.wrap(exc, "failed to delete space") from None
         return kukeonv1.DeleteSpaceReply(
             Result=kukeonv1.DeleteSpaceResult(
@@ -248,7 +251,7 @@ class Spaces:
             for stack in children:
                 try:
                     await stack_ctl.delete_child((*key, stack), force, cascade)
-                except Exception as exc:
+                except EXPECTED_FAILURES as exc:
                     raise errors.wrap(exc, f"failed to delete stack {q(stack)}") from None
         elif not force and children:
             raise errors.ResourceHasDependencies(
@@ -262,7 +265,7 @@ class Spaces:
         raw = rt.store.get(key) if rt.store.exists(key) else {}
         try:
             await rt.network.remove_space_network(*key)
-        except Exception as exc:
+        except EXPECTED_FAILURES as exc:
             raise errors.KukeonError(f"failed to delete space network: {exc}") from None
         stored_group = ((raw or {}).get("status") or {}).get("cgroupPath") or ""
         common.remove_cgroup(rt, common.cgroup_of(rt, stored_group, *key), fatal=False)
@@ -289,7 +292,7 @@ class Spaces:
                 result.Deleted += [f"stack:{s}" for s in rt.store.children(key)]
             try:
                 await self.purge_cascade(key, force, cascade)
-            except Exception as exc:  # noqa: BLE001 - reported in the result, as the reference
+            except EXPECTED_FAILURES as exc:  # reported in the result, as the reference
                 log.warn("purge of space {key} failed: {error}", key=key, error=str(exc))
                 result.Purged.append(f"purge-error:{exc}")
                 return kukeonv1.PurgeSpaceReply(Result=result)
@@ -313,7 +316,7 @@ class Spaces:
             for stack in children:
                 try:
                     await stack_ctl.purge_child((*key, stack), force, cascade)
-                except Exception as exc:
+                except EXPECTED_FAILURES as exc:
                     raise errors.wrap(exc, f"failed to purge stack {q(stack)}") from None
         elif not force and children:
             raise errors.ResourceHasDependencies(
@@ -322,7 +325,7 @@ class Spaces:
             )
         try:
             await self.delete_cascade(key, force, cascade)
-        except Exception as exc:
+        except EXPECTED_FAILURES as exc:
             raise errors.wrap(exc, "failed to delete space") from None
         await self._purge_runtime(key)
 
@@ -363,18 +366,19 @@ async def reassert_egress(runtime: Runtime) -> int:
     for realm, space in runtime.store.keys(2):
         try:
             doc = common.peek_doc(runtime, (realm, space), v1.SpaceDoc, KIND)
-        except Exception:  # a corrupt document is reported by Get; skip it here
+        except (MetadataCorrupt, DecodeError):  # a corrupt document is reported by Get
             continue
         if doc is None or _egress(doc) is None:
             continue
         try:
             await runtime.network.apply_egress(realm, space, _egress(doc))
-        except Exception as exc:
-            log.warn(
-                "cannot re-assert the egress policy of space {realm}/{space}: {error}",
+        except Exception as exc:  # noqa: BLE001 - one space never stops the others
+            log_step_failure(
+                log,
+                exc,
+                "cannot re-assert the egress policy of space {realm}/{space}",
                 realm=realm,
                 space=space,
-                error=str(exc),
             )
             continue
         applied += 1

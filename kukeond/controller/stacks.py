@@ -15,6 +15,7 @@ from kukeond.api import docrules, kukeonv1
 from kukeond.api import v1beta1 as v1
 from kukeond.controller import cells, common
 from kukeond.controller.common import q
+from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
@@ -65,7 +66,7 @@ class Stacks:
                     result = await self._provision(key, doc)
                 else:
                     result = await self._ensure(key, stored)
-            except Exception as exc:
+            except EXPECTED_FAILURES as exc:
                 raise errors.CreateStack.around(exc) from None
         return kukeonv1.CreateStackReply(Result=result)
 
@@ -83,14 +84,15 @@ class Stacks:
         group = naming.cgroup_path(rt.cgroup_root, *key)
         try:
             controllers = self._cgroup(group)
-        except errors.KukeonError as exc:
+        except Exception as exc:
+            # Any failure, a bug included, leaves Failed, which the next CreateStack repairs.
             doc.status.state = v1.FAILED
             doc.status.reason = "CreateStackFailed"
             doc.status.message = str(exc)
             try:
                 await rt.store.put(key, doc.to_wire())
             except Exception as write_error:  # noqa: BLE001 - report the first error
-                log.warn("cannot mark stack failed: {error}", error=str(write_error))
+                log_step_failure(log, write_error, "cannot mark stack failed")
             raise
         doc.status.cgroupPath = group
         doc.status.subtreeControllers = controllers or None
@@ -172,7 +174,7 @@ class Stacks:
             deleted = [f"cell:{c}" for c in rt.store.children(key)] if args.Cascade else []
             try:
                 await self.delete_cascade(key, args.Force, args.Cascade)
-            except Exception as exc:
+            except EXPECTED_FAILURES as exc:
                 raise errors.wrap(exc, "failed to delete stack") from None
         realm, space, name = key
         return kukeonv1.DeleteStackReply(
@@ -200,7 +202,7 @@ class Stacks:
             for cell in children:
                 try:
                     await cells.delete_cell(rt, (*key, cell))
-                except Exception as exc:
+                except EXPECTED_FAILURES as exc:
                     raise errors.wrap(exc, f"failed to delete cell {q(cell)}") from None
         elif not force and children:
             raise errors.ResourceHasDependencies(
@@ -234,7 +236,7 @@ class Stacks:
                 result.Deleted += [f"cell:{c}" for c in rt.store.children(key)]
             try:
                 await self.purge_cascade(key, args.Force, args.Cascade)
-            except Exception as exc:  # noqa: BLE001 - reported in the result, as the reference
+            except EXPECTED_FAILURES as exc:  # reported in the result, as the reference
                 log.warn("purge of stack {key} failed: {error}", key=key, error=str(exc))
                 result.Purged.append(f"purge-error:{exc}")
                 return kukeonv1.PurgeStackReply(Result=result)
@@ -257,7 +259,7 @@ class Stacks:
                     problems = await cells.purge_cell(rt, (*key, cell))
                     if problems:
                         raise errors.KukeonError("; ".join(problems))
-                except Exception as exc:
+                except EXPECTED_FAILURES as exc:
                     raise errors.wrap(exc, f"failed to purge cell {q(cell)}") from None
         elif not force and children:
             raise errors.ResourceHasDependencies(
@@ -266,7 +268,7 @@ class Stacks:
             )
         try:
             await self.delete_cascade(key, force, cascade)
-        except Exception as exc:
+        except EXPECTED_FAILURES as exc:
             raise errors.wrap(exc, "failed to delete stack") from None
         await self._purge_runtime(key)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import DNSLookupError
 
 from kukeond.host import naming
 from kukeond.logs import Logger
@@ -104,6 +105,10 @@ class EgressRemove(EgressError):
     """Removing the policy failed; wraps the cause in its text."""
 
     sentinel = "failed to remove egress policy"
+
+
+class IptablesFailed(Exception):
+    """An iptables command could not run or exited non-zero (wrapped by apply and remove)."""
 
 
 def chain_name(realm: str, space: str) -> str:
@@ -309,10 +314,15 @@ class IptablesEnforcer:
         self._locks: dict[str, defer.DeferredLock] = {}
 
     async def _iptables(self, *args: str, check: bool = True) -> tuple[int, str]:
-        code, out, err = await self._run([self._binary, "-w", *args])
+        from kukeond.host.cni import CNIError  # the runner's failures; cni imports this module
+
+        try:
+            code, out, err = await self._run([self._binary, "-w", *args])
+        except (CNIError, OSError) as exc:
+            raise IptablesFailed(str(exc)) from exc
         text = (out + err).decode("utf-8", "replace").strip()
         if check and code != 0:
-            raise RuntimeError(f"iptables {shlex.join(args)}: exit status {code}: {text}")
+            raise IptablesFailed(f"iptables {shlex.join(args)}: exit status {code}: {text}")
         return code, out.decode("utf-8", "replace")
 
     async def _ensure_chain(self, chain: str) -> None:
@@ -332,7 +342,7 @@ class IptablesEnforcer:
                 continue
             try:
                 addresses = await self._resolve(rule.host)
-            except Exception as exc:
+            except (OSError, DNSLookupError, defer.TimeoutError) as exc:
                 raise EgressHostResolution(f"{rule.host!r}: {exc}") from exc
             ips = sorted({str(ipaddress.IPv4Address(a)) for a in addresses if "." in a})
             if not ips:
@@ -359,9 +369,7 @@ class IptablesEnforcer:
             code, _ = await self._iptables("-C", *dispatch, check=False)
             if code != 0:
                 await self._iptables("-A", *dispatch)
-        except EgressError:
-            raise
-        except Exception as exc:
+        except IptablesFailed as exc:
             raise EgressApply(str(exc)) from exc
         finally:
             lock.release()
@@ -387,7 +395,7 @@ class IptablesEnforcer:
                         await self._iptables("-D", *args[1:])
             await self._iptables("-F", chain, check=False)
             await self._iptables("-X", chain, check=False)
-        except Exception as exc:
+        except IptablesFailed as exc:
             raise EgressRemove(str(exc)) from exc
         finally:
             lock.release()

@@ -82,7 +82,7 @@ class KukeonProtocol(Protocol):
                 self._respond(outcome, request.id_text)
                 self._finished(None)
                 return
-        except Exception:
+        except Exception:  # noqa: BLE001 - every request is answered; _internal_error logs it
             self._internal_error(Failure(), request.id_text)
             self._finished(None)
             return

@@ -121,7 +121,7 @@ def real_runtime(test) -> Runtime:
         for realm, space in store.keys(2):
             try:
                 yield network.remove_space_network(realm, space)
-            except Exception:  # best effort: the test may have removed it already
+            except Exception:  # noqa: BLE001 - best effort: the test may have removed it
                 pass
         yield purge_test_namespaces(client, config.namespace_suffix)
         yield defer.maybeDeferred(store.stop)
