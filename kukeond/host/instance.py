@@ -99,12 +99,7 @@ def load(run_path: str) -> Instance | None:
 def write(run_path: str, instance: Instance) -> None:
     """Atomically write the instance file (run path created 0750, file 0640)."""
     os.makedirs(run_path, mode=RUN_PATH_MODE, exist_ok=True)
-    replace_file(
-        instance_file_path(run_path),
-        instance.to_json().encode("utf-8"),
-        FILE_MODE,
-        temp_prefix=".kukeon-instance-",
-    )
+    replace_file(instance_file_path(run_path), instance.to_json().encode("utf-8"), FILE_MODE)
 
 
 def verify_or_write(run_path: str, suffix: str, cgroup_root: str) -> Instance:

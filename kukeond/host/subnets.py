@@ -55,7 +55,7 @@ class InvalidSubnetCIDR(SubnetError):
 def write_file_atomic(path: str, data: bytes, mode: int, dir_mode: int = 0o750) -> None:
     """Replace ``path`` with ``data`` in one rename, creating its directory."""
     os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
-    replace_file(path, data, mode, temp_prefix=".net-")
+    replace_file(path, data, mode)
 
 
 class SubnetAllocator:

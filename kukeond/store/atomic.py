@@ -57,9 +57,7 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> os.stat_resul
     return written
 
 
-def replace_file(
-    path: str, data: bytes, mode: int, temp_prefix: str = TEMP_PREFIX
-) -> os.stat_result:
+def replace_file(path: str, data: bytes, mode: int) -> os.stat_result:
     """Write ``data`` to a fsynced temp file next to ``path``, then rename it over ``path``.
 
     The parent directory must exist. The temp file never crosses a filesystem,
@@ -67,7 +65,7 @@ def replace_file(
     failure the temp file is removed. Returns the new file's stat, taken
     before the rename (so it is ours even if another writer follows at once).
     """
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix, suffix=TEMP_SUFFIX, dir=os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=os.path.dirname(path))
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:

@@ -184,6 +184,13 @@ class _Stored:
     decoded: dict[Callable[[Document], Any], Any] = field(default_factory=dict)
 
 
+def _file_names(directory: str) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def _check_key(key: Key, *, allow_empty: bool = False) -> Key:
     key = tuple(key)
     low = 0 if allow_empty else 1
@@ -241,7 +248,7 @@ class MetadataStore:
             pool.stop()
 
     def load(self) -> int:
-        """Sweep interrupted writes' temp files from the whole tree, then read every document.
+        """Sweep interrupted writes' temp files from the run path, then read every document.
 
         Blocking; run once before serving. Corrupt or unsupported files are
         reported with a warning and never listed. Returns the number of
@@ -250,7 +257,10 @@ class MetadataStore:
         self._files.clear()
         self._dirs.clear()
         self._seen.clear()
-        for directory, _dirs, names in os.walk(naming.data_dir(self.run_path)):
+        # Network files share the tree and the temp names; the run path's own
+        # files (the instance file) are written the same way.
+        top = [(self.run_path, [], _file_names(self.run_path))]
+        for directory, _dirs, names in [*top, *os.walk(naming.data_dir(self.run_path))]:
             for name in names:
                 if atomic.is_temp_name(name):
                     path = os.path.join(directory, name)
