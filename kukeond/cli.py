@@ -7,6 +7,7 @@ the configuration or the start-up is refused (with an ``Error: …`` line).
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from twisted.logger import FilteringLogObserver, LogLevelFilterPredicate, globalLogBeginner
@@ -38,14 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         print("Run 'kukeond --help' for usage.", file=sys.stderr)
         return 1
     _start_logging(options.config.log_level)
+    from twisted.internet import reactor
+
+    # Before the reactor runs and installs its handlers, SIGTERM would kill the
+    # process outright, leaving socket and pid file behind. This handler asks
+    # for the same graceful stop as the reactor's own (which replaces it for
+    # SIGTERM; Twisted leaves a non-default SIGINT handler in place).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: reactor.callFromThread(reactor.stop))
     try:
         service = makeService(options)
         service.privilegedStartService()
     except (StartupError, ListenerError, OSError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
-    from twisted.internet import reactor
-
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

@@ -109,6 +109,13 @@ class DaemonProcessTests(TestCase):
         self.assertEqual(proc.returncode, 0)
         self.assertFalse(os.path.exists(self.sock))
 
+    def test_sigterm_while_starting_is_a_clean_stop(self):
+        # The socket exists before the reactor runs and installs its handlers.
+        for _ in range(4):
+            proc = self.serve()
+            self.assertTrue(wait_for(lambda: os.path.exists(self.sock), timeout=30))
+            self.assert_stops_cleanly(proc)
+
     def test_sigkill_leftovers_are_cleaned_by_next_start(self):
         proc = self.serve()
         self.assertTrue(wait_for(lambda: os.path.exists(self.pid_file)))
