@@ -49,7 +49,14 @@ from kukeond.controller.cell_runner import (
     root_container,
     runner_for,
 )
-from kukeond.controller.common import as_output, q, read_doc, required, validated
+from kukeond.controller.common import (
+    as_output,
+    matching_keys,
+    q,
+    read_doc,
+    required,
+    validated,
+)
 from kukeond.controller.registry import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
@@ -298,9 +305,7 @@ class CellHandlers:
         """ListCells: stored documents (no live queries); empty filters match all."""
         wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip())
         cells = []
-        for key in sorted(self.rt.store.keys(4)):
-            if any(w and w != k for w, k in zip(wanted, key, strict=False)):
-                continue
+        for key in matching_keys(self.rt, 4, wanted):
             try:
                 cell = read_doc(self.rt, key, CellDoc, KIND_CELL)
             except errors.KukeonError:

@@ -187,6 +187,22 @@ def list_docs(runtime: Runtime, parent: Key, cls: type[D], kind: str) -> list[D]
     return out
 
 
+def matching_keys(runtime: Runtime, depth: int, wanted: tuple[str, ...]) -> list[Key]:
+    """Stored keys of ``depth`` names matching the ``wanted`` names ('' matches any), sorted.
+
+    The names given from the top down narrow the walk of the tree.
+    """
+    prefix: tuple[str, ...] = ()
+    for name in wanted:
+        if not name or not safe(name):
+            break
+        prefix += (name,)
+    return [
+        key for key in runtime.store.keys(depth, under=prefix)
+        if not any(w and w != k for w, k in zip(wanted, key, strict=False))
+    ]
+
+
 # --- blocking work --------------------------------------------------------------
 
 

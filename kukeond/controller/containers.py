@@ -36,7 +36,7 @@ from kukeond.controller.cell_runner import (
     runner_for,
 )
 from kukeond.controller.cells import assign_ids, merge_space_defaults
-from kukeond.controller.common import as_output, q, required, validated
+from kukeond.controller.common import as_output, matching_keys, q, required, validated
 from kukeond.controller.registry import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
@@ -253,9 +253,7 @@ class ContainerHandlers:
         wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip(),
                   args.CellName.strip())
         out = []
-        for key in sorted(self.rt.store.keys(4)):
-            if any(w and w != k for w, k in zip(wanted, key, strict=True)):
-                continue
+        for key in matching_keys(self.rt, 4, wanted):
             try:
                 cell = self.runner.load(key)
             except (MetadataCorrupt, DecodeError):  # unreadable cells are skipped, as in List*

@@ -226,6 +226,7 @@ class MetadataStore:
         self._seen: dict[Key, Version | None] = {}
         # keys with a write or delete queued or running: reads leave _seen to the writer
         self._pending: dict[Key, int] = {}
+        self._paths: dict[Key, str] = {}
         self._locks = KeyedLock()
         self._pool: ThreadPool | None = None
         if reactor is None:
@@ -282,9 +283,15 @@ class MetadataStore:
         """Absolute path of the ``metadata.json`` of ``key``."""
         return naming.metadata_path(self.run_path, *_check_key(key))
 
+    def _path(self, key: Key) -> str:
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = naming.metadata_path(self.run_path, *key)
+        return path
+
     def _current(self, key: Key) -> _Stored | None:
         """The file's current version, parsed only when it changed; ``None`` if absent."""
-        path = naming.metadata_path(self.run_path, *key)
+        path = self._path(key)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -431,14 +438,17 @@ class MetadataStore:
                 out.append(((*key, name), copy_json(stored.doc)))
         return out
 
-    def keys(self, depth: int) -> list[Key]:
-        """Every stored key with ``depth`` names (4 = all cells), sorted.
+    def keys(self, depth: int, under: Key = ()) -> list[Key]:
+        """Every stored key with ``depth`` names (4 = all cells) that starts with ``under``, sorted.
 
         Only the last level needs a usable document: a cell whose stack
         document is missing is still found.
         """
-        level: list[Key] = [()]
-        for _ in range(depth - 1):
+        under = _check_key(under, allow_empty=True)
+        if len(under) >= depth:
+            return [under] if len(under) == depth and self.exists(under) else []
+        level: list[Key] = [under]
+        for _ in range(depth - 1 - len(under)):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
         return [(*parent, name) for parent in level for name in self.children(parent)]
 

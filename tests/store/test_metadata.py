@@ -272,6 +272,19 @@ class IndexTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual(store.children(("a",)), ["x", "y"])
         self.assertEqual(store.children(("a", "x")), [])
 
+    def test_keys_under_a_prefix(self):
+        store = self.make_store()
+        store.load()
+        for key in [("r", "s", "k", "c"), ("r", "s", "k2", "c"), ("r", "t", "k", "c"), ("q",)]:
+            result(store.put(key, {}))
+        self.assertEqual(
+            store.keys(4, under=("r", "s")), [("r", "s", "k", "c"), ("r", "s", "k2", "c")]
+        )
+        self.assertEqual(store.keys(4, under=("r", "s", "k", "c")), [("r", "s", "k", "c")])
+        self.assertEqual(store.keys(4, under=("r", "x")), [])
+        self.assertEqual(store.keys(1, under=("q",)), [("q",)])
+        self.assertEqual(len(store.keys(4)), 3)
+
     def test_delete_keeps_nonempty_dir(self):
         store = self.make_store()
         store.load()
