@@ -470,6 +470,8 @@ class ConcurrencyTests(TestCase):
         done = sum(n for (m, _), n in counts.items() if m != "longest")
         self.assertGreater(done, 8 * CLIENTS, summary)
 
+        settled = await self.settled()
+        self.expect_none(settled["Errors"], f"the reconcile pass after the stress: {settled}")
         docs = self.stored_cells()
         problems = self.inconsistencies(docs, await self.live_objects())
         self.expect_none(problems, f"seed {seed}; {summary}")
@@ -486,6 +488,22 @@ class ConcurrencyTests(TestCase):
         self.assertFalse(link_exists(self.bridge))
         self.expect_none([] if self.proc.poll() is None else ["the daemon exited"], "")
         self.assertTrue((await self.call("Ping"))["OK"])
+
+    async def settled(self):
+        """The report of a reconcile pass that started once the clients were done.
+
+        Settles started by containerd events during the stress have finished
+        by then, so what is on disk is what the daemon means to keep.
+        """
+        passes = []
+        for _ in range(200):
+            reconcile = (await self.call("Status"))["Result"]["Reconcile"]
+            if not passes or reconcile["LastPassAt"] != passes[-1]["LastPassAt"]:
+                passes.append(reconcile)
+            if len(passes) == 3:
+                return reconcile
+            await task.deferLater(reactor, 0.1, lambda: None)
+        self.fail(f"no two reconcile passes within 20 s: {passes}")
 
     def expect_none(self, problems, context):
         """Fail with every problem, ``context`` and the daemon's log unless there are none."""
