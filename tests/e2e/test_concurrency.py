@@ -34,7 +34,6 @@ import os
 import random
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -51,7 +50,13 @@ from kukeond.containerd.grpc import GrpcContainerd
 from kukeond.host import naming
 from kukeond.host.cgroups import detect_cgroups
 from kukeond.host.cni import masquerade_chain
-from tests.network.hostenv import free_parent_cidr, link_exists, preserve_ip_forward, sh
+from tests.network.hostenv import (
+    free_parent_cidr,
+    link_exists,
+    preserve_ip_forward,
+    remove_masquerade,
+    sh,
+)
 from tests.support.containerd import get_containerd_socket
 from tests.support.image import busybox_image
 from tests.support.runtime import purge_test_namespaces, remove_cgroup_tree, short_tmpdir
@@ -190,7 +195,7 @@ class ConcurrencyTests(TestCase):
         await purge_test_namespaces(self.containerd, self.suffix)
         await self.containerd.stop()
         remove_cgroup_tree(detect_cgroups(), self.cgroot)
-        self.remove_masquerade_chains()
+        remove_masquerade(self.network)
         if link_exists(self.bridge):
             sh("ip", "link", "delete", self.bridge, check=False)
 
@@ -199,22 +204,6 @@ class ConcurrencyTests(TestCase):
 
     def nat_rules(self):
         return sh("iptables", "-w", "-t", "nat", "-S", check=False)
-
-    def remove_masquerade_chains(self):
-        """Remove the bridge plugin's nat rules and chains of this test's network."""
-        chains = {masquerade_chain(self.network, cid) for cid in self.root_cids()}
-        mark = f'name: "{self.network}" id:'
-        for line in self.nat_rules().splitlines():
-            args = shlex.split(line)
-            if args[:2] == ["-A", "POSTROUTING"] and args[-2] == "-j":
-                if args[-1] in chains or any(mark in arg for arg in args):
-                    chains.add(args[-1])
-                    sh("iptables", "-w", "-t", "nat", "-D", *args[1:], check=False)
-        rules = self.nat_rules()
-        for chain in sorted(chains):
-            if f"-N {chain}" in rules:
-                sh("iptables", "-w", "-t", "nat", "-F", chain, check=False)
-                sh("iptables", "-w", "-t", "nat", "-X", chain, check=False)
 
     def daemon_log(self):
         """The log's tail; the whole log is kept in the trial directory for a failure."""

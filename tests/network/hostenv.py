@@ -3,6 +3,7 @@
 import functools
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 
@@ -40,6 +41,30 @@ def sh(*argv, check=True):
     if check and done.returncode != 0:
         raise RuntimeError(f"{argv}: {done.returncode}: {done.stderr.strip()}")
     return done.stdout
+
+
+def remove_masquerade(network: str) -> None:
+    """Remove the bridge plugin's nat rules and chains of the CNI network ``network``.
+
+    A container whose task was killed without a CNI DEL (a test's cleanup, or
+    the reference's in-process delete) leaves them behind.
+    """
+    mark = f'name: "{network}" id:'
+    chains = set()
+    for line in sh("iptables", "-w", "-t", "nat", "-S", check=False).splitlines():
+        args = shlex.split(line)
+        if args[:1] != ["-A"] or not any(mark in a for a in args):
+            continue
+        if args[1] == "POSTROUTING" and args[-2] == "-j":
+            chains.add(args[-1])
+            sh("iptables", "-w", "-t", "nat", "-D", *args[1:], check=False)
+        elif args[1].startswith("CNI-"):
+            chains.add(args[1])  # a chain whose jump is already gone
+    rules = sh("iptables", "-w", "-t", "nat", "-S", check=False)
+    for chain in sorted(chains):
+        if f"-N {chain}" in rules:
+            sh("iptables", "-w", "-t", "nat", "-F", chain, check=False)
+            sh("iptables", "-w", "-t", "nat", "-X", chain, check=False)
 
 
 def unique(prefix):

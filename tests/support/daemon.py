@@ -30,15 +30,21 @@ class OurKukeond:
     """One ``kukeond serve`` process and the host state it owns."""
 
     def __init__(self, directory: str, containerd_socket: str, reconcile_interval: str,
-                 subnet_pool: str) -> None:
+                 subnet_pool: str | None, host=None) -> None:
         token = secrets.token_hex(3)
         self.directory = directory
         self.containerd_socket = containerd_socket
         self.socket = os.path.join(directory, "kukeond.sock")
-        self.run_path = os.path.join(directory, "run")
-        self.namespace_suffix = f"o{token}.kukeon.test"
-        self.cgroup_root = f"/kukeon-test-{token}"
+        self.run_path = host.run_path if host else os.path.join(directory, "run")
+        self.namespace_suffix = host.namespace_suffix if host else f"o{token}.kukeon.test"
+        self.cgroup_root = host.cgroup_root if host else f"/kukeon-test-{token}"
         self.log_path = os.path.join(directory, "daemon.log")
+        # Without a subnet pool the CNI settings are the defaults, the reference's own.
+        cni = [] if subnet_pool is None else [
+            "--cni-cache-dir", os.path.join(directory, "cni-cache"),
+            "--cni-ipam-dir", os.path.join(directory, "cni-ipam"),
+            "--cni-subnet-pool", subnet_pool,
+        ]  # fmt: skip
         self.flags = [
             "--configuration", os.path.join(directory, "absent.yaml"),
             "--socket", self.socket,
@@ -47,9 +53,7 @@ class OurKukeond:
             "--containerd-namespace-suffix", self.namespace_suffix,
             "--cgroup-root", self.cgroup_root,
             "--reconcile-interval", reconcile_interval,
-            "--cni-cache-dir", os.path.join(directory, "cni-cache"),
-            "--cni-ipam-dir", os.path.join(directory, "cni-ipam"),
-            "--cni-subnet-pool", subnet_pool,
+            *cni,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -126,18 +130,31 @@ class OurKukeond:
 
 
 def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0",
-                      spaces: tuple[tuple[str, str], ...] = ()) -> OurKukeond:
+                      spaces: tuple[tuple[str, str], ...] = (), host=None,
+                      default_cni: bool = False) -> OurKukeond:
     """Start our daemon for ``test``; everything it made is removed at cleanup.
 
     ``spaces`` lists the ``(realm, space)`` pairs whose bridges the test makes,
     so cleanup can remove them even when the test failed half-way.
+
+    ``host`` (another daemon, e.g. a ``GoKukeond``) hands its run path,
+    namespace suffix and cgroup root over to ours; ours then also uses the
+    default CNI cache, IPAM directory and subnet pool, the ones the Go daemon
+    always uses. ``default_cni`` asks for those alone (a host the Go daemon
+    takes over later).
     """
     from twisted.internet import reactor
 
     from kukeond.containerd.grpc import GrpcContainerd
     from kukeond.host import naming
     from tests.containerd.ocispec import remove_cgroup_tree
-    from tests.network.hostenv import free_parent_cidr, link_exists, preserve_ip_forward, sh
+    from tests.network.hostenv import (
+        free_parent_cidr,
+        link_exists,
+        preserve_ip_forward,
+        remove_masquerade,
+        sh,
+    )
     from tests.support.runtime import hold_host_network, purge_test_namespaces, short_tmpdir
 
     if os.geteuid() != 0:
@@ -145,7 +162,7 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
     hold_host_network(test)
     preserve_ip_forward(test)
     daemon = OurKukeond(short_tmpdir(test, "ko-"), containerd_socket, reconcile_interval,
-                        free_parent_cidr())
+                        None if (host or default_cni) else free_parent_cidr(), host)
 
     async def cleanup() -> None:
         await threads.deferToThread(daemon.stop)
@@ -157,6 +174,7 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
             await client.stop()
         remove_cgroup_tree(daemon.cgroup_root)
         for realm, space in spaces:
+            remove_masquerade(naming.network_name(realm, space))
             bridge = naming.bridge_name(realm, space)
             if link_exists(bridge):
                 sh("ip", "link", "delete", bridge, check=False)

@@ -21,6 +21,7 @@ from kukeond.config import DaemonConfig
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.fake import FakeContainerd
 from kukeond.controller.runtime import Runtime
+from kukeond.host import naming
 from kukeond.host.cgroups import FakeCgroups, detect_cgroups
 from kukeond.host.cni import CniNetwork, FakeNetwork
 from kukeond.host.subnets import SubnetAllocator
@@ -76,9 +77,12 @@ def hold_host_network(test) -> None:
     """
     import fcntl
 
+    if getattr(test, "_holds_host_network", False):
+        return  # a second flock on a new handle would wait for the first forever
     os.makedirs(os.path.dirname(HOST_NETWORK_LOCK), exist_ok=True)
     handle = open(HOST_NETWORK_LOCK, "w")
     fcntl.flock(handle, fcntl.LOCK_EX)
+    test._holds_host_network = True
     test.addCleanup(handle.close)
 
 
@@ -87,7 +91,7 @@ def real_runtime(test) -> Runtime:
     from twisted.internet import reactor
 
     from kukeond.containerd.grpc import GrpcContainerd
-    from tests.network.hostenv import free_parent_cidr, preserve_ip_forward
+    from tests.network.hostenv import free_parent_cidr, preserve_ip_forward, remove_masquerade
     from tests.support.containerd import get_containerd_socket
 
     if os.geteuid() != 0:
@@ -119,6 +123,7 @@ def real_runtime(test) -> Runtime:
     @defer.inlineCallbacks
     def cleanup():
         for realm, space in store.keys(2):
+            remove_masquerade(naming.network_name(realm, space))
             try:
                 yield network.remove_space_network(realm, space)
             except Exception:  # noqa: BLE001 - best effort: the test may have removed it
