@@ -46,6 +46,7 @@ from kukeond.controller.cell_runner import (
     as_kukeon_error,
     cell_key,
     containerd_id_of,
+    derive_cell_state,
     root_container,
     runner_for,
 )
@@ -324,7 +325,9 @@ class CellHandlers:
                 raise not_found(key)
             statuses = await self.runner.live_statuses(cell)
             name = q(key[3])
-            if any(s.state == READY for s in statuses):
+            # The workloads decide, not a root left running after its
+            # workloads were stopped on request: such a cell starts again.
+            if derive_cell_state(cell, statuses, True) == READY:
                 raise errors.KukeonError(
                     f"cell {name} has running containers and must first be stopped")
             if not statuses and cell.status.state == READY:

@@ -13,7 +13,7 @@ from kukeond.controller import cells
 from kukeond.controller.cell_runner import flatten_message
 from kukeond.host import naming
 from kukeond.host.cni import FakeNetwork
-from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload
+from tests.controller.cellsupport import Calls, cell_doc, container_doc, make_parents, workload
 from tests.support.runtime import fake_runtime
 
 
@@ -156,6 +156,17 @@ class CellTests(TestCase):
             await self.call("DeleteCell", Doc=doc)
         self.assertEqual(str(caught.exception),
                          'cell "c1" not found in realm "r1", space "s1", stack "k1"')
+
+    async def test_start_after_its_workloads_were_stopped_on_request(self):
+        ns = await make_parents(self.rt)
+        await self.create("c1", workload("web", "sleep 100"))
+        await self.call("StopContainer", Doc=container_doc("web"))
+        self.assertEqual(self.containers(ns), ["s1_k1_c1_root"])
+        started = (await self.call("StartCell", Doc=cell_doc("c1"))).Result
+        self.assertTrue(started.Started)
+        self.assertEqual(started.Cell.status.state, READY)
+        self.assertEqual(self.containers(ns), ["s1_k1_c1_root", "s1_k1_c1_web"])
+        self.assertEqual(self.fake._ns(ns).tasks["s1_k1_c1_web"]["status"], "running")
 
     async def test_start_is_a_noop_when_running(self):
         ns = await make_parents(self.rt)
