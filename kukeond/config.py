@@ -142,6 +142,14 @@ SETTINGS: tuple[Setting, ...] = (
         "10.88.0.0/16",
         "range the per-space /24 subnets are allocated from",
     ),
+    Setting(
+        "secrets_dir",
+        "secrets-dir",
+        "KUKEOND_SECRETS_DIR",
+        "secretsDir",
+        "/run/kukeon/secrets",
+        "where file-mounted container secrets are staged (keep it on a tmpfs)",
+    ),
 )
 SETTINGS_BY_FLAG = {s.flag: s for s in SETTINGS}
 
@@ -164,6 +172,7 @@ class DaemonConfig:
     cni_cache_dir: str = "/opt/cni/cache"
     cni_ipam_dir: str = "/var/lib/cni/networks"
     cni_subnet_pool: str = "10.88.0.0/16"
+    secrets_dir: str = "/run/kukeon/secrets"
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -46,7 +46,7 @@ from kukeond.api.v1beta1 import (
 )
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.model import ImageRuntimeConfig
-from kukeond.controller import cellspec, stopping
+from kukeond.controller import cellspec, secrets, stopping
 from kukeond.controller.cell_files import (
     DIR_MODE,
     FileWork,
@@ -556,12 +556,28 @@ class CellRunner:
         kuketty = None
         if container.attachable and not root:
             kuketty = await self.files.run(self.prepare_tty, names)
+        staged = None
+        if container.secrets:
+            staged = await self.files.run(
+                secrets.resolve, container, cid, self.rt.config.secrets_dir, os.environ
+            )
         try:
             spec, argv = cellspec.build_container_spec(
-                ctx, container, cid, root, image, join, profile, kuketty
+                ctx, container, cid, root, image, join, profile, kuketty,
+                secret_env=staged.env if staged else (),
+                secret_mounts=staged.mounts if staged else (),
             )
+            if staged is not None:
+                user = spec["process"].get("user") or {}
+                await self.files.run(
+                    secrets.give_to, staged, user.get("uid", 0), user.get("gid", 0)
+                )
         except CellSpecError as exc:
+            await self.forget_secrets(cid)
             raise KukeonError(f"container {container.id}: {exc}") from exc
+        except BaseException:
+            await self.forget_secrets(cid)
+            raise
         if kuketty is not None:
             await self.files.run(
                 write_in_place, kuketty.metadata, _kuketty_metadata(container, argv)
@@ -665,10 +681,22 @@ class CellRunner:
     # --- stop / kill / delete --------------------------------------------------------
 
     async def remove_container(self, namespace: str, cid: str, grace: float) -> bool:
-        """Stop ``cid``'s task and delete task, container and snapshot. False if absent."""
-        return await stopping.remove_container(
+        """Stop ``cid``'s task, delete task, container, snapshot and staged secrets.
+
+        False if there was no such container.
+        """
+        removed = await stopping.remove_container(
             self.rt.containerd, self.rt.reactor, namespace, cid, grace
         )
+        await self.forget_secrets(cid)
+        return removed
+
+    async def forget_secrets(self, cid: str) -> None:
+        """Remove the secret files staged for ``cid``, if any."""
+        staged = secrets.staging_dir(self.rt.config.secrets_dir, cid)
+        # A stat on the reactor: most containers have nothing staged.
+        if os.path.lexists(staged):
+            await self.files.run(secrets.remove_staged, self.rt.config.secrets_dir, cid)
 
     async def detach_root(self, doc: CellDoc, namespace: str) -> None:
         """CNI DEL for the root while its task still runs (failures only logged)."""
@@ -751,6 +779,11 @@ class CellRunner:
         known = {root_cid, *work}
         strays = sorted(cid for cid in present if cid.startswith(prefix) and cid not in known)
         await gather(self.remove_container(namespace, cid, 0.0) for cid in strays)
+        await gather(
+            self.forget_secrets(containerd_id_of(doc, c))
+            for c in doc.spec.containers or []
+            if c.secrets
+        )
 
     async def stop(self, doc: CellDoc, kill: bool = False) -> CellDoc:
         """Stop (SIGTERM, grace, SIGKILL) or kill every container and remove them; persist."""

@@ -28,6 +28,7 @@ it says otherwise):
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kukeond import errors
@@ -40,6 +41,7 @@ from kukeond.api.v1beta1 import (
     SpaceDoc,
 )
 from kukeond.containerd import errors as cerrors
+from kukeond.controller import secrets
 from kukeond.controller.cell_files import check_volumes
 from kukeond.controller.cell_runner import (
     CellKey,
@@ -150,6 +152,8 @@ def prepare_new_cell(runtime: Runtime, doc: CellDoc) -> None:
             check_volumes(container)
         except ValueError as exc:
             raise errors.KukeonError(str(exc)) from None
+        # A missing secret source fails the request before anything exists.
+        secrets.check(container, os.environ)
 
 
 async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.CreateCellResult:

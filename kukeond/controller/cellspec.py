@@ -19,7 +19,7 @@ files (seccomp profiles, the image's passwd/group) arrive already read.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,12 +190,16 @@ def build_container_spec(
     join: Mapping[str, str] | None = None,
     seccomp_profile: Mapping[str, Any] | None = None,
     kuketty: Kuketty | None = None,
+    secret_env: Sequence[str] = (),
+    secret_mounts: Sequence[oci.Mount] = (),
 ) -> tuple[dict[str, Any], list[str]]:
     """Return ``(OCI spec, workload argv)`` for ``container`` (containerd ID ``cid``).
 
     ``join`` maps OCI namespace types to paths to enter (workloads: the
     root's). ``seccomp_profile`` is the parsed file named by a
-    ``seccomp=<file>`` security option. The argv is the process the
+    ``seccomp=<file>`` security option. ``secret_env`` (``NAME=value``) is
+    appended to the environment and ``secret_mounts`` to the mounts, as the
+    container's resolved secrets. The argv is the process the
     container runs (for an attachable container the terminal helper runs
     and is told this argv through its metadata file).
     Raises :class:`CellSpecError` for settings no spec can express.
@@ -225,6 +229,7 @@ def build_container_spec(
         namespaces.append(oci.Namespace(ns_type, path))
     mounts.extend(volume_mounts(container))
     mounts.extend(tmpfs_mounts(container))
+    mounts.extend(secret_mounts)
     if container.attachable and not root:
         if kuketty is None:
             raise CellSpecError(
@@ -248,7 +253,7 @@ def build_container_spec(
         hostname=ctx.cell if root else "",
         args=process_args(container, root),
         cwd=container.workingDir,
-        env=tuple(kukeon_env(ctx, container)),
+        env=(*kukeon_env(ctx, container), *secret_env),
         privileged=container.privileged,
         host_namespaces=frozenset(host_namespaces),
         namespaces=tuple(namespaces),
