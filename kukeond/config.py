@@ -150,6 +150,15 @@ SETTINGS: tuple[Setting, ...] = (
         "/run/kukeon/secrets",
         "where file-mounted container secrets are staged (keep it on a tmpfs)",
     ),
+    Setting(
+        "kuketty_binary",
+        "kuketty-binary",
+        "KUKEOND_KUKETTY_BINARY",
+        "kukettyBinary",
+        "",
+        "terminal helper staged for attachable containers; empty looks in /bin, "
+        "next to the daemon, then $PATH",
+    ),
 )
 SETTINGS_BY_FLAG = {s.flag: s for s in SETTINGS}
 
@@ -173,6 +182,7 @@ class DaemonConfig:
     cni_ipam_dir: str = "/var/lib/cni/networks"
     cni_subnet_pool: str = "10.88.0.0/16"
     secrets_dir: str = "/run/kukeon/secrets"
+    kuketty_binary: str = ""
     warnings: list[str] = field(default_factory=list)
 
     @property

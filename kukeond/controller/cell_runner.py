@@ -23,7 +23,6 @@ had already exited is removed on stop instead of being left behind.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Awaitable, Iterable
@@ -57,6 +56,14 @@ from kukeond.controller.cell_files import (
     write_in_place,
 )
 from kukeond.controller.cellspec import CellContext, CellSpecError, Kuketty
+from kukeond.controller.kuketty import (
+    KukettyNotFound,
+    hand_over,
+    prepare_tty_dir,
+    render_terminal_doc,
+    write_metadata,
+)
+from kukeond.controller.kuketty import stage as stage_kuketty
 from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
@@ -578,10 +585,10 @@ class CellRunner:
         except BaseException:
             await self.forget_secrets(cid)
             raise
+        group = self.rt.config.socket_gid
         if kuketty is not None:
-            await self.files.run(
-                write_in_place, kuketty.metadata, _kuketty_metadata(container, argv)
-            )
+            document = render_terminal_doc(container, argv, names, group)
+            await self.files.run(write_metadata, kuketty.metadata, document)
         client = self.rt.containerd
         labels = cellspec.containerd_labels(ctx, container, root)
         try:
@@ -590,6 +597,11 @@ class CellRunner:
             raise KukeonError(f"container already exists: {cid}") from exc
         except cerrors.NotFound:
             raise self.missing_image(container.image, ctx.realm, ctx.namespace) from None
+        if kuketty is not None:
+            # The helper runs as the container's user: it reads the metadata
+            # file and creates its socket and capture file in the tty dir.
+            uid = (spec["process"].get("user") or {}).get("uid", 0)
+            await self.files.run(hand_over, kuketty.tty_dir, kuketty.metadata, uid, group)
         return await client.create_task(
             ctx.namespace, cid, await self.log_path(ctx, container, root)
         )
@@ -654,16 +666,17 @@ class CellRunner:
         return pid
 
     def prepare_tty(self, names: tuple[str, ...]) -> Kuketty:
-        """Create an attachable container's tty dir; fail when the helper is not staged."""
+        """Stage the terminal helper and create an attachable container's tty dir (blocking).
+
+        Fails, naming every place looked at, when no helper binary is found.
+        """
         run = self.rt.run_path
-        binary = naming.kuketty_binary_path(run)
-        if not os.path.isfile(binary):
-            raise KukeonError(
-                f"attachable container {names[-1]} needs the terminal helper "
-                f"at {binary}; it is not installed"
-            )
+        try:
+            binary = stage_kuketty(run, self.rt.config.kuketty_binary)
+        except (KukettyNotFound, OSError) as exc:
+            raise KukeonError(f"attachable container {names[-1]}: {exc}") from exc
         tty = naming.tty_dir(run, *names)
-        os.makedirs(tty, mode=DIR_MODE, exist_ok=True)
+        prepare_tty_dir(tty, self.rt.config.socket_gid)
         return Kuketty(binary, tty, naming.kuketty_metadata_path(run, *names))
 
     def move_to_payload(self, ctx: CellContext, cid: str) -> None:
@@ -870,13 +883,6 @@ def _joins(spec: dict[str, Any] | None, join: dict[str, str]) -> bool:
     namespaces = ((spec or {}).get("linux") or {}).get("namespaces") or []
     paths = {ns.get("type"): ns.get("path") for ns in namespaces}
     return all(paths.get(kind) == path for kind, path in join.items())
-
-
-def _kuketty_metadata(container: ContainerSpec, argv: list[str]) -> bytes:
-    doc = {"id": container.id, "args": argv}
-    if container.tty is not None:
-        doc["tty"] = container.tty.to_wire()
-    return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def runner_for(runtime: Runtime) -> CellRunner:

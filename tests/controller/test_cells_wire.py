@@ -184,6 +184,7 @@ class CellWireTests(TestCase):
         os.makedirs(os.path.dirname(binary), exist_ok=True)
         with open(binary, "w") as fh:
             fh.write("#!/bin/sh\n")
+        os.chmod(binary, 0o755)
 
     # --- cells -----------------------------------------------------------------------
 
