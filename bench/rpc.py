@@ -6,6 +6,9 @@ path, then measures:
 * Ping round-trip latency, one client, one request at a time (p50, p99);
 * requests per second with 1, 8 and 32 concurrent connections, each a closed
   loop of Ping calls (send, wait for the answer, send the next);
+* the daemon's CPU time per request during each throughput run, read from
+  ``/proc``: steadier than requests per second when other work shares the
+  cores;
 * the daemon's resident memory after the load.
 
 The load generator is one asyncio process; with 2 cores it competes with the
@@ -51,28 +54,57 @@ def start_daemon(directory: str) -> tuple[subprocess.Popen, str]:
     return proc, sock
 
 
-async def one_connection(sock: str, stop_at: float, latencies: list[float] | None) -> int:
-    reader, writer = await asyncio.open_unix_connection(sock)
+def request(method: str, params: dict) -> bytes:
+    """A Go jsonrpc request frame for ``KukeonV1.<method>`` with ``%d`` where its id goes."""
+    body = json.dumps({"method": f"KukeonV1.{method}", "params": [params]})
+    return (body[:-1].replace("%", "%%") + ',"id":%d}').encode()
+
+
+async def one_connection(sock: str, stop_at: float, latencies: list[float] | None,
+                         frame: bytes = PING) -> int:
+    """A closed loop of ``frame`` requests (Ping by default) on one connection until ``stop_at``."""
+    reader, writer = await asyncio.open_unix_connection(sock, limit=1 << 26)
     done = 0
     while time.perf_counter() < stop_at:
         start = time.perf_counter()
-        writer.write(PING % done)
+        writer.write(frame % done)
         line = await reader.readline()
         if latencies is not None:
             latencies.append(time.perf_counter() - start)
-        assert json.loads(line)["result"]["OK"], line
+        reply = json.loads(line)
+        assert reply["error"] is None and not (reply["result"] or {}).get("Err"), line[:300]
         done += 1
     writer.close()
     await writer.wait_closed()
     return done
 
 
-async def throughput(sock: str, connections: int, seconds: float) -> float:
+async def throughput(sock: str, connections: int, seconds: float, frame: bytes = PING,
+                     latencies: list[float] | None = None) -> float:
     stop_at = time.perf_counter() + seconds
     counts = await asyncio.gather(
-        *(one_connection(sock, stop_at, None) for _ in range(connections))
+        *(one_connection(sock, stop_at, latencies, frame) for _ in range(connections))
     )
     return sum(counts) / seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(sock: str, pid: int, connections: int, seconds: float = 3.0) -> tuple[float, float]:
+    """Requests per second and the server's CPU microseconds per request.
+
+    The CPU cost is the steadier figure on a shared machine: throughput also
+    depends on what else runs on the two cores (the load generator first).
+    """
+    before = cpu_seconds(pid)
+    rps = asyncio.run(throughput(sock, connections, seconds))
+    used = cpu_seconds(pid) - before
+    return rps, used * 1e6 / max(rps * seconds, 1)
 
 
 def rss_kib(pid: int) -> int:
@@ -97,8 +129,9 @@ def main() -> None:
         print(f"Ping round trip, 1 client: p50 {p50:.0f} us, p99 {p99:.0f} us "
               f"({len(latencies)} calls)")  # fmt: skip
         for n in (1, 8, 32):
-            rps = asyncio.run(throughput(sock, n, 3.0))
-            print(f"Ping throughput, {n:2d} connections: {rps:8.0f} req/s")
+            rps, cpu = measure(sock, proc.pid, n)
+            print(f"Ping throughput, {n:2d} connections: {rps:8.0f} req/s, "
+                  f"daemon CPU {cpu:5.1f} us/request")  # fmt: skip
         print(f"daemon RSS after load: {rss_kib(proc.pid) / 1024:.1f} MiB")
     finally:
         proc.send_signal(signal.SIGTERM)

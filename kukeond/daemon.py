@@ -39,11 +39,18 @@ class StartupError(Exception):
     """The daemon must not start; the message says why."""
 
 
-def ping_handler(args: Any) -> Any:
-    """``KukeonV1.Ping``: always OK, with the version."""
-    from kukeond.api.kukeonv1 import PingReply
+_ping_reply: Any = None
 
-    return PingReply(OK=True, Version=VERSION)
+
+def ping_handler(args: Any) -> Any:
+    """``KukeonV1.Ping``: always OK, with the version (encoded once, it never changes)."""
+    global _ping_reply
+    if _ping_reply is None:
+        from kukeond.api import gojson
+        from kukeond.api.kukeonv1 import PingReply
+
+        _ping_reply = gojson.raw(PingReply(OK=True, Version=VERSION).to_wire())
+    return _ping_reply
 
 
 def build_handlers(runtime: Runtime) -> dict[str, Handler]:

@@ -37,7 +37,6 @@ _HTML_SAFE = str.maketrans(
 _HTML_SAFE_PAIRS = tuple((chr(k), v) for k, v in _HTML_SAFE.items())
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _indented = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ": "), indent=2, allow_nan=False
 )
@@ -55,9 +54,77 @@ def _finish(text: str) -> str:
     return text
 
 
+class RawJSON:
+    """Compact JSON text already in Go's form, written verbatim by :func:`dumps`.
+
+    A document whose wire encoding is kept (one per stored version) travels
+    in a reply as one of these: encoding the reply copies the text instead of
+    walking the document again. ``to_wire()`` returns the value itself, so
+    it stands wherever a struct is expected in a reply.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def to_wire(self) -> RawJSON:
+        """Return itself: the text is the wire form."""
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is RawJSON and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"RawJSON({self.text!r})"
+
+
+class _Spliced(Exception):
+    """The value holds a :class:`RawJSON`: the C encoder cannot write it."""
+
+
+def _refuse_raw(obj: Any) -> Any:
+    if type(obj) is RawJSON:
+        raise _Spliced
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_compact_c = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_refuse_raw
+).encode
+
+
+def raw(obj: Any) -> RawJSON:
+    """Encode ``obj`` once as a :class:`RawJSON` to be spliced into later output."""
+    return RawJSON(dumps(obj))
+
+
 def dumps(obj: Any) -> str:
-    """Encode ``obj`` compactly, the way Go's ``json.Marshal`` does."""
-    return _finish(_compact.encode(obj))
+    """Encode ``obj`` compactly, the way Go's ``json.Marshal`` does.
+
+    :class:`RawJSON` values anywhere inside are written as their text.
+    """
+    if type(obj) is RawJSON:
+        return obj.text
+    try:
+        return _finish(_compact_c(obj))
+    except _Spliced:
+        return _splice(obj)
+
+
+def _splice(obj: Any) -> str:
+    """Encode a value holding :class:`RawJSON` leaves: containers by hand, the rest in C."""
+    kind = type(obj)
+    if kind is RawJSON:
+        return obj.text
+    if kind is list or kind is tuple:
+        return "[" + ",".join([dumps(v) for v in obj]) + "]"
+    if kind is dict:
+        return "{" + ",".join([dumps(str(k)) + ":" + dumps(v) for k, v in obj.items()]) + "}"
+    return dumps(obj)
 
 
 def dumps_indent(obj: Any) -> str:

@@ -9,7 +9,6 @@ object ``{"id","result","error"}`` followed by a newline.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from kukeond.api import gojson
@@ -41,22 +40,35 @@ class RequestError(Exception):
     """The frame is not a request object Go's codec could decode: fatal for the connection."""
 
 
-@dataclass(frozen=True)
 class Request:
     """One decoded request: the method string, the raw params value and the echo-ready id."""
 
-    method: str
-    params: Any  # _MISSING when absent; otherwise the decoded JSON value
-    id_text: str
+    __slots__ = ("method", "params", "id_text")
+
+    def __init__(self, method: str, params: Any, id_text: str) -> None:
+        self.method = method
+        self.params = params  # _MISSING when absent; otherwise the decoded JSON value
+        self.id_text = id_text
 
     @property
     def has_params(self) -> bool:
         """Tell whether ``params`` was present and not ``null``."""
         return self.params is not _MISSING and self.params is not None
 
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Request:
+            return NotImplemented
+        mine = (self.method, self.params, self.id_text)
+        return mine == (other.method, other.params, other.id_text)
+
+    def __repr__(self) -> str:
+        return f"Request(method={self.method!r}, params={self.params!r}, id_text={self.id_text!r})"
+
 
 def _compact_raw(value: Any) -> str:
     """Re-emit a decoded JSON value compactly, number literals as written."""
+    if type(value) is int:  # the usual id: its decimal text is its JSON text
+        return str(value)
     if isinstance(value, GoNumber):
         return value.literal
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
@@ -66,14 +78,31 @@ def _compact_raw(value: Any) -> str:
     return "{" + ",".join(gojson.dumps(k) + ":" + _compact_raw(v) for k, v in value.items()) + "}"
 
 
+decode_object = _DECODER.raw_decode
+"""``decode_object(text, pos)``: the JSON value starting at ``pos`` and the index after it."""
+
+
 def decode_request(frame: bytes) -> Request:
     """Decode one complete JSON object into a :class:`Request` or raise :class:`RequestError`."""
     try:
         obj = _DECODER.decode(frame.decode("utf-8", "replace"))
     except ValueError as e:
         raise RequestError(f"malformed JSON: {e}") from None
-    if not isinstance(obj, dict):
+    return request_from_object(obj)
+
+
+def request_from_object(obj: Any) -> Request:
+    """The :class:`Request` of a decoded top-level value, or raise :class:`RequestError`."""
+    if type(obj) is not dict:
         raise RequestError("request is not a JSON object")
+    if len(obj) == 3 and "method" in obj and "params" in obj and "id" in obj:
+        # The shape every client sends: no case folding, no duplicates to settle.
+        method = obj["method"]
+        if type(method) is not str:
+            if method is not None:
+                raise RequestError("method is not a string")
+            method = ""
+        return Request(method, obj["params"], _compact_raw(obj["id"]))
     method: Any = None
     params: Any = _MISSING
     id_value: Any = None
@@ -87,7 +116,7 @@ def decode_request(frame: bytes) -> Request:
             id_value = value
     if method is not None and not isinstance(method, str):
         raise RequestError("method is not a string")
-    return Request(method=method or "", params=params, id_text=_compact_raw(id_value))
+    return Request(method or "", params, _compact_raw(id_value))
 
 
 def encode_response(id_text: str, result: Any = None, error: str | None = None) -> bytes:

@@ -14,7 +14,7 @@ its traceback.
 
 from __future__ import annotations
 
-import inspect
+import types as _types
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,6 +26,8 @@ from kukeond.logs import Logger
 from kukeond.rpc.codec import Request, params_type_name
 
 SERVICE = "KukeonV1"
+
+_Coroutine = _types.CoroutineType
 
 Handler = Callable[[Any], Awaitable[Any] | Any]
 Outcome = tuple[Any, str | None]
@@ -56,6 +58,7 @@ class Dispatcher:
             raise ValueError(f"handlers for methods that do not exist: {sorted(unknown)}")
         self._handlers = dict(handlers)
         self._types = types
+        self._routes: dict[str, tuple[Handler, type, type, Any]] = {}
 
     def methods(self) -> list[str]:
         """Return the full names of the methods that have handlers."""
@@ -68,24 +71,24 @@ class Dispatcher:
         directly (no Deferred on the hot path); otherwise a Deferred fires with it.
         """
         method = request.method
-        dot = method.rfind(".")
-        if dot < 0:
-            return None, f"rpc: service/method request ill-formed: {method}"
-        if method[:dot] != SERVICE:
-            return None, f"rpc: can't find service {method}"
-        name = method[dot + 1 :]
-        handler = self._handlers.get(name)
-        if handler is None:
-            return None, f"rpc: can't find method {method}"
-        if not request.has_params:
-            return None, "jsonrpc: request body missing params"
+        route = self._routes.get(method)
+        if route is None:
+            route = self._route(method)
+            if type(route) is str:
+                return None, route
+        handler, args_type, reply_type, empty_args = route
         params = request.params
-        if not isinstance(params, list):
+        if type(params) is not list:
+            if not request.has_params:
+                return None, "jsonrpc: request body missing params"
             kind = params_type_name(params)
             return None, f"json: cannot unmarshal {kind} into Go value of type [1]interface {{}}"
-        args_type, reply_type = self._types[name]
+        raw = params[0] if params else None
         try:
-            args = args_type.from_wire(params[0] if params else None)
+            if empty_args is not None and (raw is None or type(raw) is dict):
+                args = empty_args  # no fields to fill: every such request decodes alike
+            else:
+                args = args_type.from_wire(raw)
         except ValueError as e:  # every decode failure is a protocol error, as in Go
             return None, str(e) or type(e).__name__
         except Exception as e:  # noqa: BLE001 - a bug of a decoder: logged, answered as the rest
@@ -95,13 +98,35 @@ class Dispatcher:
             reply = handler(args)
         except Exception as e:  # noqa: BLE001 - a handler never takes the daemon down; logged
             return self._failed(e, method, reply_type)
-        if inspect.iscoroutine(reply):
+        if type(reply) is _Coroutine:
             reply = defer.Deferred.fromCoroutine(reply)
         if isinstance(reply, defer.Deferred):
             return reply.addCallbacks(
                 _outcome, self._failed_async, errbackArgs=(method, reply_type)
             )
         return reply.to_wire(), None
+
+    def _route(self, method: str) -> tuple[Handler, type, type, Any] | str:
+        """Look ``method`` up: its handler and types, or the protocol error text.
+
+        Found methods are remembered (there are a few dozen); misses are not,
+        so a client cannot grow the table.
+        """
+        dot = method.rfind(".")
+        if dot < 0:
+            return f"rpc: service/method request ill-formed: {method}"
+        if method[:dot] != SERVICE:
+            return f"rpc: can't find service {method}"
+        name = method[dot + 1 :]
+        handler = self._handlers.get(name)
+        if handler is None:
+            return f"rpc: can't find method {method}"
+        args_type, reply_type = self._types[name]
+        empty_args = None
+        if not getattr(args_type, "fields", True):
+            empty_args = args_type()
+        route = self._routes[method] = (handler, args_type, reply_type, empty_args)
+        return route
 
     def _failed(self, exc: BaseException, method: str, reply_type: type) -> Outcome:
         if not isinstance(exc, KukeonError):

@@ -9,16 +9,30 @@ after it is read. A half-close by the client is honoured the same way.
 
 from __future__ import annotations
 
-from twisted.internet import defer
+import re
+
+from twisted.internet import defer, unix
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kukeond.logs import Logger
-from kukeond.rpc.codec import RequestError, decode_request, encode_response
+from kukeond.rpc.codec import (
+    Request,
+    RequestError,
+    decode_object,
+    decode_request,
+    encode_response,
+    request_from_object,
+)
 from kukeond.rpc.dispatch import Dispatcher
 from kukeond.rpc.framing import FrameError, FrameSplitter, FrameTooLarge
+
+_NON_WHITESPACE = re.compile(r"[^ \t\r\n]").search
+
+_DONE = -1
+_BAD_REQUEST = -2
 
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
 """Default per-request limit: admits an in-band image tarball of several hundred MB."""
@@ -36,6 +50,7 @@ class KukeonProtocol(Protocol):
         self._in_flight = 0
         self._closing = False  # no more requests are read; close once idle
         self._lost = False
+        self._socket = None  # the connected socket, when replies may be sent directly
         self.factory: KukeonFactory | None = None
 
     @property
@@ -47,32 +62,87 @@ class KukeonProtocol(Protocol):
         """Register with the factory so shutdown can drain us."""
         if self.factory is not None:
             self.factory.connections.add(self)
+        if type(self.transport) is unix.Server and not self.transport._sendmsgQueue:
+            self._socket = self.transport.socket
 
     def dataReceived(self, data: bytes) -> None:
         """Split ``data`` into requests and start each one."""
         if self._closing:
             return
+        requests: list[Request] = []
+        if not self._splitter.pending and data.isascii():
+            # The usual chunk: whole ASCII requests and nothing buffered. One C
+            # call per request finds its end and decodes it; anything else
+            # (an incomplete, malformed or oversized object, or a top-level
+            # value that is not an object) goes to the splitter from there on,
+            # which keeps every error behaviour.
+            rest = self._decode_ascii(data, requests)
+            if rest < 0:
+                self._start_all(requests, rest == _BAD_REQUEST)
+                return
+            data = data[rest:]
         try:
             frames = self._splitter.feed(data)
         except FrameTooLarge as e:
             self.log.warn("closing connection: {error}", error=e)
-            frames = []
-            self._stop_reading()
+            self._start_all([], True)
+            return
         except FrameError as e:
             self.log.debug("closing connection on undecodable input: {error}", error=e)
-            frames = []
-            self._stop_reading()
+            self._start_all([], True)
+            return
+        bad = False
         for frame in frames:
             try:
-                request = decode_request(frame)
+                requests.append(decode_request(frame))
             except RequestError as e:
                 self.log.debug("closing connection on undecodable request: {error}", error=e)
-                self._stop_reading()
+                bad = True
                 break
+        self._start_all(requests, bad)
+
+    def _decode_ascii(self, data: bytes, requests: list[Request]) -> int:
+        """Decode the whole requests at the start of ``data``; return where the rest begins.
+
+        Returns ``_DONE`` when ``data`` was whole requests (and whitespace)
+        only, ``_BAD_REQUEST`` when an object was not a request Go could read
+        (nothing after it is read).
+        """
+        text = data.decode("ascii")
+        size = len(text)
+        limit = self._splitter.max_frame_bytes
+        pos = 0
+        while True:
+            m = _NON_WHITESPACE(text, pos)
+            if m is None:
+                return _DONE
+            pos = m.start()
+            if text[pos] != "{":
+                return pos
+            try:
+                obj, end = decode_object(text, pos)
+            except ValueError:
+                return pos
+            if end - pos > limit:
+                return pos
+            try:
+                requests.append(request_from_object(obj))
+            except RequestError as e:
+                self.log.debug("closing connection on undecodable request: {error}", error=e)
+                return _BAD_REQUEST
+            if end == size:
+                return _DONE
+            pos = end
+
+    def _start_all(self, requests: list[Request], stop: bool) -> None:
+        """Start ``requests`` in order; with ``stop``, read nothing more afterwards."""
+        for request in requests:
             self._start(request)
+        if stop:
+            self._stop_reading()
         self._close_if_idle()
 
-    def _start(self, request) -> None:
+    def _start(self, request: Request) -> None:
         self._in_flight += 1
         if self.factory is not None:
             self.factory.request_started()
@@ -93,7 +163,36 @@ class KukeonProtocol(Protocol):
     def _respond(self, outcome, id_text: str) -> None:
         result, error = outcome
         if not self._lost:
-            self.transport.write(encode_response(id_text, result, error))
+            self._write(encode_response(id_text, result, error))
+
+    def _write(self, data: bytes) -> None:
+        """Send at once when nothing is queued; Twisted's buffer takes what the socket refuses.
+
+        ``transport.write`` only queues and asks the reactor to watch the
+        socket for writability: two ``epoll_ctl`` calls and one more reactor
+        turn per reply. A reply to a connection with an empty queue can go out
+        directly, as Go's and asyncio's writers do; order is kept because the
+        queue is used as soon as it holds anything.
+        """
+        transport = self.transport
+        sock = self._socket
+        if (
+            sock is not None
+            and not transport._tempDataLen
+            and len(transport.dataBuffer) == transport.offset
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # the transport's own write finds and reports the error
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def _internal_error(self, failure: Failure, id_text: str) -> None:
         # The dispatcher turns handler errors into replies; reaching here means
@@ -101,13 +200,14 @@ class KukeonProtocol(Protocol):
         self.log.failure("could not answer request", failure)
         if not self._lost:
             message = f"kukeond: internal error: {failure.getErrorMessage()}"
-            self.transport.write(encode_response(id_text, None, message))
+            self._write(encode_response(id_text, None, message))
 
     def _finished(self, _) -> None:
         self._in_flight -= 1
         if self.factory is not None:
             self.factory.request_finished()
-        self._close_if_idle()
+        if self._closing:
+            self._close_if_idle()
 
     def _stop_reading(self) -> None:
         self._closing = True
