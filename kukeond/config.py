@@ -151,6 +151,14 @@ SETTINGS: tuple[Setting, ...] = (
         "where file-mounted container secrets are staged (keep it on a tmpfs)",
     ),
     Setting(
+        "pull_policy",
+        "pull-policy",
+        "KUKEOND_PULL_POLICY",
+        "pullPolicy",
+        "missing",
+        "pull a cell's image its realm lacks: missing (from its registry) or never",
+    ),
+    Setting(
         "kuketty_binary",
         "kuketty-binary",
         "KUKEOND_KUKETTY_BINARY",
@@ -161,6 +169,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 SETTINGS_BY_FLAG = {s.flag: s for s in SETTINGS}
+
+PULL_POLICIES = ("missing", "never")
+"""``--pull-policy`` values: pull an image a cell needs when its realm lacks it, or never."""
 
 
 @dataclass
@@ -182,6 +193,7 @@ class DaemonConfig:
     cni_ipam_dir: str = "/var/lib/cni/networks"
     cni_subnet_pool: str = "10.88.0.0/16"
     secrets_dir: str = "/run/kukeon/secrets"
+    pull_policy: str = "missing"
     kuketty_binary: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -370,6 +382,10 @@ def validate(config: DaemonConfig) -> None:
         )
     if config.socket_gid < 0:
         raise ConfigurationError(f"invalid --socket-gid {config.socket_gid}: must be >= 0")
+    if config.pull_policy not in PULL_POLICIES:
+        raise ConfigurationError(
+            f"invalid --pull-policy {config.pull_policy!r}: one of {', '.join(PULL_POLICIES)}"
+        )
     try:
         parse_go_duration(config.reconcile_interval or "30s")
     except ValueError as e:

@@ -42,6 +42,7 @@ from kukeond.api.v1beta1 import (
     CellDoc,
     ContainerSpec,
     ContainerStatus,
+    RealmDoc,
 )
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.model import ImageRuntimeConfig
@@ -369,18 +370,35 @@ class CellRunner:
         return not existed
 
     async def check_images(self, doc: CellDoc, namespace: str) -> None:
-        """Fail with how to load it when an image of the cell is not in the namespace."""
-        for image in dict.fromkeys(c.image for c in doc.spec.containers or []):
-            try:
-                await self.rt.containerd.get_image(namespace, image)
-            except cerrors.NotFound:
-                raise self.missing_image(image, doc.spec.realmId, namespace) from None
+        """Pull the cell's images its realm lacks; fail clearly when one cannot be had."""
+        images = dict.fromkeys(c.image for c in doc.spec.containers or [])
+        await gather(self.ensure_image(image, doc.spec.realmId, namespace) for image in images)
+
+    async def ensure_image(self, image: str, realm: str, namespace: str) -> None:
+        """Make sure ``image`` is in ``namespace``, pulling it with the realm's credentials."""
+        try:
+            await self.rt.containerd.get_image(namespace, image)
+            return
+        except cerrors.NotFound:
+            if self.rt.config.pull_policy == "never":
+                raise self.missing_image(image, realm, namespace) from None
+        raw = self.rt.store.get((realm,))
+        credentials = (RealmDoc.from_wire(raw).spec.registryCredentials or []) if raw else []
+        try:
+            await self.rt.pulls.ensure(namespace, image, credentials)
+        except cerrors.Unavailable:
+            raise
+        except (cerrors.ContainerdError, defer.TimeoutError, ValueError) as exc:
+            raise self.missing_image(image, realm, namespace, exc) from None
 
     @staticmethod
-    def missing_image(image: str, realm: str, namespace: str) -> KukeonError:
-        """The error for an image absent from the realm (no registry is tried)."""
+    def missing_image(
+        image: str, realm: str, namespace: str, pull_error: BaseException | None = None
+    ) -> KukeonError:
+        """The error for an image absent from the realm (and, if tried, why the pull failed)."""
+        why = f" and pulling it failed: {flatten_message(str(pull_error))}" if pull_error else ""
         return ImageNotFound(
-            f"{image} is not in containerd namespace {namespace}; load it with "
+            f"{image} is not in containerd namespace {namespace}{why}; load it with "
             f"'kuke image load --realm {realm} <image.tar>'"
         )
 
@@ -467,7 +485,9 @@ class CellRunner:
             try:
                 bases[image] = await client.image_runtime_config(namespace, image)
             except cerrors.NotFound:
-                raise self.missing_image(image, realm, namespace) from None
+                # Deleted since the cell was created: pull it again if it can be had.
+                await self.ensure_image(image, realm, namespace)
+                bases[image] = await client.image_runtime_config(namespace, image)
         out = {}
         for container in containers:
             base = bases[container.image]

@@ -7,14 +7,17 @@ clients, so tests can hand them fakes (``FakeContainerd``, ``FakeCgroups``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kukeond.config import DaemonConfig
 from kukeond.containerd.interface import IContainerd
 from kukeond.host.cgroups import ICgroups
 from kukeond.host.cni import INetwork
 from kukeond.store.metadata import MetadataStore
+
+if TYPE_CHECKING:
+    from kukeond.controller.image_pull import ImagePulls
 
 
 @dataclass
@@ -27,6 +30,16 @@ class Runtime:
     cgroups: ICgroups
     network: INetwork
     reactor: Any
+    _pulls: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def pulls(self) -> ImagePulls:
+        """Image pulls for cells whose realm lacks their image (made on first use)."""
+        if self._pulls is None:
+            from kukeond.controller.image_pull import ImagePulls
+
+            self._pulls = ImagePulls(self.containerd, self.reactor)
+        return self._pulls
 
     @property
     def run_path(self) -> str:

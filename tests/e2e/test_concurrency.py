@@ -153,6 +153,7 @@ class ConcurrencyTests(TestCase):
             "--containerd-namespace-suffix", self.suffix,
             "--cgroup-root", self.cgroot,
             "--reconcile-interval", "2s",
+            "--pull-policy", "never",
             "--cni-cache-dir", self.cache_dir,
             "--cni-ipam-dir", self.ipam_dir,
             "--cni-subnet-pool", free_parent_cidr(),

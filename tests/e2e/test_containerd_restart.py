@@ -68,7 +68,7 @@ class DaemonSurvivesContainerdRestartTests(TestCase):
              "--containerd-socket", self.ctrd.socket,
              "--containerd-namespace-suffix", self.suffix,
              "--cgroup-root", self.cgroot,
-             "--reconcile-interval", "1s",
+             "--reconcile-interval", "1s", "--pull-policy", "never",
              "--cni-cache-dir", os.path.join(self.dir, "cni-cache"),
              "--cni-ipam-dir", os.path.join(self.dir, "cni-ipam"),
              "--cni-subnet-pool", free_parent_cidr()],

@@ -63,6 +63,7 @@ class WorkflowTests(TestCase):
             "--containerd-namespace-suffix", self.suffix,
             "--cgroup-root", self.cgroot,
             "--reconcile-interval", "2s",
+            "--pull-policy", "never",
             "--cni-cache-dir", os.path.join(self.dir, "cni-cache"),
             "--cni-ipam-dir", os.path.join(self.dir, "cni-ipam"),
             "--cni-subnet-pool", free_parent_cidr(),

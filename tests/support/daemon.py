@@ -54,6 +54,7 @@ class OurKukeond:
             "--cgroup-root", self.cgroup_root,
             "--reconcile-interval", reconcile_interval,
             *cni,
+            "--pull-policy", "never",
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -45,6 +45,8 @@ def test_config(run_path: str, cgroup_root: str | None = None) -> DaemonConfig:
         namespace_suffix=f"t{token}.kukeon.test",
         cgroup_root=cgroup_root or f"/kukeon-test-{token}",
         reconcile_interval="0",
+        # No test pulls from a registry it did not start itself.
+        pull_policy="never",
     )
 
 
