@@ -169,6 +169,9 @@ def default_cell(doc: CellDoc) -> None:
     spec = doc.spec
     if not spec.id:
         spec.id = doc.metadata.name
+    # ``kuke create cell`` sends neither; the reference stores both.
+    doc.apiVersion = doc.apiVersion or API_VERSION
+    doc.kind = doc.kind or "Cell"
     _add_labels(
         doc.metadata,
         {
@@ -216,6 +219,7 @@ def ensure_root_container(doc: CellDoc) -> ContainerSpec:
     if not root_id:
         root = implicit_root_container(doc)
         spec.containers.append(root)
+        spec.rootContainerId = root.id
         return root
     spec.rootContainerId = root_id
     for container in spec.containers:

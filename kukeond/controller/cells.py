@@ -165,6 +165,7 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
     runner = runner_for(runtime)
     key = cell_key(doc)
     requested = [c.id for c in doc.spec.containers or []]
+    requested_root = doc.spec.rootContainerId
     result = kukeonv1.CreateCellResult()
     async with runtime.store.lock(key):
         stored = runner.load(key)
@@ -176,7 +177,12 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
             result.RootContainerExistsPre = await _root_exists(runner, cell, ns)
             try:
                 result.CgroupCreated = runner.ensure_cgroup(cell)
-                await runner.render_etc_files(cell)
+                # Written again only when missing: a running cell's etc-hosts holds
+                # its address, which only its start knows.
+                run = runtime.run_path
+                if not all(os.path.exists(path(run, *key)) for path in
+                           (naming.etc_hosts_path, naming.etc_hostname_path)):
+                    await runner.render_etc_files(cell)
             except EXPECTED_FAILURES as exc:
                 raise errors.CreateCell.around(as_kukeon_error(exc)) from exc
             cell = await runner.save(cell)
@@ -195,6 +201,10 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
             raise exc.wrap("failed to start cell containers") from exc
         after = {c.id for c in cell.spec.containers or []}
         result.Cell = output(cell)
+        if stored is None:
+            # The stored cell names its root; the reference's reply to a new cell
+            # carries only the rootContainerId of the request.
+            result.Cell.spec.rootContainerId = requested_root
         result.MetadataExistsPost = True
         result.CgroupExistsPost = runtime.cgroups.exists(runner.cgroup_path(cell))
         result.RootContainerExistsPost = await _root_exists(runner, cell, ns)

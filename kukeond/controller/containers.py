@@ -187,6 +187,8 @@ class ContainerHandlers:
             value = getattr(request.spec, field)
             setattr(fresh, field, value.clone() if hasattr(value, "clone") else value)
         fresh.id = validated("container", fresh.id)
+        if not fresh.volumes:  # the reference stores kuke's empty list as null
+            fresh.volumes = None
         try:
             check_volumes(fresh)
         except ValueError as exc:

@@ -73,8 +73,8 @@ class Spaces:
         doc.metadata.name, doc.spec.realmId = name, realm
         docrules.default_space(doc)
         if not common.safe(realm) or not rt.store.exists((realm,)):
-            missing = f"realm {q(realm)} not found at run-path {q(rt.run_path)}"
-            raise errors.CreateSpace.around(errors.RealmNotFound.after(missing))
+            # The reference's words: "failed to create space: realm not found".
+            raise errors.CreateSpace.around(errors.RealmNotFound())
         key = (realm, name)
         async with rt.store.lock(key):
             stored = common.read_doc(rt, key, v1.SpaceDoc, KIND)
