@@ -39,12 +39,13 @@ class OurKukeond:
         self.namespace_suffix = host.namespace_suffix if host else f"o{token}.kukeon.test"
         self.cgroup_root = host.cgroup_root if host else f"/kukeon-test-{token}"
         self.log_path = os.path.join(directory, "daemon.log")
-        # Without a subnet pool the CNI settings are the defaults, the reference's own.
-        cni = [] if subnet_pool is None else [
-            "--cni-cache-dir", os.path.join(directory, "cni-cache"),
-            "--cni-ipam-dir", os.path.join(directory, "cni-ipam"),
-            "--cni-subnet-pool", subnet_pool,
-        ]  # fmt: skip
+        # The CNI cache and leases of a host handed over stay where they are; without
+        # a subnet pool it is the default one, the reference's own.
+        self.cni_cache_dir = getattr(host, "cni_cache_dir", os.path.join(directory, "cni-cache"))
+        self.cni_ipam_dir = getattr(host, "cni_ipam_dir", os.path.join(directory, "cni-ipam"))
+        cni = ["--cni-cache-dir", self.cni_cache_dir, "--cni-ipam-dir", self.cni_ipam_dir]
+        if subnet_pool is not None:
+            cni += ["--cni-subnet-pool", subnet_pool]
         self.flags = [
             "--configuration", os.path.join(directory, "absent.yaml"),
             "--socket", self.socket,
@@ -53,8 +54,8 @@ class OurKukeond:
             "--containerd-namespace-suffix", self.namespace_suffix,
             "--cgroup-root", self.cgroup_root,
             "--reconcile-interval", reconcile_interval,
-            *cni,
             "--pull-policy", "never",
+            *cni,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -139,10 +140,10 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
     so cleanup can remove them even when the test failed half-way.
 
     ``host`` (another daemon, e.g. a ``GoKukeond``) hands its run path,
-    namespace suffix and cgroup root over to ours; ours then also uses the
-    default CNI cache, IPAM directory and subnet pool, the ones the Go daemon
-    always uses. ``default_cni`` asks for those alone (a host the Go daemon
-    takes over later).
+    namespace suffix, cgroup root and CNI cache and lease directories over to
+    ours; ours then also uses the default subnet pool, the one the Go daemon
+    always uses. ``default_cni`` asks for that pool alone (a host the Go
+    daemon takes over later).
     """
     from twisted.internet import reactor
 

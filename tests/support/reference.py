@@ -11,7 +11,7 @@ They live in ``$KUKEON_REFERENCE_BIN``, by default ``<checkout>/../shared/bin``
 - ``run_kuke(host, *args)`` runs the real ``kuke --host unix://HOST ARGS``
   and returns ``KukeResult(code, stdout, stderr)``; ``run_kuke_async`` is the
   same off the reactor thread (a Deferred).
-- ``start_go_kukeond(test, containerd_socket=None)`` starts the Go daemon
+- ``start_go_kukeond(test, containerd_socket=None, host=None)`` starts the Go daemon
   (``kuke`` under the name ``kukeond``) on its own socket, run path, cgroup
   root and namespace suffix, on containerd 2.2 unless told otherwise (v0.5.0
   does not work on 1.6), and stops and cleans it up at the test's cleanup.
@@ -34,6 +34,8 @@ from twisted.trial.unittest import FailTest, SkipTest
 ENV_BIN = "KUKEON_REFERENCE_BIN"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT.parent / "shared" / "bin"
+CNI_PLUGIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
+"""Where CNI plugins are looked for, as our daemon does by default."""
 
 
 def in_ci() -> bool:
@@ -107,23 +109,52 @@ class GoKukeond:
     """The reference daemon, running; made by ``start_go_kukeond``."""
 
     def __init__(self, directory: str, containerd_socket: str, token: str,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), host=None) -> None:
         self.directory = directory
         self.socket = os.path.join(directory, "kukeond.sock")
-        self.run_path = os.path.join(directory, "run")
+        self.run_path = host.run_path if host else os.path.join(directory, "run")
         self.containerd_socket = containerd_socket
-        self.cgroup_root = f"/kukeon-test-{token}"
-        self.namespace_suffix = f"{token}.kukeon.test"
+        self.cgroup_root = host.cgroup_root if host else f"/kukeon-test-{token}"
+        self.namespace_suffix = host.namespace_suffix if host else f"{token}.kukeon.test"
+        self.cni_cache_dir = getattr(host, "cni_cache_dir", os.path.join(directory, "cni-cache"))
+        self.cni_ipam_dir = getattr(host, "cni_ipam_dir", os.path.join(directory, "cni-ipam"))
         self.log_path = os.path.join(directory, "kukeond.log")
         link = os.path.join(directory, "kukeond")
         os.symlink(reference_bin("kuke"), link)
         self.argv = [
-            link, "--configuration", os.path.join(directory, "absent.yaml"),
+            *self.cni_mounts(), link, "--configuration", os.path.join(directory, "absent.yaml"),
             "serve", "--socket", self.socket, "--run-path", self.run_path,
             "--containerd-socket", containerd_socket, "--cgroup-root", self.cgroup_root,
             "--containerd-namespace-suffix", self.namespace_suffix, *extra_args,
         ]
         self.process: subprocess.Popen[bytes] | None = None
+
+    def cni_mounts(self) -> list[str]:
+        """An argv prefix: the daemon's own mount namespace for its fixed CNI paths.
+
+        v0.5.0 looks for CNI plugins in ``/opt/cni/bin`` only (Debian has them
+        in ``/usr/lib/cni``), caches in ``/opt/cni/cache`` and keeps leases in
+        ``/var/lib/cni/networks``. There, under tmpfs mounts, it finds the
+        plugins, ``cni_cache_dir`` and ``cni_ipam_dir``: the host's paths are
+        neither needed nor changed, and our daemon can be given the same two
+        directories.
+        """
+        plugins = next((d for d in CNI_PLUGIN_DIRS if os.path.exists(os.path.join(d, "bridge"))),
+                       None)
+        binds = os.path.join(self.directory, "cni-bin")
+        for path in (binds, self.cni_cache_dir, self.cni_ipam_dir):
+            os.makedirs(path, exist_ok=True)
+        script = " && ".join([
+            *([f'mount --bind "{plugins}" "{binds}"'] if plugins else []),
+            'for d in /opt/cni /var/lib/cni; do m=$d; [ -d "$m" ] || m=$(dirname "$d"); '
+            'mount -t tmpfs -o mode=0755 kukeond-test "$m"; done',
+            "mkdir -p /opt/cni/bin /opt/cni/cache /var/lib/cni/networks",
+            f'mount --bind "{binds}" /opt/cni/bin',
+            f'mount --bind "{self.cni_cache_dir}" /opt/cni/cache',
+            f'mount --bind "{self.cni_ipam_dir}" /var/lib/cni/networks',
+            'exec "$@"',
+        ])  # fmt: skip
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the daemon and wait until its socket accepts connections."""
@@ -165,7 +196,7 @@ class GoKukeond:
 
 
 def start_go_kukeond(test, containerd_socket: str | None = None,
-                     extra_args: Sequence[str] = ()) -> GoKukeond:
+                     extra_args: Sequence[str] = (), host=None) -> GoKukeond:
     """Start the Go kukeond for ``test``; it is stopped and cleaned up at the test's cleanup.
 
     Without ``containerd_socket`` it runs on the test containerd 2.2
@@ -173,7 +204,8 @@ def start_go_kukeond(test, containerd_socket: str | None = None,
     daemon, purges the containerd namespaces ending in its suffix and removes
     its cgroup root. Tests that make spaces should also hold
     ``tests.support.runtime.hold_host_network``: bridge names do not depend on
-    the daemon.
+    the daemon. ``host`` (another daemon, e.g. an ``OurKukeond``) hands its run
+    path, namespace suffix and cgroup root over to this one.
     """
     from twisted.internet import reactor
 
@@ -187,7 +219,7 @@ def start_go_kukeond(test, containerd_socket: str | None = None,
     reference_bin("kuke")
     socket = containerd_socket or get_containerd2_socket()
     daemon = GoKukeond(short_tmpdir(test, "kg-"), socket, f"g{secrets.token_hex(3)}",
-                       extra_args)
+                       extra_args, host)
 
     async def cleanup() -> None:
         await threads.deferToThread(daemon.stop)
