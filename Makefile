@@ -16,7 +16,7 @@ TRIAL_ARGS  ?= tests
 TRIAL2_ARGS ?=
 CONTAINERD2 ?= yes
 
-.PHONY: install run test lint protos image bench clean kuke
+.PHONY: install run test lint protos image oci-image bench clean kuke
 
 # The editable install puts the checkout on sys.path (see setup.py), where twistd
 # finds twisted/plugins/kukeond_plugin.py. Twisted's plugin caches (the checkout's
@@ -36,6 +36,11 @@ install: $(VENV)/.installed
 image: install
 	$(PY) -m tests.support.image --out $(CURDIR)/.image
 
+# The kukeond OCI image for kuke init (root; Debian's archive and PyPI on first build):
+# .image/kukeond-oci.tar, docker.io/kukeon/kukeond-py:0.5.0. See doc/install.md.
+oci-image: install
+	$(PY) -m tools.build_oci_image --out $(CURDIR)/.image/kukeond-oci.tar
+
 protos: install
 	$(PY) -m kukeond.containerd.genprotos
 
@@ -50,7 +55,7 @@ test: install
 	} 2>&1 | $(PY) -m tests.summarize
 
 lint: install
-	$(VENV)/bin/ruff check kukeond tests bench twisted setup.py
+	$(VENV)/bin/ruff check kukeond tests bench tools twisted setup.py
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

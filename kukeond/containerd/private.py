@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 
 CONFIG = CONFIG_V2 = """version = 2
 root = "{root}/root"
@@ -110,11 +111,13 @@ class PrivateContainerd:
     ``binary`` is the containerd to run (default: ``containerd`` on ``PATH``);
     ``bin_dir`` goes first on its ``PATH`` so that it finds its shim there
     (default: the directory of an explicit ``binary``, else nothing added).
-    ``version`` is the binary's version once ``start`` has run.
+    ``version`` is the binary's version once ``start`` has run. ``wrapper`` is an
+    argv prefix containerd runs under, e.g. ``nsenter --net=/var/run/netns/N --``
+    to give it (and every host-network container) a network namespace of its own.
     """
 
     def __init__(self, directory: str, binary: str | None = None,
-                 bin_dir: str | None = None) -> None:
+                 bin_dir: str | None = None, wrapper: Sequence[str] = ()) -> None:
         self.directory = os.path.abspath(directory)
         self.socket = os.path.join(self.directory, "containerd.sock")
         self.log_path = os.path.join(self.directory, "containerd.log")
@@ -122,6 +125,7 @@ class PrivateContainerd:
         if bin_dir is None and binary is not None:
             bin_dir = os.path.dirname(os.path.abspath(binary))
         self.bin_dir = bin_dir
+        self.wrapper = list(wrapper)
         self.version: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -157,7 +161,7 @@ class PrivateContainerd:
             os.unlink(self.socket)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [binary, "-c", config],
+                [*self.wrapper, binary, "-c", config],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
-import gzip
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -27,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 
 from kukeond.containerd.reference import host_platform
+from tools import ocilayout
 
 BUSYBOX = "/bin/busybox"
 REF = "docker.io/library/busybox:latest"
@@ -47,30 +45,12 @@ class BusyboxImage:
     diff_id: str
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+_digest = ocilayout.digest
+_tar = ocilayout.tar_bytes
 
 
 def _info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
-def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in entries:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return out.getvalue()
+    return ocilayout.tar_info(name, kind, mode)
 
 
 def _applets() -> list[str]:
@@ -102,56 +82,22 @@ def build(out: str) -> BusyboxImage:
     """Write the image forms under ``out`` (created if needed) and describe them."""
     os.makedirs(out, exist_ok=True)
     raw_layer = layer_tar()
-    diff_id = _digest(raw_layer)
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz:
-        gz.write(raw_layer)
-    gz_layer = buf.getvalue()
+    layer = ocilayout.layer_blob(raw_layer)
+    diff_id = layer.diff_id
     os_name, arch = host_platform()
-    config = json.dumps({
+    config_blob, manifest_blob = ocilayout.image_blobs({
         "architecture": arch,
         "os": os_name,
         "created": "1970-01-01T00:00:00Z",
         "config": {"Env": [PATH_ENV], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "busybox-static"}],
-    }, sort_keys=True).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _digest(gz_layer), "size": len(gz_layer)}],
-    }, sort_keys=True).encode()
-    index = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": _digest(manifest), "size": len(manifest),
-            "annotations": {"io.containerd.image.name": REF,
-                            "org.opencontainers.image.ref.name": "latest"},
-        }],
-    }, sort_keys=True).encode()
-    layout = b'{"imageLayoutVersion":"1.0.0"}'
-    oci_files = [("oci-layout", layout), ("index.json", index)] + [
-        (f"blobs/sha256/{_digest(blob)[7:]}", blob) for blob in (config, manifest, gz_layer)
-    ]
+    }, [layer])
+    config = config_blob.data
     oci_dir = os.path.join(out, "busybox-oci")
     shutil.rmtree(oci_dir, ignore_errors=True)
-    for name, data in oci_files:
-        path = os.path.join(oci_dir, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-    oci_entries: list[tuple[tarfile.TarInfo, bytes | None]] = [
-        (_info("blobs/", tarfile.DIRTYPE, 0o755), None),
-        (_info("blobs/sha256/", tarfile.DIRTYPE, 0o755), None),
-    ] + [(_info(name), data) for name, data in oci_files]
+    ocilayout.write_layout_dir(oci_dir, REF, config_blob, manifest_blob, [layer])
     oci_tar = os.path.join(out, "busybox-oci.tar")
-    with open(oci_tar, "wb") as f:
-        f.write(_tar(oci_entries))
+    ocilayout.write_layout_tar(oci_tar, REF, config_blob, manifest_blob, [layer])
     layer_id = _digest(raw_layer)[7:]
     docker_manifest = json.dumps([{
         "Config": f"{_digest(config)[7:]}.json",
@@ -168,8 +114,8 @@ def build(out: str) -> BusyboxImage:
     docker_tar = os.path.join(out, "busybox-docker.tar")
     with open(docker_tar, "wb") as f:
         f.write(_tar(docker_entries))
-    return BusyboxImage(REF, oci_tar, docker_tar, oci_dir, _digest(manifest), _digest(config),
-                        _digest(gz_layer), diff_id)
+    return BusyboxImage(REF, oci_tar, docker_tar, oci_dir, manifest_blob.digest,
+                        config_blob.digest, layer.digest, diff_id)
 
 
 @functools.cache

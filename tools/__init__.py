@@ -1,0 +1,1 @@
+"""Build tools of the project (not part of the kukeond package)."""
