@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 
 from twisted.trial import unittest
 
@@ -148,7 +149,17 @@ class RealImagePreparationTests(unittest.SynchronousTestCase):
         other = SyncContainerd(get_containerd_socket())
         self.addCleanup(other.close)
         for chain in reversed(chain_ids([self.image.diff_id])):
-            other.remove_snapshot(self.ns, chain)
+            # containerd may still be dropping the unpack's own temporary child
+            # (seen under load): wait for it rather than fail on "with child".
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    other.remove_snapshot(self.ns, chain)
+                    break
+                except errors.FailedPrecondition:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
         self.create("second")
         self.assertIn("Diff.Apply", self.client.names)
         self.assertTrue(self.client.snapshot_mounts(self.ns, "second"))
