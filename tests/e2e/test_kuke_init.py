@@ -15,13 +15,17 @@ daemon it started on ``/run/kukeon/kukeond.sock``:
    its task untouched (same pids).
 4. ``kuke uninstall -y --no-daemon`` removes it all again.
 
-containerd, and every ``kuke`` of the test, runs in a network namespace of
-the test's own (``nsenter --net``, not ``ip netns exec``, which remounts
-``/sys`` and hides the cgroup mounts): the system cell is host-network, and
-``kuke daemon restart`` v0.5.0 takes ``lo`` down in containerd's namespace.
-Host paths ``kuke init`` uses (``/run/kukeon``, the ``/kukeon`` cgroups,
-``/var/lib/cni``, ``/opt/cni/*``, the ``kukeon`` user and group) are checked
-free before, saved when present and removed or restored at cleanup.
+containerd, and every ``kuke`` and client of the test, runs in a network
+namespace and a mount namespace of the test's own (``nsenter --net --mount``;
+not ``ip netns exec``, which remounts ``/sys`` and hides the cgroup mounts):
+the system cell is host-network, and ``kuke daemon restart`` v0.5.0 takes
+``lo`` down in containerd's network namespace. In the mount namespace the
+fixed paths ``kuke init`` uses (``/run/kukeon``, ``/opt/cni``,
+``/var/lib/cni``, ``/var/lib/containerd``) are empty tmpfs, so the host's are
+neither read nor changed and tests that start the Go daemon at the same time
+(which do the same for ``/opt/cni``) are not disturbed. What stays shared is
+removed at cleanup: the ``/kukeon`` cgroups (the test skips when they exist
+before) and the ``kukeon`` user and group.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import time
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from kukeond.containerd.private import PrivateContainerd, PrivateContainerdError, _accepts
+from kukeond.containerd.private import PrivateContainerd, PrivateContainerdError
 from tests.containerd.ocispec import remove_cgroup_tree
 from tests.support import reference
 from tests.support.image import busybox_image
@@ -53,8 +57,15 @@ SYSTEM_NS = "kuke-system.kukeon.io"
 DEFAULT_NS = "default.kukeon.io"
 BUSYBOX = "docker.io/library/busybox:latest"
 IMAGE_TAR = REPO_ROOT / ".image" / "kukeond-oci.tar"
-HOST_DIRS = ("/var/lib/cni", "/opt/cni/net.d", "/opt/cni/cache", "/opt/cni/bin", "/opt/cni",
-             "/var/lib/containerd")
+PRIVATE_DIRS = ("/run/kukeon", "/opt/cni", "/var/lib/cni", "/var/lib/containerd")
+"""Paths ``kuke init`` uses, each an empty tmpfs (or under one) in the test's mount namespace."""
+MOUNT_SCRIPT = " && ".join([
+    'for d in ' + " ".join(PRIVATE_DIRS) + '; do m=$d; [ -d "$m" ] || m=$(dirname "$d"); '
+    'mount -t tmpfs -o mode=0755 kukeon-init-test "$m"; done',
+    "mkdir -p " + " ".join(PRIVATE_DIRS),
+    'touch "$1"',
+    "exec sleep infinity",
+])  # fmt: skip
 LOOP = "echo hello-from-{name}; trap 'exit 0' TERM; while :; do sleep 0.2; done"
 
 
@@ -114,11 +125,9 @@ class KukeInitTest(TestCase):
         self.kuke_bin = reference.reference_bin("kuke")
         self.ctr_bin = reference.reference_bin("ctr")
         containerd = reference.reference_bin("containerd")
-        for tool in ("runc", "nsenter", "ip", "iptables", "useradd"):
+        for tool in ("runc", "nsenter", "unshare", "ip", "iptables", "useradd"):
             if shutil.which(tool) is None:
                 reference.unavailable(f"{tool} is not installed")
-        if _accepts(SOCKET):
-            raise SkipTest(f"a daemon serves {SOCKET}: this test needs that path to itself")
         if cgroup_dirs():
             raise SkipTest(f"the cgroup {CGROUP_ROOT} exists: kukeon is in use on this host")
         with contextlib.suppress(KeyError):
@@ -132,14 +141,15 @@ class KukeInitTest(TestCase):
         self.config = os.path.join(self.dir, "etc", "kukeond.yaml")
         self.home = os.path.join(self.dir, "home")
         os.makedirs(self.home)
-        self.save_host_paths(token)
-        # The system cell bind-mounts it, whichever containerd runs.
-        os.makedirs("/var/lib/containerd", exist_ok=True)
+        self.addCleanup(self.remove_system_user)
+        self.addCleanup(remove_cgroup_tree, CGROUP_ROOT)
         self.netns = f"kukeon-init-{token}"
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         self.addCleanup(subprocess.run, ["ip", "netns", "delete", self.netns],
                         capture_output=True)
-        self.nsenter = ["nsenter", f"--net=/var/run/netns/{self.netns}", "--"]
+        self.mount_holder()
+        self.nsenter = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt",
+                        f"--net=/var/run/netns/{self.netns}", "--"]
         subprocess.run([*self.nsenter, "ip", "link", "set", "lo", "up"], check=True)
         self.containerd = PrivateContainerd(os.path.join(self.dir, "ctrd"), binary=containerd,
                                             wrapper=self.nsenter)
@@ -152,23 +162,22 @@ class KukeInitTest(TestCase):
             self.ctr("-n", ns, "images", "import", self.busybox)
         self.ctr("-n", SYSTEM_NS, "images", "import", self.image_tar)
 
-    # Host paths kuke init touches: saved first, removed or restored at cleanup.
+    def mount_holder(self) -> None:
+        """A process holding the test's mount namespace, with the private tmpfs mounts."""
+        ready = os.path.join(self.dir, "mounts-ready")
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNT_SCRIPT, "sh",
+             ready], stdin=subprocess.DEVNULL)
 
-    def save_host_paths(self, token: str) -> None:
-        """Move ``/run/kukeon`` aside; note which CNI and containerd directories exist."""
-        if os.path.lexists("/run/kukeon"):
-            saved = f"/run/kukeon.saved-{token}"
-            os.rename("/run/kukeon", saved)
-            self.addCleanup(os.rename, saved, "/run/kukeon")
-        self.addCleanup(shutil.rmtree, "/run/kukeon", True)
-        for path in HOST_DIRS:
-            if os.path.lexists(path):
-                mode = os.stat(path).st_mode & 0o7777
-                self.addCleanup(os.chmod, path, mode)
-            else:
-                self.addCleanup(shutil.rmtree, path, True)
-        self.addCleanup(self.remove_system_user)
-        self.addCleanup(remove_cgroup_tree, CGROUP_ROOT)
+        def stop_holder() -> None:
+            self.holder.kill()
+            self.holder.wait()
+
+        self.addCleanup(stop_holder)
+        wait_until(lambda: os.path.exists(ready) or self.holder.poll() is not None, 10,
+                   "the mount namespace")
+        if self.holder.poll() is not None:
+            self.fail("could not make the test's mount namespace")
 
     def remove_system_user(self) -> None:
         """The ``kukeon`` user and group, when the test made them and uninstall did not go."""
@@ -229,15 +238,15 @@ class KukeInitTest(TestCase):
 
     def status(self) -> dict:
         """``KukeonV1.Status`` through our client."""
-        done = subprocess.run([sys.executable, "-m", "kukeond.client", "--host", HOST,
-                               "call", "Status"], capture_output=True, text=True, timeout=30)
+        done = subprocess.run([*self.nsenter, sys.executable, "-m", "kukeond.client", "--host",
+                               HOST, "call", "Status"], capture_output=True, text=True, timeout=30)
         self.assertEqual(done.returncode, 0, f"Status: {done.stderr}")
         return json.loads(done.stdout)
 
     def pinged(self) -> bool:
         """Whether a daemon answers Ping on the socket."""
-        done = subprocess.run([sys.executable, "-m", "kukeond.client", "--host", HOST, "ping"],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run([*self.nsenter, sys.executable, "-m", "kukeond.client", "--host",
+                               HOST, "ping"], capture_output=True, text=True, timeout=30)
         return done.returncode == 0
 
     def tasks(self, ns: str) -> dict[str, str]:
@@ -292,14 +301,27 @@ class KukeInitTest(TestCase):
         before = self.tasks(SYSTEM_NS)
         self.kuke("daemon", "restart", daemon=False)
         wait_until(self.pinged, 60, "the daemon restarted")
+        lo = subprocess.run([*self.nsenter, "ip", "-o", "link", "show", "lo"],
+                            capture_output=True, text=True).stdout
+        if "UP" not in lo.split(">")[0]:  # kuke daemon restart v0.5.0 (../shared/bin/README.md)
+            print("kuke daemon restart took lo down in containerd's network namespace",
+                  file=sys.stderr)
+            subprocess.run([*self.nsenter, "ip", "link", "set", "lo", "up"], check=True)
         self.assertNotEqual(self.tasks(SYSTEM_NS), before, "restart made a new daemon task")
         self.status()
         self.assertEqual(self.tasks(DEFAULT_NS), workloads, "cells kept running, not recreated")
         self.assertIn("keep", self.kuke("get", "cells").stdout)
 
         # Uninstall removes it all.
-        self.kuke("uninstall", "-y", "--no-daemon", daemon=False, timeout=180)
-        self.assertFalse(_accepts(SOCKET))
+        done = self.kuke("uninstall", "-y", "--no-daemon", daemon=False, timeout=180, ok=False)
+        if done.code != 0 and "must be empty" in done.stderr:
+            # The reference deletes the realm's images, then at once its namespace,
+            # racing containerd's collection of the image's snapshots: a second run
+            # finds them gone.
+            time.sleep(2)
+            done = self.kuke("uninstall", "-y", "--no-daemon", daemon=False, timeout=180)
+        self.assertEqual(done.code, 0, done.stderr)
+        self.assertFalse(self.pinged())
         namespaces = self.ctr("namespaces", "list", "-q").split()
         self.assertNotIn(SYSTEM_NS, namespaces)
         self.assertEqual(self.tasks(DEFAULT_NS) if DEFAULT_NS in namespaces else {}, {})
