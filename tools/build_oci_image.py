@@ -208,6 +208,9 @@ def python_env(rootfs: Path, wheels: Path, work: Path) -> None:
     for script in (venv / "bin").iterdir():
         if not script.name.startswith("python"):
             script.unlink()
+    for record in site.glob("*.dist-info/RECORD"):
+        lines = record.read_text().splitlines(keepends=True)
+        record.write_text("".join(line for line in lines if not line.startswith("../../../bin/")))
 
 
 def finish_rootfs(rootfs: Path, kuketty: str | None) -> None:
@@ -244,6 +247,8 @@ def finish_rootfs(rootfs: Path, kuketty: str | None) -> None:
     (rootfs / "etc" / "machine-id").write_text("")
     # ld.so.cache is made afresh: its bytes depend on the order of directory reads.
     run(["chroot", str(rootfs), "/sbin/ldconfig"])
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(rootfs / "var" / "cache" / "ldconfig")
     for pycache in sorted(rootfs.rglob("__pycache__"), reverse=True):
         shutil.rmtree(pycache)
     run(["chroot", str(rootfs), "/usr/bin/python3", "-m", "compileall", "-q", "-j", "1",
