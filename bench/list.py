@@ -7,10 +7,13 @@ in the reference's on-disk format (so nothing needs containerd to create
 them); then the daemon (``python -m kukeond.cli serve``, no containerd
 running) loads that tree and one client on one connection times, request
 after request, ListRealms/GetRealm, ListSpaces/GetSpace and
-ListStacks/GetStack and ListCells (stored documents only, no live
-queries). GetRealm also asks containerd whether the namespace
-exists; with containerd absent that answer is "no" and costs one failed
-connection attempt. Prints median and p99 per call.
+ListStacks/GetStack, ListCells (stored documents only, no live
+queries) and GetCell. GetRealm also asks containerd whether the namespace
+exists, and GetCell asks for its containers' tasks and its root
+container; with containerd absent those answers are "no" and cost failed
+connection attempts. A call is timed from the request's send to the last
+byte of its response (the client's JSON parsing is left out). Prints the
+median and p99 per call and the response's size.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from kukeond.store.metadata import render_document  # noqa: E402
 from tests.controller.reconcile_support import cell_doc  # noqa: E402
 
 STAMP = "2025-06-01T10:00:00.5Z"
-SIZES = (1, 100, 1000)
+SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "1,100,1000").split(","))
 
 
 def status(cgroup: str) -> dict:
@@ -91,16 +94,25 @@ class Connection:
         self.next_id = 0
 
     def call(self, method: str, params: dict) -> dict:
+        return self.check(method, self.call_raw(method, params))
+
+    def call_raw(self, method: str, params: dict) -> bytes:
+        """Send one request and return its response line, unparsed."""
         line = json.dumps({"method": f"KukeonV1.{method}", "params": [params],
                            "id": self.next_id}).encode() + b"\n"  # fmt: skip
         self.next_id += 1
         self.sock.sendall(line)
-        while b"\n" not in self.buffer:
+        chunks = [self.buffer]
+        while not chunks[-1].endswith(b"\n") and b"\n" not in chunks[-1]:
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise SystemExit("daemon closed the connection")
-            self.buffer += chunk
-        raw, self.buffer = self.buffer.split(b"\n", 1)
+            chunks.append(chunk)
+        raw, _, self.buffer = b"".join(chunks).partition(b"\n")
+        return raw
+
+    @staticmethod
+    def check(method: str, raw: bytes) -> dict:
         reply = json.loads(raw)
         if reply["error"] is not None or reply["result"].get("Err") is not None:
             raise SystemExit(f"{method} failed: {raw[:300]!r}")
@@ -113,9 +125,10 @@ def timed(conn: Connection, method: str, params: dict, rounds: int) -> tuple[flo
     size = 0
     for _ in range(rounds):
         start = time.perf_counter()
-        result = conn.call(method, params)
+        raw = conn.call_raw(method, params)
         samples.append(time.perf_counter() - start)
-        size = len(json.dumps(result))
+        size = len(raw)
+        conn.check(method, raw)
     samples.sort()
     return statistics.median(samples) * 1e3, samples[int(len(samples) * 0.99)] * 1e3, size
 
@@ -131,6 +144,9 @@ CALLS = (
                           "spec": {"realmId": "realm-0000", "spaceId": "space-0000"}}}, None),
     ("ListCells", {"RealmName": "realm-0000", "SpaceName": "space-0000",
                    "StackName": "stack-0000"}, "Cells"),
+    ("GetCell", {"Doc": {"metadata": {"name": "cell-0000"},
+                         "spec": {"realmId": "realm-0000", "spaceId": "space-0000",
+                                  "stackId": "stack-0000"}}}, None),
 )  # fmt: skip
 
 

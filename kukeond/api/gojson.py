@@ -55,31 +55,31 @@ def _finish(text: str) -> str:
 
 
 class RawJSON:
-    """Compact JSON text already in Go's form, written verbatim by :func:`dumps`.
+    """Compact JSON in Go's form, as UTF-8 bytes, written verbatim by the encoders here.
 
     A document whose wire encoding is kept (one per stored version) travels
-    in a reply as one of these: encoding the reply copies the text instead of
-    walking the document again. ``to_wire()`` returns the value itself, so
-    it stands wherever a struct is expected in a reply.
+    in a reply as one of these: encoding the reply copies the bytes instead
+    of walking the document again. ``to_wire()`` returns the value itself,
+    so it stands wherever a struct is expected in a reply.
     """
 
-    __slots__ = ("text",)
+    __slots__ = ("data",)
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
     def to_wire(self) -> RawJSON:
-        """Return itself: the text is the wire form."""
+        """Return itself: the bytes are the wire form."""
         return self
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is RawJSON and other.text == self.text
+        return type(other) is RawJSON and other.data == self.data
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        return hash(self.data)
 
     def __repr__(self) -> str:
-        return f"RawJSON({self.text!r})"
+        return f"RawJSON({self.data!r})"
 
 
 class _Spliced(Exception):
@@ -99,32 +99,60 @@ _compact_c = json.JSONEncoder(
 
 def raw(obj: Any) -> RawJSON:
     """Encode ``obj`` once as a :class:`RawJSON` to be spliced into later output."""
-    return RawJSON(dumps(obj))
+    return RawJSON(dumps(obj).encode("utf-8"))
 
 
 def dumps(obj: Any) -> str:
     """Encode ``obj`` compactly, the way Go's ``json.Marshal`` does.
 
-    :class:`RawJSON` values anywhere inside are written as their text.
+    :class:`RawJSON` values anywhere inside are written as they are.
     """
     if type(obj) is RawJSON:
-        return obj.text
+        return obj.data.decode("utf-8")
     try:
         return _finish(_compact_c(obj))
     except _Spliced:
-        return _splice(obj)
+        out: list[bytes] = []
+        _splice_into(obj, out)
+        return b"".join(out).decode("utf-8")
 
 
-def _splice(obj: Any) -> str:
+def encode_into(obj: Any, out: list[bytes]) -> None:
+    """Append the UTF-8 pieces of :func:`dumps` of ``obj`` to ``out`` (join them to send).
+
+    Kept :class:`RawJSON` bytes are appended as they are, so a reply made of
+    many of them is copied once, by the final join.
+    """
+    if type(obj) is RawJSON:
+        out.append(obj.data)
+        return
+    try:
+        out.append(_finish(_compact_c(obj)).encode("utf-8"))
+    except _Spliced:
+        _splice_into(obj, out)
+
+
+def _splice_into(obj: Any, out: list[bytes]) -> None:
     """Encode a value holding :class:`RawJSON` leaves: containers by hand, the rest in C."""
     kind = type(obj)
-    if kind is RawJSON:
-        return obj.text
     if kind is list or kind is tuple:
-        return "[" + ",".join([dumps(v) for v in obj]) + "]"
-    if kind is dict:
-        return "{" + ",".join([dumps(str(k)) + ":" + dumps(v) for k, v in obj.items()]) + "}"
-    return dumps(obj)
+        out.append(b"[")
+        for i, value in enumerate(obj):
+            if i:
+                out.append(b",")
+            encode_into(value, out)
+        out.append(b"]")
+    elif kind is dict:
+        out.append(b"{")
+        for i, (key, value) in enumerate(obj.items()):
+            if i:
+                out.append(b",")
+            encode_into(str(key), out)
+            out.append(b":")
+            encode_into(value, out)
+        out.append(b"}")
+    else:
+        encode_into(obj, out)
 
 
 def dumps_indent(obj: Any) -> str:

@@ -49,12 +49,13 @@ from kukeond.controller.cell_runner import (
     cell_key,
     containerd_id_of,
     derive_cell_state,
+    gather,
     root_container,
     runner_for,
 )
 from kukeond.controller.common import (
     as_output,
-    matching_keys,
+    matching_wire,
     q,
     read_doc,
     required,
@@ -306,27 +307,28 @@ class CellHandlers:
             result.Cell = output(args.Doc)
             return kukeonv1.GetCellReply(Result=result)
         ns = self.runner.namespace(key[0])
-        try:
-            cell.status.containers = await self.runner.live_statuses(cell, ns)
-        except cerrors.ContainerdError:
-            pass
+        # The container states and the root's existence are asked for at once.
+        live, root_exists = await gather((self._live_statuses(cell, ns),
+                                          _root_exists(self.runner, cell, ns)))  # fmt: skip
+        if live is not None:
+            cell.status.containers = live
         result.Cell = output(cell)
         result.MetadataExists = True
         result.CgroupExists = self.rt.cgroups.exists(self.runner.cgroup_path(cell))
-        result.RootContainerExists = await _root_exists(self.runner, cell, ns)
+        result.RootContainerExists = root_exists
         return kukeonv1.GetCellReply(Result=result)
+
+    async def _live_statuses(self, cell: CellDoc, ns: str) -> Any:
+        try:
+            return await self.runner.live_statuses(cell, ns)
+        except cerrors.ContainerdError:
+            return None
 
     async def list(self, args: Any) -> Any:
         """ListCells: stored documents (no live queries); empty filters match all."""
         wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip())
-        cells = []
-        for key in matching_keys(self.rt, 4, wanted):
-            try:
-                cell = read_doc(self.rt, key, CellDoc, KIND_CELL)
-            except errors.KukeonError:
-                continue
-            if cell is not None:
-                cells.append(output(cell))
+        # Each cell's wire text is built once per stored version and spliced.
+        cells = matching_wire(self.rt, 4, wanted, CellDoc, KIND_CELL, output)
         return kukeonv1.ListCellsReply(Cells=cells)
 
     async def start(self, args: Any) -> Any:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from kukeond import errors
-from kukeond.api import v1beta1
+from kukeond.api import gojson, v1beta1
 from kukeond.api.structs import DecodeError, GoStruct
 from kukeond.blocking import BlockingPool
 from kukeond.containerd import errors as cerrors
@@ -187,18 +187,103 @@ def list_docs(runtime: Runtime, parent: Key, cls: type[D], kind: str) -> list[D]
     return out
 
 
-def matching_keys(runtime: Runtime, depth: int, wanted: tuple[str, ...]) -> list[Key]:
-    """Stored keys of ``depth`` names matching the ``wanted`` names ('' matches any), sorted.
+class Unreadable:
+    """A stored version that does not decode as its kind, and why (kept with the version)."""
 
-    The names given from the top down narrow the walk of the tree.
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_wire_encoders: dict[tuple[type, str, Any], Callable[[Any], Any]] = {}
+
+
+def stored_wire(
+    cls: type[D], kind: str, finish: Callable[[D], Any] | None = None
+) -> Callable[[Any], gojson.RawJSON | Unreadable]:
+    """The one encoder of stored ``cls`` documents to their wire text, for ``store.decoded``.
+
+    The document is decoded, marked as output (:func:`as_output`, then
+    ``finish``) and encoded once per stored version; Get and List replies
+    splice the text. A document that does not decode gives :class:`Unreadable`.
     """
+    encoder = _wire_encoders.get((cls, kind, finish))
+    if encoder is None:
+
+        def encoder(raw: Any) -> gojson.RawJSON | Unreadable:
+            try:
+                doc = decode_stored(cls, kind, raw)
+            except DecodeError as exc:
+                return Unreadable(str(exc))
+            if finish is not None:
+                finish(doc)
+            return gojson.raw(doc.to_wire())
+
+        _wire_encoders[(cls, kind, finish)] = encoder
+    return encoder
+
+
+def list_wire(
+    runtime: Runtime,
+    parent: Key,
+    cls: type[D],
+    kind: str,
+    finish: Callable[[D], Any] | None = None,
+) -> list[gojson.RawJSON]:
+    """:func:`list_docs`, as the wire text of each document (see :func:`stored_wire`)."""
+    if not safe(*parent):
+        return []
+    found = runtime.store.decoded_keys(len(parent) + 1, parent, stored_wire(cls, kind, finish))
+    return _readable(found, warn=True)
+
+
+def matching_wire(
+    runtime: Runtime,
+    depth: int,
+    wanted: tuple[str, ...],
+    cls: type[D],
+    kind: str,
+    finish: Callable[[D], Any] | None = None,
+) -> list[gojson.RawJSON]:
+    """The wire text of every document :func:`matching_keys` finds (unreadable ones: skipped)."""
+    prefix = _prefix(wanted)
+    found = runtime.store.decoded_keys(depth, prefix, stored_wire(cls, kind, finish))
+    if any(wanted[len(prefix) :]):  # a name below a wildcard: filter
+        found = [
+            (key, value) for key, value in found
+            if not any(w and w != k for w, k in zip(wanted, key, strict=False))
+        ]  # fmt: skip
+    return _readable(found, warn=False)
+
+
+def _readable(found: Any, *, warn: bool) -> list[gojson.RawJSON]:
+    out = []
+    for key, value in found:
+        if type(value) is Unreadable:
+            if warn:
+                log.warn("skipping unreadable metadata {key}: {error}", key=key, error=value.reason)
+        else:
+            out.append(value)
+    return out
+
+
+def _prefix(wanted: tuple[str, ...]) -> tuple[str, ...]:
     prefix: tuple[str, ...] = ()
     for name in wanted:
         if not name or not safe(name):
             break
         prefix += (name,)
+    return prefix
+
+
+def matching_keys(runtime: Runtime, depth: int, wanted: tuple[str, ...]) -> list[Key]:
+    """Stored keys of ``depth`` names matching the ``wanted`` names ('' matches any), sorted.
+
+    The names given from the top down narrow the walk of the tree.
+    """
     return [
-        key for key in runtime.store.keys(depth, under=prefix)
+        key for key in runtime.store.keys(depth, under=_prefix(wanted))
         if not any(w and w != k for w, k in zip(wanted, key, strict=False))
     ]
 

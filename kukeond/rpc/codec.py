@@ -122,9 +122,11 @@ def request_from_object(obj: Any) -> Request:
 def encode_response(id_text: str, result: Any = None, error: str | None = None) -> bytes:
     """Encode one response line: ``result`` is a Go-shaped value, ``error`` a protocol error."""
     if error is None:
-        body = '{"id":' + id_text + ',"result":' + gojson.dumps(result) + ',"error":null}\n'
-    else:
-        body = '{"id":' + id_text + ',"result":null,"error":' + gojson.dumps(error) + "}\n"
+        out = [b'{"id":', id_text.encode("utf-8"), b',"result":']
+        gojson.encode_into(result, out)
+        out.append(b',"error":null}\n')
+        return b"".join(out)
+    body = '{"id":' + id_text + ',"result":null,"error":' + gojson.dumps(error) + "}\n"
     return body.encode("utf-8")
 
 

@@ -31,6 +31,9 @@ from kukeond.rpc.framing import FrameError, FrameSplitter, FrameTooLarge
 
 _NON_WHITESPACE = re.compile(r"[^ \t\r\n]").search
 
+_DIRECT_MAX = 1 << 16
+"""Longer replies go to Twisted's queue whole: a partial send would copy the rest."""
+
 _DONE = -1
 _BAD_REQUEST = -2
 
@@ -178,6 +181,7 @@ class KukeonProtocol(Protocol):
         sock = self._socket
         if (
             sock is not None
+            and len(data) <= _DIRECT_MAX
             and not transport._tempDataLen
             and len(transport.dataBuffer) == transport.offset
             and transport.connected

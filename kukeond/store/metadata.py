@@ -69,6 +69,7 @@ RACY_NS = 100_000_000
 """A file or directory changed this recently (ns) is re-read rather than trusted."""
 
 _LAST_SEEN = object()
+_ABSENT = object()
 
 
 class MetadataCorrupt(Exception):
@@ -451,6 +452,37 @@ class MetadataStore:
         for _ in range(depth - 1 - len(under)):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
         return [(*parent, name) for parent in level for name in self.children(parent)]
+
+    def decoded_keys(
+        self, depth: int, under: Key, decode: Callable[[Document], Any]
+    ) -> list[tuple[Key, Any]]:
+        """``(key, decode(document))`` of every key :meth:`keys` gives, sorted.
+
+        Each file is validated against the disk once (one ``stat``), and
+        ``decode`` runs once per stored version as in :meth:`decoded`, whose
+        rules apply.
+        """
+        under = _check_key(under, allow_empty=True)
+        if len(under) >= depth:
+            if len(under) == depth and self.exists(under):
+                return [(under, self.decoded(under, decode))]
+            return []
+        level: list[Key] = [under]
+        for _ in range(depth - 1 - len(under)):
+            level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
+        out = []
+        for parent in level:
+            for name in self._subdirs(parent):
+                key = (*parent, name)
+                stored = self._current(key)
+                if stored is None or stored.doc is None:
+                    continue
+                values = stored.decoded
+                value = values.get(decode, _ABSENT)
+                if value is _ABSENT:
+                    value = values[decode] = decode(stored.doc)
+                out.append((key, value))
+        return out
 
     def corrupt(self) -> dict[Key, MetadataCorrupt]:
         """The unusable files of the tree, by key."""

@@ -28,3 +28,20 @@ class EscapeTests(SynchronousTestCase):
             gojson.dumps_indent({"a": [], "b": {}, "c": [1]}),
             '{\n  "a": [],\n  "b": {},\n  "c": [\n    1\n  ]\n}',
         )
+
+
+class RawJSONTests(SynchronousTestCase):
+    def test_spliced_verbatim_at_any_depth(self):
+        kept = gojson.raw({"name": "<a>", "n": [1, 2]})
+        self.assertEqual(kept.data, b'{"name":"\\u003ca\\u003e","n":[1,2]}')
+        value = {"Cells": [kept, kept], "Err": None, "x": {"y": (kept,)}}
+        text = gojson.dumps(value)
+        inner = '{"name":"\\u003ca\\u003e","n":[1,2]}'
+        self.assertEqual(text, '{"Cells":[%s,%s],"Err":null,"x":{"y":[%s]}}' % ((inner,) * 3))
+        out = []
+        gojson.encode_into(value, out)
+        self.assertEqual(b"".join(out), text.encode())
+        self.assertIs(kept.to_wire(), kept)
+
+    def test_other_values_still_refused(self):
+        self.assertRaises(TypeError, gojson.dumps, {"a": object()})

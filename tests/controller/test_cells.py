@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from kukeond import errors
+from kukeond.api import gojson
 from kukeond.api.v1beta1 import FAILED, READY, STOPPED, ContainerSpec
 from kukeond.controller import cells
 from kukeond.controller.cell_runner import flatten_message
@@ -187,7 +189,9 @@ class CellTests(TestCase):
         missing = (await self.call("GetCell", Doc=cell_doc("nope"))).Result
         self.assertFalse(missing.MetadataExists)
         listed = (await self.call("ListCells", RealmName="r1", SpaceName="", StackName=""))
-        self.assertEqual([c.metadata.name for c in listed.Cells], ["c1", "c2"])
+        # Listed cells travel as their kept wire text: read them as a client does.
+        wire = json.loads(gojson.dumps(listed.to_wire()))
+        self.assertEqual([c["metadata"]["name"] for c in wire["Cells"]], ["c1", "c2"])
         none = await self.call("ListCells", RealmName="r2", SpaceName="", StackName="")
         self.assertEqual(none.Cells, [])
         with self.assertRaises(errors.KukeonError) as caught:
