@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from twisted.trial.unittest import TestCase
+
 from kukeond.api import kukeonv1
 from kukeond.api.v1beta1 import CellDoc, ContainerDoc, ContainerSpec
 from kukeond.controller import cells, containers
@@ -69,3 +71,40 @@ class Calls:
     async def __call__(self, method, **fields):
         args_type = kukeonv1.METHODS[method][0]
         return await self.table[method](args_type(**fields))
+
+
+async def wait_for(predicate, timeout=20.0):
+    """Poll ``predicate`` (a plain function) every 50 ms until true or ``timeout``."""
+    from twisted.internet import reactor, task
+
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return True
+        await task.deferLater(reactor, 0.05, lambda: None)
+    return predicate()
+
+
+class RealCellTestCase(TestCase):
+    """Cell tests on the real runtime: ``self.rt``, ``self.call``, a reconcile service on demand."""
+
+    timeout = 120
+
+    def setUp(self):
+        from tests.support.runtime import real_runtime
+
+        self.rt = real_runtime(self)
+        self.call = Calls(self.rt)
+        self.addCleanup(self.rt.network.remove_space_network, "r1", "s1")
+
+    async def start_service(self):
+        """A reconcile service whose long interval leaves the start-up pass, events and wake-ups."""
+        from twisted.internet import reactor
+
+        from kukeond.controller.reconcile import Reconciler
+        from kukeond.controller.reconcile_service import ReconcileService
+
+        svc = ReconcileService(Reconciler(self.rt), 3600, clock=reactor)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        await svc.idle()
+        return svc

@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-from twisted.internet import reactor, task
-from twisted.trial.unittest import TestCase
-
 from kukeond.api.v1beta1 import READY, STOPPED
-from kukeond.controller.reconcile import Reconciler
-from kukeond.controller.reconcile_service import ReconcileService
-from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload
-from tests.support.runtime import real_runtime
+from tests.controller.cellsupport import (
+    RealCellTestCase,
+    cell_doc,
+    make_parents,
+    wait_for,
+    workload,
+)
 
 
-async def wait_for(predicate, timeout=15.0):
-    """Poll ``predicate`` every 50 ms until true or ``timeout``."""
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return True
-        await task.deferLater(reactor, 0.05, lambda: None)
-    return predicate()
-
-
-class RealEventTests(TestCase):
-    timeout = 120
-
-    def setUp(self):
-        self.rt = real_runtime(self)
-        self.call = Calls(self.rt)
-        self.addCleanup(self.rt.network.remove_space_network, "r1", "s1")
+class RealEventTests(RealCellTestCase):
 
     def stored_state(self, cell):
         raw = self.rt.store.get(("r1", "s1", "k1", cell))
         return raw and raw["status"]["state"]
-
-    async def start_service(self):
-        # A long interval: only the start-up pass and events can change anything.
-        svc = ReconcileService(Reconciler(self.rt), 3600, clock=reactor)
-        svc.startService()
-        self.addCleanup(svc.stopService)
-        await svc.idle()
-        return svc
 
     async def test_killed_workload_winds_down_cell(self):
         ns = await make_parents(self.rt)

@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 from twisted.internet import reactor, task
-from twisted.trial.unittest import TestCase
 
 from kukeond.api.v1beta1 import READY, STOPPED
-from kukeond.controller.reconcile import Reconciler
-from kukeond.controller.reconcile_service import ReconcileService
 from kukeond.host import naming
-from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload
-from tests.support.runtime import real_runtime
+from tests.controller.cellsupport import (
+    RealCellTestCase,
+    cell_doc,
+    make_parents,
+    wait_for,
+    workload,
+)
 
 KEY = ("r1", "s1", "k1")
 
 
-async def wait_for(predicate, timeout=20.0):
-    """Poll ``predicate`` every 50 ms until true or ``timeout``."""
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return True
-        await task.deferLater(reactor, 0.05, lambda: None)
-    return predicate()
-
-
-class RealRestartTests(TestCase):
-    timeout = 120
-
-    def setUp(self):
-        self.rt = real_runtime(self)
-        self.call = Calls(self.rt)
-        self.addCleanup(self.rt.network.remove_space_network, "r1", "s1")
+class RealRestartTests(RealCellTestCase):
 
     def stored(self, cell):
         return self.rt.store.get((*KEY, cell))
@@ -38,14 +25,6 @@ class RealRestartTests(TestCase):
     def container_status(self, cell, name):
         raw = self.stored(cell)
         return next(s for s in raw["status"]["containers"] if s["id"] == name)
-
-    async def start_service(self):
-        # A long interval: only the start-up pass, events and backoff wake-ups act.
-        svc = ReconcileService(Reconciler(self.rt), 3600, clock=reactor)
-        svc.startService()
-        self.addCleanup(svc.stopService)
-        await svc.idle()
-        return svc
 
     async def test_on_failure_restarts_twice_then_stays_exited(self):
         await make_parents(self.rt)

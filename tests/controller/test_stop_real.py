@@ -5,16 +5,18 @@ from __future__ import annotations
 import signal
 
 from twisted.internet import reactor, task
-from twisted.trial.unittest import TestCase
 
 from kukeond.api.v1beta1 import READY, STOPPED
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import stopping
 from kukeond.controller.cell_runner import runner_for
-from kukeond.controller.reconcile import Reconciler
-from kukeond.controller.reconcile_service import ReconcileService
-from tests.controller.cellsupport import Calls, cell_doc, container_doc, make_parents, workload
-from tests.support.runtime import real_runtime
+from tests.controller.cellsupport import (
+    RealCellTestCase,
+    cell_doc,
+    container_doc,
+    make_parents,
+    workload,
+)
 
 KEY = ("r1", "s1", "k1")
 STUBBORN = "trap '' TERM; while :; do sleep 1; done"
@@ -26,13 +28,8 @@ async def pause(seconds):
     await task.deferLater(reactor, seconds, lambda: None)
 
 
-class StubbornStopTests(TestCase):
+class StubbornStopTests(RealCellTestCase):
     timeout = 180
-
-    def setUp(self):
-        self.rt = real_runtime(self)
-        self.call = Calls(self.rt)
-        self.addCleanup(self.rt.network.remove_space_network, "r1", "s1")
 
     async def test_twenty_stops_escalate_to_sigkill(self):
         # No slack: containerd's own Tasks.Wait deadline and our grace timer
@@ -68,20 +65,7 @@ class StubbornStopTests(TestCase):
         self.assertIsNone(self.rt.store.get((*KEY, "c2")))
 
 
-class UserStopVersusWindDownTests(TestCase):
-    timeout = 120
-
-    def setUp(self):
-        self.rt = real_runtime(self)
-        self.call = Calls(self.rt)
-        self.addCleanup(self.rt.network.remove_space_network, "r1", "s1")
-
-    async def start_service(self):
-        svc = ReconcileService(Reconciler(self.rt), 3600, clock=reactor)
-        svc.startService()
-        self.addCleanup(svc.stopService)
-        await svc.idle()
-        return svc
+class UserStopVersusWindDownTests(RealCellTestCase):
 
     async def stop_start_twice(self, ns, cell, name):
         root = f"s1_k1_{cell}_root"
