@@ -145,11 +145,8 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
     always uses. ``default_cni`` asks for that pool alone (a host the Go
     daemon takes over later).
     """
-    from twisted.internet import reactor
 
-    from kukeond.containerd.grpc import GrpcContainerd
     from kukeond.host import naming
-    from tests.containerd.ocispec import remove_cgroup_tree
     from tests.network.hostenv import (
         free_parent_cidr,
         link_exists,
@@ -157,7 +154,7 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
         remove_masquerade,
         sh,
     )
-    from tests.support.runtime import hold_host_network, purge_test_namespaces, short_tmpdir
+    from tests.support.runtime import hold_host_network, purge_daemon_host, short_tmpdir
 
     if os.geteuid() != 0:
         raise SkipTest("our daemon as a process on a real containerd needs root")
@@ -167,14 +164,7 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
                         None if (host or default_cni) else free_parent_cidr(), host)
 
     async def cleanup() -> None:
-        await threads.deferToThread(daemon.stop)
-        client = GrpcContainerd(containerd_socket, reactor=reactor, call_timeout=20)
-        client.start()
-        try:
-            await purge_test_namespaces(client, daemon.namespace_suffix)
-        finally:
-            await client.stop()
-        remove_cgroup_tree(daemon.cgroup_root)
+        await purge_daemon_host(daemon)
         for realm, space in spaces:
             remove_masquerade(naming.network_name(realm, space))
             bridge = naming.bridge_name(realm, space)

@@ -207,12 +207,9 @@ def start_go_kukeond(test, containerd_socket: str | None = None,
     the daemon. ``host`` (another daemon, e.g. an ``OurKukeond``) hands its run
     path, namespace suffix and cgroup root over to this one.
     """
-    from twisted.internet import reactor
 
-    from kukeond.containerd.grpc import GrpcContainerd
-    from tests.containerd.ocispec import remove_cgroup_tree
     from tests.support.containerd import get_containerd2_socket
-    from tests.support.runtime import purge_test_namespaces, short_tmpdir
+    from tests.support.runtime import purge_daemon_host, short_tmpdir
 
     if os.geteuid() != 0:
         raise SkipTest("the Go kukeond needs root")
@@ -221,16 +218,6 @@ def start_go_kukeond(test, containerd_socket: str | None = None,
     daemon = GoKukeond(short_tmpdir(test, "kg-"), socket, f"g{secrets.token_hex(3)}",
                        extra_args, host)
 
-    async def cleanup() -> None:
-        await threads.deferToThread(daemon.stop)
-        client = GrpcContainerd(socket, reactor=reactor, call_timeout=20)
-        client.start()
-        try:
-            await purge_test_namespaces(client, daemon.namespace_suffix)
-        finally:
-            await client.stop()
-        remove_cgroup_tree(daemon.cgroup_root)
-
-    test.addCleanup(cleanup)
+    test.addCleanup(purge_daemon_host, daemon)
     daemon.start()
     return daemon

@@ -139,6 +139,27 @@ def real_runtime(test) -> Runtime:
     return runtime
 
 
+async def purge_daemon_host(daemon) -> None:
+    """Stop a test's daemon process, then remove its containerd namespaces and cgroups.
+
+    ``daemon`` is a ``tests.support.daemon.OurKukeond`` or a
+    ``tests.support.reference.GoKukeond``.
+    """
+    from twisted.internet import reactor, threads
+
+    from kukeond.containerd.grpc import GrpcContainerd
+    from tests.containerd.ocispec import remove_cgroup_tree as remove_everywhere
+
+    await threads.deferToThread(daemon.stop)
+    client = GrpcContainerd(daemon.containerd_socket, reactor=reactor, call_timeout=20)
+    client.start()
+    try:
+        await purge_test_namespaces(client, daemon.namespace_suffix)
+    finally:
+        await client.stop()
+    remove_everywhere(daemon.cgroup_root)
+
+
 def remove_cgroup_tree(cgroups, root: str) -> None:
     """Remove a test cgroup root and everything below it (children first)."""
     if cgroups.exists(root):
