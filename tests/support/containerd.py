@@ -164,7 +164,8 @@ def _stop(daemon: PrivateContainerd) -> None:
 # The command line: CI's long-lived containerds, and the 2.2 part of make test.
 
 _USES_CONTAINERD = re.compile(
-    r"\b(get_containerd_socket|real_runtime|private_containerd|RestartableContainerd)\(")
+    r"\b(get_containerd_socket|real_runtime|private_containerd|RestartableContainerd)\("
+    r"|\(RealCellTestCase\)")
 
 
 def containerd_test_modules(root: Path = reference.REPO_ROOT) -> list[str]:
