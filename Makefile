@@ -16,7 +16,7 @@ TRIAL_ARGS  ?= tests
 TRIAL2_ARGS ?=
 CONTAINERD2 ?= yes
 
-.PHONY: install run test lint protos image oci-image bench clean kuke
+.PHONY: install run test lint protos image oci-image bench clean
 
 # The editable install puts the checkout on sys.path (see setup.py), where twistd
 # finds twisted/plugins/kukeond_plugin.py. Twisted's plugin caches (the checkout's
@@ -42,10 +42,10 @@ oci-image: install
 	$(PY) -m tools.build_oci_image --out $(CURDIR)/.image/kukeond-oci.tar
 
 protos: install
-	$(PY) -m kukeond.containerd.genprotos
+	$(PY) -m tools.genprotos
 
 run: install
-	$(PY) -m kukeond.devrun --run-dir $(RUNDIR)
+	$(PY) -m tools.devrun --run-dir $(RUNDIR)
 
 test: install
 	set -o pipefail; { \

@@ -22,7 +22,6 @@ setup(
     exclude_package_data={"twisted.plugins": ["dropin.cache"]},
     install_requires=[
         "twisted[tls]>=23.8",
-        "txaio>=23.1",
         "grpcio>=1.60,<2",
         "protobuf>=7.35.1,<8",
         "pyyaml>=6.0",

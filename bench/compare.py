@@ -285,13 +285,13 @@ def main() -> int:
         print(f"bench/compare.py skipped: {reason}")
         return 0
 
-    from kukeond.containerd.private import PrivateContainerd
     from kukeond.host import naming
     from tests.containerd.ocispec import remove_cgroup_tree
     from tests.network.hostenv import free_parent_cidr, link_exists, remove_masquerade, sh
     from tests.support.containerd import _stop as stop_containerd
     from tests.support.daemon import OurKukeond
     from tests.support.image import busybox_image
+    from tools.private_containerd import PrivateContainerd
 
     began = time.monotonic()
     top = tempfile.mkdtemp(prefix="kcmp-")

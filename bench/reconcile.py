@@ -36,18 +36,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 
-from kukeond.containerd.fake import FakeContainerd  # noqa: E402
 from kukeond.controller.reconcile import Reconciler  # noqa: E402
 from kukeond.controller.runtime import Runtime  # noqa: E402
 from kukeond.host import naming  # noqa: E402
-from kukeond.host.cgroups import FakeCgroups  # noqa: E402
-from kukeond.host.cni import FakeNetwork  # noqa: E402
 from kukeond.store.metadata import MetadataStore  # noqa: E402
 from tests.controller.reconcile_support import (  # noqa: E402
     IMAGE,
     CountingContainerd,
     cell_doc,
 )
+from tests.support.fake_cgroups import FakeCgroups  # noqa: E402
+from tests.support.fake_containerd import FakeContainerd  # noqa: E402
+from tests.support.fake_network import FakeNetwork  # noqa: E402
 from tests.support.image import busybox_image  # noqa: E402
 from tests.support.runtime import test_config  # noqa: E402
 

@@ -59,9 +59,6 @@ class IContainerd(Interface):
         the snapshotter. ``ImageFormatError``/``DigestMismatch`` on bad input.
         """
 
-    def unpack_image(namespace, ref, snapshotter=None):
-        """Unpack an image's layers unless done; fire with its top chain ID. ``NotFound``."""
-
     def list_images(namespace):
         """Fire with the list of ``model.ImageInfo``, sorted by name."""
 
@@ -102,9 +99,6 @@ class IContainerd(Interface):
         """Delete the container record and (by default) its snapshot. ``NotFound``."""
 
     # Snapshots
-
-    def prepare_snapshot(namespace, key, parent="", snapshotter=None, labels=None):
-        """Prepare an active snapshot; fire with its list of ``model.Mount``. ``AlreadyExists``."""
 
     def snapshot_mounts(namespace, key, snapshotter=None):
         """Fire with the list of ``model.Mount`` of an active snapshot. ``NotFound``."""

@@ -490,10 +490,6 @@ class SyncContainerd:
                 image=image, update_mask=field_mask_pb2.FieldMask(paths=["target"])),
                 namespace, lease)
 
-    def unpack_image(self, namespace: str, ref: str, snapshotter: str | None = None) -> str:
-        """Unpack an image unless done; return its top chain ID."""
-        return self._unpacked_top(namespace, ref, snapshotter or self.default_snapshotter())[0]
-
     def _unpacked_top(self, namespace: str, ref: str, snapshotter: str) -> tuple[str, bool]:
         """``(top chain ID, whether it came from the cache)``, unpacking the image if needed.
 
@@ -675,15 +671,6 @@ class SyncContainerd:
     @staticmethod
     def _mounts(mounts: Any) -> list[Mount]:
         return [Mount(m.type, m.source, tuple(m.options)) for m in mounts]
-
-    def prepare_snapshot(self, namespace: str, key: str, parent: str = "",
-                         snapshotter: str | None = None,
-                         labels: Mapping[str, str] | None = None) -> list[Mount]:
-        """Prepare an active snapshot."""
-        reply = self.call("Snapshots.Prepare", s_pb.PrepareSnapshotRequest(
-            snapshotter=snapshotter or self.default_snapshotter(), key=key, parent=parent,
-            labels=dict(labels or {})), namespace)
-        return self._mounts(reply.mounts)
 
     def snapshot_mounts(self, namespace: str, key: str,
                         snapshotter: str | None = None) -> list[Mount]:

@@ -269,7 +269,7 @@ class Pair:
             """Our daemon started under ``nsenter --net=NETNS`` (else as ``OurKukeond``)."""
 
             def start(self, timeout: float = 30.0) -> None:
-                from kukeond.containerd.private import _accepts
+                from tools.private_containerd import _accepts
 
                 pid_file = os.path.join(self.directory, "kukeond.pid")
                 with open(self.log_path, "ab") as log:

@@ -17,10 +17,10 @@ from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
 from kukeond.containerd.grpc import GrpcContainerd
-from kukeond.containerd.private import PrivateContainerd, containerd_version
 from tests.support import containerd as support
 from tests.support import reference
 from tests.support.runtime import short_tmpdir
+from tools.private_containerd import PrivateContainerd, containerd_version
 
 
 def _set_env(test: unittest.TestCase, name: str, value: str | None) -> None:

@@ -9,11 +9,12 @@ import tempfile
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
-from kukeond.containerd import errors, genprotos
+from kukeond.containerd import errors
 from kukeond.containerd.grpc import ContainerdService, GrpcContainerd
 from tests.containerd.ocispec import minimal_spec, remove_cgroup_tree, unique_cgroup_root
 from tests.support.containerd import get_containerd_socket, unique_namespace
 from tests.support.image import busybox_image
+from tools import genprotos
 
 
 class GeneratedStubsTests(unittest.SynchronousTestCase):

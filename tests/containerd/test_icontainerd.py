@@ -13,11 +13,11 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from kukeond.containerd import errors
-from kukeond.containerd.fake import FakeContainerd
 from kukeond.containerd.grpc import GrpcContainerd
 from kukeond.containerd.interface import IContainerd
 from tests.containerd.ocispec import minimal_spec, remove_cgroup_tree, unique_cgroup_root
 from tests.support.containerd import get_containerd_socket, unique_namespace
+from tests.support.fake_containerd import FakeContainerd
 from tests.support.image import busybox_image
 
 

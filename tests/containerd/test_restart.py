@@ -17,11 +17,11 @@ from twisted.trial import unittest
 
 from kukeond.containerd import errors
 from kukeond.containerd.grpc import GrpcContainerd
-from kukeond.containerd.private import PrivateContainerdError
 from tests.containerd.ocispec import minimal_spec, remove_cgroup_tree, unique_cgroup_root
 from tests.support.containerd import private_containerd, unique_namespace
 from tests.support.image import busybox_image
 from tests.support.runtime import purge_namespace, short_tmpdir
+from tools.private_containerd import PrivateContainerdError
 
 
 class RestartableContainerd:

@@ -14,8 +14,8 @@ from kukeond.api.v1beta1 import FAILED, READY, STOPPED, ContainerSpec
 from kukeond.controller import cells
 from kukeond.controller.cell_runner import flatten_message
 from kukeond.host import naming
-from kukeond.host.cni import FakeNetwork
 from tests.controller.cellsupport import Calls, cell_doc, container_doc, make_parents, workload
+from tests.support.fake_network import FakeNetwork
 from tests.support.runtime import fake_runtime
 
 

@@ -8,8 +8,8 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
 from kukeond.containerd import errors as cerrors
-from kukeond.containerd.fake import FakeContainerd
 from kukeond.controller import stopping
+from tests.support.fake_containerd import FakeContainerd
 from tests.support.image import busybox_image
 
 NS = "stop-test"

@@ -43,11 +43,11 @@ import time
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from kukeond.containerd.private import PrivateContainerd, PrivateContainerdError
 from tests.containerd.ocispec import remove_cgroup_tree
 from tests.support import reference
 from tests.support.image import busybox_image
 from tests.support.reference import REPO_ROOT
+from tools.private_containerd import PrivateContainerd, PrivateContainerdError
 
 SOCKET = "/run/kukeon/kukeond.sock"
 HOST = f"unix://{SOCKET}"

@@ -3,7 +3,7 @@
 The ``sh`` blocks of the README's "Quick start" section are read and run in
 order, ``$PWD`` standing for a fresh directory of the test's own:
 
-- ``make run`` is ``python -m kukeond.devrun --run-dir $PWD/.run`` (what the
+- ``make run`` is ``python -m tools.devrun --run-dir $PWD/.run`` (what the
   Makefile runs), on the test containerd, with a cgroup root and namespace
   suffix of the test's own added (devrun passes extra flags to ``serve``);
 - ``make test`` is this suite, and is not run again;
@@ -33,12 +33,12 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from kukeond.client import BlockingClient
 from kukeond.containerd.grpc import GrpcContainerd
-from kukeond.containerd.private import _accepts
 from tests.containerd.ocispec import remove_cgroup_tree
 from tests.support import reference, runtime
 from tests.support.containerd import get_containerd_socket
 from tests.support.image import build as build_busybox
 from tests.support.reference import REPO_ROOT
+from tools.private_containerd import _accepts
 
 README = REPO_ROOT / "README.md"
 _BLOCK = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
@@ -100,7 +100,7 @@ class ReadmeQuickStartTest(TestCase):
         env = dict(os.environ, KUKEON_CONTAINERD_SOCKET=self.containerd)
         with open(log_path, "wb") as log:
             self.devrun = subprocess.Popen(
-                [sys.executable, "-m", "kukeond.devrun", "--run-dir",
+                [sys.executable, "-m", "tools.devrun", "--run-dir",
                  os.path.join(self.pwd, ".run"), "--cgroup-root", self.cgroup_root,
                  "--containerd-namespace-suffix", self.suffix, "--reconcile-interval", "0"],
                 cwd=self.pwd, env=env, stdout=log, stderr=subprocess.STDOUT,

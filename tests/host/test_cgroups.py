@@ -9,7 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from kukeond.host import cgroups
-from kukeond.host.cgroups import CgroupError, CgroupV1, CgroupV2, FakeCgroups, ICgroups, Mount
+from kukeond.host.cgroups import CgroupError, CgroupV1, CgroupV2, ICgroups, Mount
+from tests.support.fake_cgroups import FakeCgroups
 
 INTERFACE_FILES = ("cgroup.controllers", "cgroup.procs", "cgroup.subtree_control")
 

@@ -12,7 +12,6 @@ from kukeond.host import naming
 from kukeond.host.cni import (
     CniNetwork,
     CNIPluginNotFound,
-    FakeNetwork,
     INetwork,
     NetworkAlreadyExists,
     NetworkConfigNotLoaded,
@@ -22,6 +21,7 @@ from kukeond.host.netpolicy import EgressInvalidDefault
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test
+from tests.support.fake_network import FakeNetwork
 
 SPACE = "s"
 

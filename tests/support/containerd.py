@@ -39,8 +39,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest
 
-from kukeond.containerd.private import PrivateContainerd, PrivateContainerdError
 from tests.support import reference
+from tools.private_containerd import PrivateContainerd, PrivateContainerdError
 
 ENV_SOCKET = "KUKEOND_TEST_CONTAINERD_SOCKET"
 ENV_SOCKET2 = "KUKEOND_TEST_CONTAINERD2_SOCKET"

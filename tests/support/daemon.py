@@ -61,7 +61,7 @@ class OurKukeond:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the daemon and wait for its pid file (it is serving then)."""
-        from kukeond.containerd.private import _accepts
+        from tools.private_containerd import _accepts
 
         pid_file = os.path.join(self.directory, "kukeond.pid")
         with open(self.log_path, "ab") as log:

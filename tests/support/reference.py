@@ -158,7 +158,7 @@ class GoKukeond:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the daemon and wait until its socket accepts connections."""
-        from kukeond.containerd.private import _accepts
+        from tools.private_containerd import _accepts
 
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,

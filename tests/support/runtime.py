@@ -19,13 +19,15 @@ from twisted.internet import defer
 
 from kukeond.config import DaemonConfig
 from kukeond.containerd import errors as cerrors
-from kukeond.containerd.fake import FakeContainerd
 from kukeond.controller.runtime import Runtime
 from kukeond.host import naming
-from kukeond.host.cgroups import FakeCgroups, detect_cgroups
-from kukeond.host.cni import CniNetwork, FakeNetwork
+from kukeond.host.cgroups import detect_cgroups
+from kukeond.host.cni import CniNetwork
 from kukeond.host.subnets import SubnetAllocator
 from kukeond.store.metadata import MetadataStore
+from tests.support.fake_cgroups import FakeCgroups
+from tests.support.fake_containerd import FakeContainerd
+from tests.support.fake_network import FakeNetwork
 
 
 def short_tmpdir(test, prefix: str = "kt-") -> str:

@@ -182,14 +182,6 @@ class FakeContainerd:
         return parent
 
     @_deferred
-    def unpack_image(self, namespace: str, ref: str, snapshotter: str | None = None) -> str:
-        """See ``IContainerd``."""
-        ns = self._ns(namespace)
-        if ref not in ns.images:
-            raise errors.NotFound(f"image {ref!r}: not found")
-        return self._unpack(ns, ref, snapshotter)
-
-    @_deferred
     def list_images(self, namespace: str) -> list[ImageInfo]:
         """See ``IContainerd``."""
         return [i for _, (i, _c) in sorted(self._ns(namespace, create=False).images.items())]
@@ -303,20 +295,6 @@ class FakeContainerd:
     @staticmethod
     def _mounts(key: str) -> list[Mount]:
         return [Mount("bind", f"/fake/snapshots/{key}", ("rbind", "rw"))]
-
-    @_deferred
-    def prepare_snapshot(self, namespace: str, key: str, parent: str = "",
-                         snapshotter: str | None = None,
-                         labels: Mapping[str, str] | None = None) -> list[Mount]:
-        """See ``IContainerd``."""
-        ns = self._ns(namespace)
-        snap = snapshotter or self.snapshotter
-        if (snap, key) in ns.snapshots:
-            raise errors.AlreadyExists(f"snapshot {key}: already exists")
-        if parent and (snap, parent) not in ns.snapshots:
-            raise errors.NotFound(f"parent snapshot {parent}: not found")
-        ns.snapshots[(snap, key)] = SnapshotInfo(key, parent, "active", dict(labels or {}))
-        return self._mounts(key)
 
     @_deferred
     def snapshot_mounts(self, namespace: str, key: str,

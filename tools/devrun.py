@@ -28,7 +28,7 @@ import sys
 import time
 
 from kukeond.client import APIError, BlockingClient, ClientError
-from kukeond.containerd.private import PrivateContainerd, PrivateContainerdError
+from tools.private_containerd import PrivateContainerd, PrivateContainerdError
 
 DEFAULT_CONTAINERD = "/run/containerd/containerd.sock"
 
@@ -117,7 +117,7 @@ def bootstrap_default(sock: str, run_path: str, proc: subprocess.Popen,
 
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon for development; return its exit status."""
-    parser = argparse.ArgumentParser(prog="python -m kukeond.devrun")
+    parser = argparse.ArgumentParser(prog="python -m tools.devrun")
     parser.add_argument("--run-dir", default=os.path.abspath(".run"))
     ns, rest = parser.parse_known_args(argv)
     run_dir = os.path.abspath(ns.run_dir)
