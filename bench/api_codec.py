@@ -10,7 +10,8 @@ import statistics
 import time
 from pathlib import Path
 
-from kukeond.api import gojson, kukeonv1, v1beta1
+from kukeond.api import kukeonv1, v1beta1
+from kukeond.base import gojson
 
 CELLS = 1000
 ROUNDS = 7

@@ -319,7 +319,7 @@ def cleanup(sync: SyncContainerd, ns: str, cgroup_root: str, directory: str) -> 
 
 
 def _bridge() -> str:
-    from kukeond.host.naming import bridge_name
+    from kukeond.base.naming import bridge_name
 
     return bridge_name(REALM, SPACE)[2:]
 

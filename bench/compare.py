@@ -285,7 +285,7 @@ def main() -> int:
         print(f"bench/compare.py skipped: {reason}")
         return 0
 
-    from kukeond.host import naming
+    from kukeond.base import naming
     from tests.containerd.ocispec import remove_cgroup_tree
     from tests.network.hostenv import free_parent_cidr, link_exists, remove_masquerade, sh
     from tests.support.containerd import _stop as stop_containerd

@@ -36,9 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 
+from kukeond.base import naming  # noqa: E402
 from kukeond.controller.reconcile import Reconciler  # noqa: E402
 from kukeond.controller.runtime import Runtime  # noqa: E402
-from kukeond.host import naming  # noqa: E402
 from kukeond.store.metadata import MetadataStore  # noqa: E402
 from tests.controller.reconcile_support import (  # noqa: E402
     IMAGE,

@@ -13,7 +13,7 @@ import time
 
 from twisted.internet import defer, task
 
-from kukeond.store import atomic
+from kukeond.base import atomic
 from kukeond.store.metadata import MetadataStore, render_document
 
 ROUNDS = 200

@@ -22,7 +22,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from kukeond.api import gojson
+from kukeond.base import gojson
 from kukeond.rpc.framing import FrameSplitter
 
 DEFAULT_HOST = "unix:///run/kukeon/kukeond.sock"

@@ -46,8 +46,8 @@ def ping_handler(args: Any) -> Any:
     """``KukeonV1.Ping``: always OK, with the version (encoded once, it never changes)."""
     global _ping_reply
     if _ping_reply is None:
-        from kukeond.api import gojson
         from kukeond.api.kukeonv1 import PingReply
+        from kukeond.base import gojson
 
         _ping_reply = gojson.raw(PingReply(OK=True, Version=VERSION).to_wire())
     return _ping_reply

@@ -27,10 +27,7 @@ then ``Create*``. Every choice among the candidates is wire-compatible.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from kukeond.api.kukeonv1 import APIError
+from typing import ClassVar
 
 UNKNOWN = "Unknown"
 
@@ -209,17 +206,3 @@ SENTINELS: dict[str, type[Sentinel]] = {
     )
 }
 """The 20 registered wire kinds and their sentinel classes."""
-
-
-def to_api_error(exc: BaseException) -> APIError:
-    """Map any exception to the wire ``APIError``.
-
-    A :class:`KukeonError` gives its :attr:`~KukeonError.kind` (deterministic
-    by :data:`KIND_PRIORITY`) and full message; anything else is ``Unknown``
-    with the exception's text (its class name when the text is empty).
-    """
-    from kukeond.api.kukeonv1 import APIError
-
-    if isinstance(exc, KukeonError):
-        return APIError(Kind=exc.kind, Message=exc.message)
-    return APIError(Kind=UNKNOWN, Message=str(exc) or type(exc).__name__)

@@ -24,7 +24,7 @@ from twisted.logger import (
 from twisted.logger import Logger as _TwistedLogger
 from zope.interface import implementer
 
-from kukeond.api import gojson
+from kukeond.base import gojson
 
 LEVELS: dict[str, LogLevel] = {
     "debug": LogLevel.debug,

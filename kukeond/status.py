@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kukeond.api import gojson
 from kukeond.api.extensions import ReconcileStatus, StatusReply, StatusResult
-from kukeond.controller.registry import log_if_bug
+from kukeond.base import gojson
+from kukeond.controller.failures import log_if_bug
 from kukeond.controller.runtime import Runtime
 from kukeond.logs import Logger
 

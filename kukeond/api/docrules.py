@@ -7,7 +7,7 @@
 * ``default_*`` / :func:`resolve_root_container` — the derived values of the
   reference (namespace, ownership labels, ids, root container).
 
-Name character rules are not here: they belong to :mod:`kukeond.host.naming`.
+Name character rules are not here: they belong to :mod:`kukeond.base.naming`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import BOOL, BYTES, INT, INT64, STRING, TIME, GoStruct, Map, Ptr, Slice
-from kukeond.errors import to_api_error
+from kukeond.errors import UNKNOWN, KukeonError
 
 _STRINGS = Slice(STRING)
 
@@ -26,6 +26,18 @@ class APIError(GoStruct):
 
     go_name = "kukeonv1.APIError"
     fields = (("Kind", STRING), ("Message", STRING))
+
+
+def to_api_error(exc: BaseException) -> APIError:
+    """Map any exception to the wire ``APIError``.
+
+    A :class:`~kukeond.errors.KukeonError` gives its ``kind`` (deterministic
+    by :data:`~kukeond.errors.KIND_PRIORITY`) and full message; anything else
+    is ``Unknown`` with the exception's text (its class name when empty).
+    """
+    if isinstance(exc, KukeonError):
+        return APIError(Kind=exc.kind, Message=exc.message)
+    return APIError(Kind=UNKNOWN, Message=str(exc) or type(exc).__name__)
 
 
 class Reply(GoStruct):

@@ -9,12 +9,12 @@ declaration order::
 
 Attributes are named by the JSON key (``doc.metadata.name``, ``reply.Err``).
 ``Cls()`` is the Go zero value, ``obj.to_wire()`` the Go-ordered dict ready for
-:func:`kukeond.api.gojson.dumps`, and ``Cls.from_wire(obj)`` decodes a parsed
+:func:`kukeond.base.gojson.dumps`, and ``Cls.from_wire(obj)`` decodes a parsed
 JSON value the way Go's decoder fills a zero value (exact key first, then
 case-insensitive; unknown keys ignored; ``null`` leaves the zero value).
 
 Value representations: ``str``/``bool``/``int`` as is; times as canonical Go
-text (:data:`~kukeond.api.gojson.ZERO_TIME` when zero); state enums as their
+text (:data:`~kukeond.base.gojson.ZERO_TIME` when zero); state enums as their
 label strings; ``[]byte`` as ``bytes`` or ``None``; slices as ``list`` or
 ``None`` (nil); maps as ``dict`` or ``None``; pointers as the value or ``None``.
 """
@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from kukeond.api import gojson
+from kukeond.base import gojson
 
 # omitempty modes
 _NEVER = 0  # not tagged, or a struct/time (Go never omits those)

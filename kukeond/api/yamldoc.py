@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from kukeond.api import gojson
 from kukeond.api import structs as st
 from kukeond.api import v1beta1 as v1
+from kukeond.base import gojson
 from kukeond.errors import KukeonError
 
 SEPARATOR = re.compile(r"^\s*---\s*$", re.MULTILINE)

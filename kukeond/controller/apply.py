@@ -32,8 +32,8 @@ from kukeond.controller.cell_runner import (
 )
 from kukeond.controller.common import q, read_doc, validated
 from kukeond.controller.containers import ContainerHandlers
+from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.realms import Realms
-from kukeond.controller.registry import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.spaces import Spaces
 from kukeond.controller.stacks import Stacks

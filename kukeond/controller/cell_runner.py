@@ -44,6 +44,7 @@ from kukeond.api.v1beta1 import (
     ContainerStatus,
     RealmDoc,
 )
+from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.model import ImageRuntimeConfig
 from kukeond.controller import cellspec, secrets, stopping
@@ -57,6 +58,7 @@ from kukeond.controller.cell_files import (
     write_in_place,
 )
 from kukeond.controller.cellspec import CellContext, CellSpecError, Kuketty
+from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.kuketty import (
     KukettyNotFound,
     hand_over,
@@ -65,11 +67,9 @@ from kukeond.controller.kuketty import (
     write_metadata,
 )
 from kukeond.controller.kuketty import stage as stage_kuketty
-from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
 from kukeond.errors import ImageNotFound, KukeonError
-from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.logs import Logger

@@ -40,6 +40,7 @@ from kukeond.api.v1beta1 import (
     ContainerSpec,
     SpaceDoc,
 )
+from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import secrets
 from kukeond.controller.cell_files import check_volumes
@@ -61,9 +62,8 @@ from kukeond.controller.common import (
     required,
     validated,
 )
-from kukeond.controller.registry import EXPECTED_FAILURES
+from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming
 from kukeond.rpc.dispatch import Handler
 
 ROOT_HOST_NETWORK_MISMATCH = (

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kukeond.api.v1beta1 import VOLUME_BIND, VOLUME_TMPFS, ContainerSpec
+from kukeond.base import naming
 from kukeond.containerd import spec as oci
 from kukeond.containerd.model import ImageRuntimeConfig
-from kukeond.host import naming
 
 CNI_ANNOTATION = "io.kukeon.cni.config"
 PROFILE_LABEL = "kukeon.io/profile"

@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from kukeond import errors
-from kukeond.api import gojson, v1beta1
+from kukeond.api import v1beta1
 from kukeond.api.structs import DecodeError, GoStruct
+from kukeond.base import gojson, naming
 from kukeond.blocking import BlockingPool
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import stopping
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
 from kukeond.logs import Logger
 from kukeond.store.metadata import Key, MetadataCorrupt

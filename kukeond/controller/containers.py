@@ -23,6 +23,7 @@ from kukeond.api.v1beta1 import (
     ContainerSpec,
     ContainerStatus,
 )
+from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import cellspec
 from kukeond.controller.cell_files import check_volumes
@@ -37,10 +38,9 @@ from kukeond.controller.cell_runner import (
 )
 from kukeond.controller.cells import assign_ids, merge_space_defaults
 from kukeond.controller.common import as_output, matching_keys, q, required, validated
-from kukeond.controller.registry import EXPECTED_FAILURES
+from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
-from kukeond.host import naming
 from kukeond.rpc.dispatch import Handler
 from kukeond.store.metadata import MetadataCorrupt
 

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import gojson, kukeonv1
+from kukeond.api import kukeonv1
+from kukeond.base import gojson, naming
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.model import ImageInfo
 from kukeond.controller import common
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming
 
 
 def go_time(value: datetime | None) -> str:

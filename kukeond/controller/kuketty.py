@@ -40,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kukeond.api.v1beta1 import ContainerSpec
-from kukeond.store.atomic import fsync_dir, replace_file
+from kukeond.base.atomic import fsync_dir, replace_file
 
 API_VERSION = "sbsh/v1beta1"
 KIND = "Terminal"

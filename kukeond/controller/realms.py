@@ -14,12 +14,12 @@ from typing import Any
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1
 from kukeond.api import v1beta1 as v1
+from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import common, spaces
 from kukeond.controller.common import q
-from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
+from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming
 from kukeond.host.cgroups import CgroupError
 from kukeond.logs import Logger
 

@@ -40,8 +40,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from kukeond.api import gojson
 from kukeond.api import v1beta1 as v1
+from kukeond.base import gojson
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.cell_runner import (
     CellRunner,
@@ -54,7 +54,7 @@ from kukeond.controller.cell_runner import (
     workloads,
 )
 from kukeond.controller.common import copy_doc, realm_namespace
-from kukeond.controller.registry import log_if_bug, log_step_failure
+from kukeond.controller.failures import log_if_bug, log_step_failure
 from kukeond.controller.restart_policy import Backoff, RestartPolicy, parse_policy
 from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import CgroupError

@@ -21,12 +21,11 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer, task
 
-from kukeond.api import gojson
+from kukeond.base import gojson, naming
 from kukeond.containerd.model import Event
 from kukeond.controller.common import realm_namespace
+from kukeond.controller.failures import log_step_failure
 from kukeond.controller.reconcile import Key, PassReport, Reconciler
-from kukeond.controller.registry import log_step_failure
-from kukeond.host import naming
 from kukeond.logs import Logger
 
 EVENT_TOPICS = ("/tasks/exit", "/tasks/oom", "/tasks/delete")

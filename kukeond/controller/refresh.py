@@ -21,13 +21,13 @@ from typing import Any
 
 from kukeond.api import kukeonv1
 from kukeond.api import v1beta1 as v1
+from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.cell_runner import containerd_id_of, runner_for
 from kukeond.controller.common import realm_namespace
+from kukeond.controller.failures import log_if_bug
 from kukeond.controller.reconcile import LiveView, decide, namespace_view
-from kukeond.controller.registry import log_if_bug
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming
 from kukeond.logs import Logger
 from kukeond.rpc.dispatch import Handler
 

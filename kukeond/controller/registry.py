@@ -1,122 +1,30 @@
 """Where the kukeonv1 handler table comes from: one module per resource area.
 
-Each module listed in :data:`HANDLER_MODULES` exposes
-``handlers(runtime) -> dict[str, Handler]`` keyed by bare method name; the
-daemon merges them. Adding an area means adding its module here.
+Each module in :data:`HANDLER_MODULES` exposes ``handlers(runtime) ->
+dict[str, Handler]`` keyed by bare method name; the daemon merges them.
+Adding an area means adding its module here.
 
-Every handler is wrapped so that an expected failure of the host underneath
-(containerd unreachable, a CNI plugin, a cgroup, the subnet pool, the egress
-rules) that a controller let through reaches the client as a plain
-``Err{Kind:"Unknown"}`` with its own message, as the reference reports such
-chains, instead of being logged as a bug of the daemon.
+Every handler is wrapped (:func:`~kukeond.controller.failures.reporting_host_failures`)
+so that an expected failure of the host underneath that a controller let
+through reaches the client as a plain ``Err{Kind:"Unknown"}`` with its own
+message, as the reference reports such chains, instead of being logged as a
+bug of the daemon.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
-from typing import Any
-
-from twisted.internet import defer
-
-from kukeond.api.structs import DecodeError
-from kukeond.containerd.errors import ContainerdError
+from kukeond.controller import apply, cells, containers, images, realms, refresh, spaces, stacks
+from kukeond.controller.failures import reporting_host_failures
 from kukeond.controller.runtime import Runtime
-from kukeond.errors import KukeonError
-from kukeond.host.cgroups import CgroupError
-from kukeond.host.cni import CNIError
-from kukeond.host.netpolicy import EgressError
-from kukeond.host.subnets import SubnetError
-from kukeond.logs import Logger
 from kukeond.rpc.dispatch import Handler
-from kukeond.store.metadata import DocumentChanged, MetadataCorrupt
 
-HANDLER_MODULES: tuple[str, ...] = (
-    "kukeond.controller.realms",
-    "kukeond.controller.spaces",
-    "kukeond.controller.stacks",
-    "kukeond.controller.images",
-    "kukeond.controller.cells",
-    "kukeond.controller.containers",
-    "kukeond.controller.refresh",
-    "kukeond.controller.apply",
-)
-
-
-HOST_FAILURES = (
-    ContainerdError,
-    CNIError,
-    CgroupError,
-    SubnetError,
-    EgressError,
-    DocumentChanged,
-)
-"""Failures of the host underneath that are reported to the client, not logged as bugs.
-
-``DocumentChanged``: another writer changed the run path under a request.
-"""
-
-EXPECTED_FAILURES = (KukeonError, OSError, MetadataCorrupt, DecodeError, *HOST_FAILURES)
-"""What a controller may turn into an API error: our own errors and failures of the host.
-
-``OSError`` is the host's too here: the run path, cgroupfs and network files
-a controller reads and writes; ``MetadataCorrupt`` and ``DecodeError`` are a
-stored document that cannot be used. Anything else (``TypeError``,
-``KeyError``…) is a bug of the daemon: it must reach the dispatcher as
-itself, which logs its traceback once and answers ``Err{Kind:"Unknown"}``.
-"""
-
-
-def log_if_bug(log: Logger, exc: BaseException, format: str, **fields: Any) -> bool:
-    """Log ``exc`` with its traceback unless it is one of :data:`EXPECTED_FAILURES`.
-
-    For the ``except`` block that caught ``exc`` (a ``FirstError`` is looked
-    into). Returns whether it was logged.
-    """
-    failure = None
-    if isinstance(exc, defer.FirstError):
-        failure = exc.subFailure
-        exc = failure.value
-    if isinstance(exc, EXPECTED_FAILURES):
-        return False
-    log.failure(format, failure, **fields)
-    return True
-
-
-def log_step_failure(log: Logger, exc: BaseException, format: str, **fields: Any) -> None:
-    """Log a failed best-effort step from the ``except`` block that caught ``exc``.
-
-    An expected failure is a warning with its message; anything else is a bug
-    and is logged with its traceback.
-    """
-    if not log_if_bug(log, exc, format, **fields):
-        if isinstance(exc, defer.FirstError):
-            exc = exc.subFailure.value
-        log.warn(format + ": {error}", error=str(exc), **fields)
-
-
-def reporting_host_failures(handler: Handler) -> Handler:
-    """Wrap ``handler`` so :data:`HOST_FAILURES` become :class:`KukeonError` values."""
-
-    @functools.wraps(handler)
-    async def wrapped(args: Any) -> Any:
-        try:
-            reply = handler(args)
-            if inspect.isawaitable(reply):
-                reply = await reply
-        except HOST_FAILURES as exc:
-            raise KukeonError(str(exc) or type(exc).__name__) from exc
-        return reply
-
-    return wrapped
+HANDLER_MODULES = (realms, spaces, stacks, images, cells, containers, refresh, apply)
 
 
 def collect_handlers(runtime: Runtime) -> dict[str, Handler]:
     """Merge the handlers of every area; a method claimed twice is a programming error."""
     table: dict[str, Handler] = {}
-    for name in HANDLER_MODULES:
-        module = importlib.import_module(name)
+    for module in HANDLER_MODULES:
         for method, handler in module.handlers(runtime).items():
             if method in table:
                 raise ValueError(f"{method} is handled by more than one module")

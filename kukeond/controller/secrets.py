@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kukeond.api.v1beta1 import ContainerSpec
+from kukeond.base.atomic import replace_file
 from kukeond.containerd import spec as oci
 from kukeond.errors import KukeonError
-from kukeond.store.atomic import replace_file
 
 FILE_MODE = 0o400
 DIR_MODE = 0o700

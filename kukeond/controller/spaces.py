@@ -16,11 +16,12 @@ from kukeond import errors
 from kukeond.api import docrules, kukeonv1
 from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import DecodeError
+from kukeond.base import naming
 from kukeond.controller import common, stacks
 from kukeond.controller.common import q
-from kukeond.controller.registry import EXPECTED_FAILURES, log_step_failure
+from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming, netpolicy
+from kukeond.host import netpolicy
 from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.host.subnets import SubnetError

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from zope.interface import Attribute, Interface, implementer
 
-from kukeond.host.naming import PAYLOAD_CGROUP
+from kukeond.base.naming import PAYLOAD_CGROUP
 
 DELEGATED_CONTROLLERS = ("cpu", "memory", "io", "pids")
 """Controllers the reference enables for its groups when the host offers them."""

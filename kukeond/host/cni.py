@@ -39,10 +39,10 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from kukeond.api import gojson
+from kukeond.base import gojson, naming
+from kukeond.base.naming import bridge_name, network_name
 from kukeond.blocking import BlockingPool
-from kukeond.host import naming, netpolicy
-from kukeond.host.naming import bridge_name, network_name
+from kukeond.host import netpolicy
 from kukeond.host.subnets import SubnetAllocator, SubnetStateCorrupt, write_file_atomic
 from kukeond.logs import Logger
 

@@ -13,9 +13,9 @@ import json
 import os
 from dataclasses import dataclass
 
-from kukeond.api.gojson import dumps_indent
-from kukeond.host.naming import go_quote, instance_file_path, normalize_cgroup_root
-from kukeond.store.atomic import replace_file
+from kukeond.base.atomic import replace_file
+from kukeond.base.gojson import dumps_indent
+from kukeond.base.naming import go_quote, instance_file_path, normalize_cgroup_root
 
 FILE_MODE = 0o640
 RUN_PATH_MODE = 0o750

@@ -26,7 +26,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import DNSLookupError
 
-from kukeond.host import naming
+from kukeond.base import naming
 from kukeond.logs import Logger
 
 MASTER_CHAIN = "KUKEON-EGRESS"

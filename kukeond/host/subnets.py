@@ -14,10 +14,9 @@ import json
 import os
 import threading
 
-from kukeond.api import gojson
-from kukeond.host import naming
+from kukeond.base import gojson, naming
+from kukeond.base.atomic import replace_file
 from kukeond.logs import Logger
-from kukeond.store.atomic import replace_file
 
 STATE_VERSION = "v1"
 DEFAULT_PARENT_CIDR = "10.88.0.0/16"

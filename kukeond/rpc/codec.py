@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kukeond.api import gojson
+from kukeond.base import gojson
 
 _HEADER_KEYS = {"method": "method", "params": "params", "id": "id"}
 _MISSING = object()

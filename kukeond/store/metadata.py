@@ -52,10 +52,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from kukeond.api import gojson
-from kukeond.host import naming
+from kukeond.base import atomic, gojson, naming
 from kukeond.logs import Logger
-from kukeond.store import atomic
 from kukeond.store.locks import KeyedLock
 
 Key = tuple[str, ...]

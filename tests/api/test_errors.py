@@ -5,7 +5,9 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond import errors
-from kukeond.api import gojson, kukeonv1
+from kukeond.api import kukeonv1
+from kukeond.api.kukeonv1 import to_api_error
+from kukeond.base import gojson
 
 
 class SentinelTests(SynchronousTestCase):
@@ -63,12 +65,12 @@ class SentinelTests(SynchronousTestCase):
 
 class ApiErrorTests(SynchronousTestCase):
     def test_to_api_error(self) -> None:
-        api = errors.to_api_error(errors.ImageNotFound("docker.io/library/nope:latest"))
+        api = to_api_error(errors.ImageNotFound("docker.io/library/nope:latest"))
         self.assertEqual(
             gojson.dumps(api.to_wire()),
             '{"Kind":"ImageNotFound","Message":"image not found: docker.io/library/nope:latest"}',
         )
-        api = errors.to_api_error(RuntimeError())
+        api = to_api_error(RuntimeError())
         self.assertEqual((api.Kind, api.Message), ("Unknown", "RuntimeError"))
 
     def test_reply_failure_is_zero_reply_with_err(self) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kukeond.api import gojson, kukeonv1, v1beta1
+from kukeond.api import kukeonv1, v1beta1
 from kukeond.api.structs import DecodeError
+from kukeond.base import gojson
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

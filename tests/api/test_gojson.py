@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kukeond.api import gojson
+from kukeond.base import gojson
 
 
 class EscapeTests(SynchronousTestCase):

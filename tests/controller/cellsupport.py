@@ -6,8 +6,8 @@ from twisted.trial.unittest import TestCase
 
 from kukeond.api import kukeonv1
 from kukeond.api.v1beta1 import CellDoc, ContainerDoc, ContainerSpec
+from kukeond.base import naming
 from kukeond.controller import cells, containers
-from kukeond.host import naming
 
 
 async def make_parents(runtime, realm="r1", space="s1", stack="k1", image=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from kukeond.api import v1beta1 as v1
+from kukeond.base import naming
 from kukeond.controller.reconcile import Key
-from kukeond.host import naming
 
 IMAGE = "docker.io/library/busybox:latest"
 

@@ -9,7 +9,7 @@ from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from kukeond.api.v1beta1 import READY, STOPPED
-from kukeond.host import naming
+from kukeond.base import naming
 from tests.controller.cellsupport import Calls, cell_doc, container_doc, make_parents, workload
 from tests.support.runtime import real_runtime
 

@@ -25,8 +25,8 @@ import socket
 from twisted.internet import reactor, threads
 from twisted.trial.unittest import TestCase
 
+from kukeond.base import naming
 from kukeond.daemon import build_handlers
-from kukeond.host import naming
 from kukeond.listener import ListenerService
 from kukeond.rpc.dispatch import Dispatcher
 from kukeond.rpc.protocol import KukeonFactory

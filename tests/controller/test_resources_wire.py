@@ -18,7 +18,7 @@ import socket
 from twisted.internet import reactor, threads
 from twisted.trial.unittest import TestCase
 
-from kukeond.api import gojson
+from kukeond.base import gojson
 from kukeond.daemon import build_handlers
 from kukeond.listener import ListenerService
 from kukeond.rpc.dispatch import Dispatcher

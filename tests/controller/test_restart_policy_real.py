@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import reactor, task
 
 from kukeond.api.v1beta1 import READY, STOPPED
-from kukeond.host import naming
+from kukeond.base import naming
 from tests.controller.cellsupport import (
     RealCellTestCase,
     cell_doc,

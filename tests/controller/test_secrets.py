@@ -9,8 +9,8 @@ import stat
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kukeond import errors
-from kukeond.api import gojson
 from kukeond.api.v1beta1 import ContainerSecret, ContainerSpec
+from kukeond.base import gojson
 from kukeond.controller import secrets
 from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload
 from tests.support.runtime import fake_runtime, short_tmpdir
@@ -162,7 +162,7 @@ class RealSecretTests(TestCase):
     async def test_a_non_root_workload_reads_its_secrets(self):
         from twisted.internet import reactor, task
 
-        from kukeond.host import naming
+        from kukeond.base import naming
 
         await make_parents(self.rt)
         app = workload(

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from kukeond.api import kukeonv1
-from kukeond.host import naming
+from kukeond.base import naming
 from tests.controller.resource_calls import ZERO, Caller, err, make_cell, space_doc, with_flags
 from tests.support.runtime import fake_runtime
 

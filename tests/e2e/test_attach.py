@@ -25,7 +25,7 @@ import time
 from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
-from kukeond.host import naming
+from kukeond.base import naming
 from tests.support.containerd import get_containerd_socket
 from tests.support.daemon import start_our_kukeond
 from tests.support.image import busybox_image

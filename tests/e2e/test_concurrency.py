@@ -45,9 +45,9 @@ from twisted.internet import reactor, task, threads
 from twisted.python import log
 from twisted.trial.unittest import TestCase
 
+from kukeond.base import naming
 from kukeond.client import APIError, BlockingClient, ClientError, KukeonClient
 from kukeond.containerd.grpc import GrpcContainerd
-from kukeond.host import naming
 from kukeond.host.cgroups import detect_cgroups
 from kukeond.host.cni import masquerade_chain
 from tests.network.hostenv import (

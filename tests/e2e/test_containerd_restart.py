@@ -21,10 +21,10 @@ from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from kukeond.api.v1beta1 import FAILED, READY
+from kukeond.base import naming
 from kukeond.client import APIError, KukeonClient
 from kukeond.containerd.grpc import GrpcContainerd
 from kukeond.errors import KukeonError
-from kukeond.host import naming
 from kukeond.host.cgroups import detect_cgroups
 from tests.containerd.test_restart import RestartableContainerd, eventually
 from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload

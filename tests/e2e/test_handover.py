@@ -28,8 +28,8 @@ import re
 from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
+from kukeond.base import naming
 from kukeond.containerd.grpc import GrpcContainerd
-from kukeond.host import naming
 from tests.network.hostenv import link_exists, preserve_ip_forward, remove_masquerade, sh
 from tests.support.containerd import get_containerd2_socket
 from tests.support.daemon import start_our_kukeond

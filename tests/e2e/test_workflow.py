@@ -19,9 +19,9 @@ import sys
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
+from kukeond.base import naming
 from kukeond.client import APIError, KukeonClient
 from kukeond.containerd.grpc import GrpcContainerd
-from kukeond.host import naming
 from kukeond.host.cgroups import detect_cgroups
 from tests.network.hostenv import free_parent_cidr, link_exists, preserve_ip_forward, sh
 from tests.support.containerd import get_containerd_socket

@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kukeond.host import naming
+from kukeond.base import naming
 
 
 class ValidateNameTests(SynchronousTestCase):

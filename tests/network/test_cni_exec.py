@@ -8,7 +8,8 @@ import threading
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from kukeond.host import cni, naming
+from kukeond.base import naming
+from kukeond.host import cni
 from kukeond.host.cni import CniNetwork, CNIPluginError, CNITimeout, ProcessRunner
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv

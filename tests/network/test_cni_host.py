@@ -5,7 +5,8 @@ import os
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from kukeond.host import naming, netpolicy
+from kukeond.base import naming
+from kukeond.host import netpolicy
 from kukeond.host.cni import CNIPluginNotFound, ProcessRunner, masquerade_chain
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test

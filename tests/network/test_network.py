@@ -8,7 +8,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from kukeond.host import naming
+from kukeond.base import naming
 from kukeond.host.cni import (
     CniNetwork,
     CNIPluginNotFound,

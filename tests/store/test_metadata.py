@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kukeond.store import atomic
+from kukeond.base import atomic
 from kukeond.store.locks import KeyedLock
 from kukeond.store.metadata import (
     DocumentChanged,

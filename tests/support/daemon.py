@@ -146,7 +146,7 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
     daemon takes over later).
     """
 
-    from kukeond.host import naming
+    from kukeond.base import naming
     from tests.network.hostenv import (
         free_parent_cidr,
         link_exists,

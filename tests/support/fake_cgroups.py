@@ -6,13 +6,13 @@ from collections.abc import Iterable
 
 from zope.interface import implementer
 
+from kukeond.base.naming import PAYLOAD_CGROUP
 from kukeond.host.cgroups import (
     DELEGATED_CONTROLLERS,
     CgroupError,
     ICgroups,
     _group_parts,
 )
-from kukeond.host.naming import PAYLOAD_CGROUP
 
 
 @implementer(ICgroups)

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
+from kukeond.base.naming import bridge_name, network_name
 from kukeond.host import netpolicy
 from kukeond.host.cni import (
     CNI_VERSION,
@@ -22,7 +23,6 @@ from kukeond.host.cni import (
     _conflist_subnet,
     _SpaceFiles,
 )
-from kukeond.host.naming import bridge_name, network_name
 from kukeond.host.subnets import SubnetAllocator
 
 

@@ -17,10 +17,10 @@ import tempfile
 
 from twisted.internet import defer
 
+from kukeond.base import naming
 from kukeond.config import DaemonConfig
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.runtime import Runtime
-from kukeond.host import naming
 from kukeond.host.cgroups import detect_cgroups
 from kukeond.host.cni import CniNetwork
 from kukeond.host.subnets import SubnetAllocator
