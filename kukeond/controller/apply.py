@@ -27,7 +27,6 @@ from kukeond.controller.cell_runner import (
     CellRunner,
     containerd_id_of,
     root_container,
-    runner_for,
     workloads,
 )
 from kukeond.controller.common import q, read_doc, validated
@@ -124,7 +123,7 @@ class Applier:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.runner: CellRunner = runner_for(runtime)
+        self.runner: CellRunner = runtime.cells
         self.containers = ContainerHandlers(runtime)
 
     async def apply(self, raw: bytes) -> Any:

@@ -58,6 +58,7 @@ from kukeond.controller.cell_files import (
     write_in_place,
 )
 from kukeond.controller.cellspec import CellContext, CellSpecError, Kuketty
+from kukeond.controller.common import realm_namespace
 from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.kuketty import (
     KukettyNotFound,
@@ -218,7 +219,7 @@ def as_kukeon_error(exc: BaseException) -> KukeonError:
 
 
 class CellRunner:
-    """Runs cells for one daemon (see the module docstring). Get it with :func:`runner_for`."""
+    """Runs cells for one daemon (see the module docstring): the runtime's ``cells``."""
 
     log = Logger()
 
@@ -240,9 +241,7 @@ class CellRunner:
 
     def namespace(self, realm: str) -> str:
         """The realm's containerd namespace (stored ``spec.namespace``, else ``R.<suffix>``)."""
-        raw = self.rt.store.get((realm,)) or {}
-        explicit = (raw.get("spec") or {}).get("namespace") or ""
-        return naming.realm_namespace(realm, self.rt.suffix, explicit)
+        return realm_namespace(self.rt, realm)
 
     def conflist_path(self, realm: str, space: str) -> str:
         """The space conflist: its ``spec.cniConfigPath``, else the canonical path."""
@@ -903,12 +902,3 @@ def _joins(spec: dict[str, Any] | None, join: dict[str, str]) -> bool:
     namespaces = ((spec or {}).get("linux") or {}).get("namespaces") or []
     paths = {ns.get("type"): ns.get("path") for ns in namespaces}
     return all(paths.get(kind) == path for kind, path in join.items())
-
-
-def runner_for(runtime: Runtime) -> CellRunner:
-    """The daemon's one :class:`CellRunner` (created on first use)."""
-    runner = runtime.__dict__.get("_cell_runner")
-    if runner is None:
-        runner = CellRunner(runtime)
-        runtime.__dict__["_cell_runner"] = runner
-    return runner

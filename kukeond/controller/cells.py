@@ -17,7 +17,7 @@ it says otherwise):
   for a validated ``CellDoc`` (ApplyDocuments).
 * :func:`start_cell` / :func:`stop_cell` / :func:`kill_cell`
   ``(runtime, key)`` — lifecycle by key (reconciler restarts, auto-delete).
-* ``runner_for(runtime)`` (:mod:`kukeond.controller.cell_runner`), to be used
+* ``runtime.cells`` (:mod:`kukeond.controller.cell_runner`), to be used
   while already holding the cell's lock: ``load``, ``save``, ``start``,
   ``stop(doc, kill=…)``, ``delete``, ``purge``, ``live_statuses(doc)``,
   ``recreate(doc, ns)``; and the pure helpers ``statuses_from(doc,
@@ -52,7 +52,6 @@ from kukeond.controller.cell_runner import (
     derive_cell_state,
     gather,
     root_container,
-    runner_for,
 )
 from kukeond.controller.common import (
     as_output,
@@ -137,7 +136,7 @@ def assign_ids(runtime: Runtime, doc: CellDoc, container: ContainerSpec) -> None
     except naming.InvalidName as exc:
         raise errors.KukeonError(str(exc)) from None
     if not container.cniConfigPath:
-        container.cniConfigPath = runner_for(runtime).conflist_path(realm, space)
+        container.cniConfigPath = runtime.cells.conflist_path(realm, space)
 
 
 def prepare_new_cell(runtime: Runtime, doc: CellDoc) -> None:
@@ -163,7 +162,7 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
     ``doc`` must have passed the request checks (names, document rules,
     :func:`docrules.default_cell`). Takes the cell's lock.
     """
-    runner = runner_for(runtime)
+    runner = runtime.cells
     key = cell_key(doc)
     requested = [c.id for c in doc.spec.containers or []]
     requested_root = doc.spec.rootContainerId
@@ -230,7 +229,7 @@ async def _root_exists(runner: Any, cell: CellDoc, ns: str) -> bool:
 
 
 async def _locked(runtime: Runtime, key: CellKey, action: str) -> CellDoc:
-    runner = runner_for(runtime)
+    runner = runtime.cells
     async with runtime.store.lock(key):
         cell = runner.load(key)
         if cell is None:
@@ -257,7 +256,7 @@ async def kill_cell(runtime: Runtime, key: CellKey) -> CellDoc:
 
 async def delete_cell(runtime: Runtime, key: CellKey) -> CellDoc | None:
     """Delete a cell; ``None`` if it did not exist. Takes the lock."""
-    runner = runner_for(runtime)
+    runner = runtime.cells
     async with runtime.store.lock(key):
         cell = runner.load(key)
         if cell is None:
@@ -268,7 +267,7 @@ async def delete_cell(runtime: Runtime, key: CellKey) -> CellDoc | None:
 
 async def purge_cell(runtime: Runtime, key: CellKey) -> list[str]:
     """Purge a cell (tolerating failures, which are returned). Takes the lock."""
-    runner = runner_for(runtime)
+    runner = runtime.cells
     async with runtime.store.lock(key):
         cell = runner.load(key)
         if cell is None:
@@ -281,7 +280,7 @@ class CellHandlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.runner = runner_for(runtime)
+        self.runner = runtime.cells
 
     async def create(self, args: Any) -> Any:
         """CreateCell."""

@@ -34,7 +34,6 @@ from kukeond.controller.cell_runner import (
     as_kukeon_error,
     containerd_id_of,
     root_container,
-    runner_for,
 )
 from kukeond.controller.cells import assign_ids, merge_space_defaults
 from kukeond.controller.common import as_output, matching_keys, q, required, validated
@@ -111,7 +110,7 @@ class ContainerHandlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.runner: CellRunner = runner_for(runtime)
+        self.runner: CellRunner = runtime.cells
 
     def load_cell(self, key: CellKey) -> CellDoc:
         """The stored cell or the plain not-found error."""

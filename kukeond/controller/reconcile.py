@@ -49,7 +49,6 @@ from kukeond.controller.cell_runner import (
     derive_cell_state,
     gather,
     root_container,
-    runner_for,
     statuses_from,
     workloads,
 )
@@ -291,7 +290,7 @@ class Reconciler:
 
     def __init__(self, runtime: Runtime, clock: Any = None) -> None:
         self.runtime = runtime
-        self.runner: CellRunner = runner_for(runtime)
+        self.runner: CellRunner = runtime.cells
         self.clock = clock if clock is not None else runtime.reactor
         self.backoff = Backoff()
         self.wake: Callable[[Key, float], None] | None = None

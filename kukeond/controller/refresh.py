@@ -23,7 +23,7 @@ from kukeond.api import kukeonv1
 from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
-from kukeond.controller.cell_runner import containerd_id_of, runner_for
+from kukeond.controller.cell_runner import containerd_id_of
 from kukeond.controller.common import realm_namespace
 from kukeond.controller.failures import log_if_bug
 from kukeond.controller.reconcile import LiveView, decide, namespace_view
@@ -47,7 +47,7 @@ class Refresh:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.runner = runner_for(runtime)
+        self.runner = runtime.cells
         self.result = kukeonv1.RefreshAllResult(
             **{name: [] for name, *_ in kukeonv1.RefreshAllResult.fields}
         )

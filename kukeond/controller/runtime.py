@@ -17,6 +17,7 @@ from kukeond.host.cni import INetwork
 from kukeond.store.metadata import MetadataStore
 
 if TYPE_CHECKING:
+    from kukeond.controller.cell_runner import CellRunner
     from kukeond.controller.image_pull import ImagePulls
 
 
@@ -31,6 +32,16 @@ class Runtime:
     network: INetwork
     reactor: Any
     _pulls: Any = field(default=None, repr=False, compare=False)
+    _cells: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def cells(self) -> CellRunner:
+        """The one cell runner every handler and the reconciler share (made on first use)."""
+        if self._cells is None:
+            from kukeond.controller.cell_runner import CellRunner
+
+            self._cells = CellRunner(self)
+        return self._cells
 
     @property
     def pulls(self) -> ImagePulls:

@@ -9,7 +9,6 @@ from twisted.internet import reactor, task
 from kukeond.api.v1beta1 import READY, STOPPED
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import stopping
-from kukeond.controller.cell_runner import runner_for
 from tests.controller.cellsupport import (
     RealCellTestCase,
     cell_doc,
@@ -38,7 +37,7 @@ class StubbornStopTests(RealCellTestCase):
         ns = await make_parents(self.rt)
         await self.call("CreateCell", Doc=cell_doc("c1", [workload("w", STUBBORN)]))
         cid = "s1_k1_c1_w"
-        runner = runner_for(self.rt)
+        runner = self.rt.cells
         for round_ in range(20):
             info = await self.rt.containerd.task_state(ns, cid)
             self.assertEqual(info.status, "running", f"round {round_}")
