@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
-from twisted.internet import threads
 from twisted.trial.unittest import FailTest, SkipTest
 
 from tests.support.reference import REPO_ROOT, GoKukeond, KukeResult, reference_bin, run_kuke
@@ -228,23 +227,9 @@ class Pair:
     # Starting and cleaning up
 
     def _cleanup_daemon(self, daemon: Any) -> Callable[[], Any]:
-        from twisted.internet import reactor
+        from tests.support.runtime import purge_daemon_host
 
-        from kukeond.containerd.grpc import GrpcContainerd
-        from tests.containerd.ocispec import remove_cgroup_tree
-        from tests.support.runtime import purge_test_namespaces
-
-        async def cleanup() -> None:
-            await threads.deferToThread(daemon.stop)
-            client = GrpcContainerd(self.containerd_socket, reactor=reactor, call_timeout=20)
-            client.start()
-            try:
-                await purge_test_namespaces(client, daemon.namespace_suffix)
-            finally:
-                await client.stop()
-            remove_cgroup_tree(daemon.cgroup_root)
-
-        return cleanup
+        return lambda: purge_daemon_host(daemon)
 
     def _start_reference(self) -> GoKukeond:
         from tests.support.runtime import short_tmpdir
