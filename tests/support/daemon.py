@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -79,16 +78,7 @@ class OurKukeond:
     def stop(self) -> int | None:
         """SIGTERM, SIGKILL after 20 s; the exit status (None when it was not running)."""
         proc, self.process = self.process, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return reference.stop_process(proc)
 
     @property
     def running(self) -> bool:
@@ -97,11 +87,7 @@ class OurKukeond:
 
     def log_tail(self, size: int = 4000) -> str:
         """The end of the daemon's log."""
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-size:].decode(errors="replace")
-        except OSError:
-            return "(no log)"
+        return reference.file_tail(self.log_path, size)
 
     def kuke(self, *args: str, **kwargs) -> reference.KukeResult:
         """The real ``kuke`` against this daemon (blocking)."""

@@ -72,6 +72,29 @@ def reference_bin(name: str) -> str:
     return os.path.join(reference_dir(), name)
 
 
+def file_tail(path: str, size: int) -> str:
+    """The last ``size`` bytes of a daemon's log file, as text (``(no log)`` when unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-size:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(proc: subprocess.Popen | None) -> int | None:
+    """SIGTERM ``proc``, SIGKILL after 20 s; its exit status (None when there is no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class KukeResult(NamedTuple):
     """What one ``kuke`` run gave back."""
 
@@ -172,23 +195,12 @@ class GoKukeond:
 
     def log_tail(self, size: int = 2000) -> str:
         """The end of the daemon's log."""
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-size:].decode(errors="replace")
-        except OSError:
-            return "(no log)"
+        return file_tail(self.log_path, size)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 20 s."""
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 20 s; the exit status (None when it was not running)."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        return stop_process(proc)
 
     def kuke(self, *args: str, **kwargs) -> KukeResult:
         """``run_kuke`` against this daemon."""
