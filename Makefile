@@ -56,6 +56,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check kukeond tests bench tools twisted setup.py
+	$(VENV)/bin/ruff format --check kukeond tests bench tools twisted setup.py
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

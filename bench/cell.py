@@ -60,13 +60,33 @@ def start_daemon_with(
     """Start kukeond on ``containerd``; return the process and its socket once it listens."""
     sock = os.path.join(directory, "kukeond.sock")
     proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "serve", "--configuration",
-         os.path.join(directory, "none.yaml"), "serve", "--socket", sock,
-         "--run-path", os.path.join(directory, "run"), "--containerd-socket", containerd,
-         "--reconcile-interval", "0", "--log-level", "warn", "--cgroup-root", cgroup_root,
-         "--containerd-namespace-suffix", suffix],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
-                           BENCH_CALLS_FILE=os.path.join(directory, "calls.json")))
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "serve",
+            "--configuration",
+            os.path.join(directory, "none.yaml"),
+            "serve",
+            "--socket",
+            sock,
+            "--run-path",
+            os.path.join(directory, "run"),
+            "--containerd-socket",
+            containerd,
+            "--reconcile-interval",
+            "0",
+            "--log-level",
+            "warn",
+            "--cgroup-root",
+            cgroup_root,
+            "--containerd-namespace-suffix",
+            suffix,
+        ],
+        cwd=ROOT,
+        env=dict(
+            os.environ, PYTHONPATH=ROOT, BENCH_CALLS_FILE=os.path.join(directory, "calls.json")
+        ),
+    )
     deadline = time.monotonic() + 30
     while not os.path.exists(os.path.join(directory, "kukeond.pid")):
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -90,6 +110,7 @@ def serve_counting(argv: list[str]) -> int:
             with lock:
                 counts[name] = counts.get(name, 0) + 1
             return original(self, name, *args, **kwargs)
+
         return method
 
     SyncContainerd.call = counting(SyncContainerd.call)
@@ -131,11 +152,17 @@ def calls_of(proc: subprocess.Popen, directory: str, fn, *args) -> dict[str, int
 
 
 def cell_doc(name: str, host_network: bool = False, args: list[str] = WORKLOAD) -> dict:
-    workload = {"id": "w", "image": IMAGE, "command": "sh", "args": args,
-                "hostNetwork": host_network}
-    return {"metadata": {"name": name},
-            "spec": {"realmId": REALM, "spaceId": SPACE, "stackId": STACK,
-                     "containers": [workload]}}
+    workload = {
+        "id": "w",
+        "image": IMAGE,
+        "command": "sh",
+        "args": args,
+        "hostNetwork": host_network,
+    }
+    return {
+        "metadata": {"name": name},
+        "spec": {"realmId": REALM, "spaceId": SPACE, "stackId": STACK, "containers": [workload]},
+    }
 
 
 def timed(fn, *args) -> float:
@@ -152,16 +179,39 @@ def floor(client: SyncContainerd, ns: str, cgroup: str, i: int) -> tuple[float, 
     """Raw containerd: root + joined workload, create+start; then kill+delete."""
     root, work = f"f{i}_root", f"f{i}_w"
     start = time.perf_counter()
-    client.create_container(ns, root, IMAGE, build_spec(SpecOptions(
-        container_id=root, namespace=ns, args=("sleep", "infinity"),
-        cgroups_path=f"{cgroup}/{root}")))
+    client.create_container(
+        ns,
+        root,
+        IMAGE,
+        build_spec(
+            SpecOptions(
+                container_id=root,
+                namespace=ns,
+                args=("sleep", "infinity"),
+                cgroups_path=f"{cgroup}/{root}",
+            )
+        ),
+    )
     client.create_task(ns, root)
     pid = client.start_task(ns, root)
-    join = tuple(Namespace(t, f"/proc/{pid}/ns/{e}")
-                 for t, e in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")))
-    client.create_container(ns, work, IMAGE, build_spec(SpecOptions(
-        container_id=work, namespace=ns, args=("sh", *WORKLOAD), namespaces=join,
-        cgroups_path=f"{cgroup}/{work}")))
+    join = tuple(
+        Namespace(t, f"/proc/{pid}/ns/{e}")
+        for t, e in (("network", "net"), ("ipc", "ipc"), ("uts", "uts"))
+    )
+    client.create_container(
+        ns,
+        work,
+        IMAGE,
+        build_spec(
+            SpecOptions(
+                container_id=work,
+                namespace=ns,
+                args=("sh", *WORKLOAD),
+                namespaces=join,
+                cgroups_path=f"{cgroup}/{work}",
+            )
+        ),
+    )
     client.create_task(ns, work)
     client.start_task(ns, work)
     created = time.perf_counter() - start
@@ -239,10 +289,14 @@ def main() -> None:
     ns = f"{REALM}.b{token}.kukeon.bench"
     try:
         client.call("KukeonV1.CreateRealm", {"Doc": {"metadata": {"name": REALM}}})
-        client.call("KukeonV1.CreateSpace",
-                    {"Doc": {"metadata": {"name": SPACE}, "spec": {"realmId": REALM}}})
-        client.call("KukeonV1.CreateStack", {"Doc": {"metadata": {"name": STACK}, "spec": {
-            "realmId": REALM, "spaceId": SPACE}}})
+        client.call(
+            "KukeonV1.CreateSpace",
+            {"Doc": {"metadata": {"name": SPACE}, "spec": {"realmId": REALM}}},
+        )
+        client.call(
+            "KukeonV1.CreateStack",
+            {"Doc": {"metadata": {"name": STACK}, "spec": {"realmId": REALM, "spaceId": SPACE}}},
+        )
         with open(busybox_image().oci_tar, "rb") as f:
             tarball = base64.b64encode(f.read()).decode()
         client.call("KukeonV1.LoadImage", {"Realm": REALM, "Tarball": tarball})
@@ -262,28 +316,40 @@ def main() -> None:
             client.call("KukeonV1.DeleteCell", hdoc)
         # Counted after the timed cells: the steady state, the image already prepared.
         doc = {"Doc": cell_doc("counted")}
-        counted = [(verb, calls_of(proc, directory, client.call, f"KukeonV1.{verb}", doc))
-                   for verb in ("CreateCell", "StopCell", "StartCell", "DeleteCell")]
+        counted = [
+            (verb, calls_of(proc, directory, client.call, f"KukeonV1.{verb}", doc))
+            for verb in ("CreateCell", "StopCell", "StartCell", "DeleteCell")
+        ]
         floor_cgroup = f"{cgroup_root}/floor"
         floors = [floor(sync, ns, floor_cgroup, i) for i in range(CELLS)]
 
-        print(f"cells: {CELLS} (root + one workload each), containerd 1.6, runc, cgroup "
-              f"v{detect_cgroups().version}")
-        print(f"  CreateCell -> Ready   {median_ms(create)}   "
-              f"(raw containerd create+start floor {median_ms([f[0] for f in floors])})")
-        print(f"  StopCell              {median_ms(stop)}   "
-              f"(raw kill+delete floor {median_ms([f[1] for f in floors])})")
+        print(
+            f"cells: {CELLS} (root + one workload each), containerd 1.6, runc, cgroup "
+            f"v{detect_cgroups().version}"
+        )
+        print(
+            f"  CreateCell -> Ready   {median_ms(create)}   "
+            f"(raw containerd create+start floor {median_ms([f[0] for f in floors])})"
+        )
+        print(
+            f"  StopCell              {median_ms(stop)}   "
+            f"(raw kill+delete floor {median_ms([f[1] for f in floors])})"
+        )
         print(f"  StartCell (CNI)       {median_ms(start)}")
         print(f"  StartCell (host net)  {median_ms(host_start)}")
         print(f"  DeleteCell (stopped)  {median_ms(delete)}")
         wall = burst(sock)
-        print(f"  {BURST} CreateCell from {CLIENTS} clients: {wall:6.2f} s wall "
-              f"({BURST / wall:5.1f} cells/s)")
+        print(
+            f"  {BURST} CreateCell from {CLIENTS} clients: {wall:6.2f} s wall "
+            f"({BURST / wall:5.1f} cells/s)"
+        )
         for i in range(BURST):
             client.call("KukeonV1.DeleteCell", {"Doc": cell_doc(f"b{i}")})
         during = create_during_slow_stops(sock)
-        print(f"  CreateCell while {CLIENTS} StopCells wait out a grace period: "
-              f"{during * 1000:7.1f} ms")
+        print(
+            f"  CreateCell while {CLIENTS} StopCells wait out a grace period: "
+            f"{during * 1000:7.1f} ms"
+        )
         for verb, calls in counted:
             detail = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
             print(f"  containerd calls per {verb}: {sum(calls.values())}  ({detail})")
@@ -313,8 +379,7 @@ def cleanup(sync: SyncContainerd, ns: str, cgroup_root: str, directory: str) -> 
     cgroups = detect_cgroups()
     if cgroups.exists(cgroup_root):
         cgroups.delete(cgroup_root)
-    subprocess.run(["ip", "link", "del", "k-" + _bridge()], check=False,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(["ip", "link", "del", "k-" + _bridge()], check=False, stderr=subprocess.DEVNULL)
     shutil.rmtree(directory, ignore_errors=True)
 
 

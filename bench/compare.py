@@ -71,6 +71,7 @@ def missing() -> str | None:
 
 # stored cells for the list/get figures
 
+
 def populate(run_path: str, suffix: str, cgroup_root: str) -> None:
     """Realm ``bl``, space ``s``, stacks ``k10``, ``k200``, ``k1000`` of stopped cells."""
     from kukeond.api import v1beta1 as v1
@@ -78,24 +79,51 @@ def populate(run_path: str, suffix: str, cgroup_root: str) -> None:
 
     realm, space = "bl", "s"
     ns = f"{realm}.{suffix}"
-    write_doc(run_path, (realm,), {
-        "apiVersion": "v1beta1", "kind": "Realm",
-        "metadata": {"name": realm, "labels": {"realm.kukeon.io": ns}},
-        "spec": {"namespace": ns}, "status": stored_status(f"{cgroup_root}/{realm}")})
-    write_doc(run_path, (realm, space), {
-        "apiVersion": "v1beta1", "kind": "Space",
-        "metadata": {"name": space, "labels": {"realm.kukeon.io": realm,
-                                               "space.kukeon.io": space}},
-        "spec": {"realmId": realm}, "status": stored_status(f"{cgroup_root}/{realm}/{space}")})
+    write_doc(
+        run_path,
+        (realm,),
+        {
+            "apiVersion": "v1beta1",
+            "kind": "Realm",
+            "metadata": {"name": realm, "labels": {"realm.kukeon.io": ns}},
+            "spec": {"namespace": ns},
+            "status": stored_status(f"{cgroup_root}/{realm}"),
+        },
+    )
+    write_doc(
+        run_path,
+        (realm, space),
+        {
+            "apiVersion": "v1beta1",
+            "kind": "Space",
+            "metadata": {
+                "name": space,
+                "labels": {"realm.kukeon.io": realm, "space.kukeon.io": space},
+            },
+            "spec": {"realmId": realm},
+            "status": stored_status(f"{cgroup_root}/{realm}/{space}"),
+        },
+    )
     for n in (10, *LIST_SIZES):
         stack = f"k{n}"
-        write_doc(run_path, (realm, space, stack), {
-            "apiVersion": "v1beta1", "kind": "Stack",
-            "metadata": {"name": stack, "labels": {"realm.kukeon.io": realm,
-                                                   "space.kukeon.io": space,
-                                                   "stack.kukeon.io": stack}},
-            "spec": {"id": stack, "realmId": realm, "spaceId": space},
-            "status": stored_status(f"{cgroup_root}/{realm}/{space}/{stack}")})
+        write_doc(
+            run_path,
+            (realm, space, stack),
+            {
+                "apiVersion": "v1beta1",
+                "kind": "Stack",
+                "metadata": {
+                    "name": stack,
+                    "labels": {
+                        "realm.kukeon.io": realm,
+                        "space.kukeon.io": space,
+                        "stack.kukeon.io": stack,
+                    },
+                },
+                "spec": {"id": stack, "realmId": realm, "spaceId": space},
+                "status": stored_status(f"{cgroup_root}/{realm}/{space}/{stack}"),
+            },
+        )
         for i in range(n):
             key = (realm, space, stack, f"c{i:04d}")
             doc = cell_doc(key, state=v1.STOPPED)
@@ -109,11 +137,16 @@ def where(n: int) -> dict:
     return {"RealmName": "bl", "SpaceName": "s", "StackName": f"k{n}"}
 
 
-GET_CELL = {"Doc": {"metadata": {"name": "c0000"},
-                    "spec": {"realmId": "bl", "spaceId": "s", "stackId": "k10"}}}
+GET_CELL = {
+    "Doc": {
+        "metadata": {"name": "c0000"},
+        "spec": {"realmId": "bl", "spaceId": "s", "stackId": "k10"},
+    }
+}
 
 
 # measurements
+
 
 def load(sock: str, frame: bytes, connections: int) -> tuple[float, float, float]:
     """Requests per second, p50 and p99 in ms of a closed loop on ``connections``."""
@@ -126,18 +159,28 @@ def load(sock: str, frame: bytes, connections: int) -> tuple[float, float, float
 
 
 def cell(realm: str, name: str) -> dict:
-    return {"Doc": {"metadata": {"name": name},
-                    "spec": {"realmId": realm, "spaceId": "s", "stackId": "k",
-                             "containers": [{"id": "w", "image": IMAGE, "command": "sh",
-                                             "args": WORKLOAD}]}}}
+    return {
+        "Doc": {
+            "metadata": {"name": name},
+            "spec": {
+                "realmId": realm,
+                "spaceId": "s",
+                "stackId": "k",
+                "containers": [{"id": "w", "image": IMAGE, "command": "sh", "args": WORKLOAD}],
+            },
+        }
+    }
 
 
 def setup_lifecycle(client, realm: str, tarball: str) -> None:
     client.call("KukeonV1.CreateRealm", {"Doc": {"metadata": {"name": realm}}})
-    client.call("KukeonV1.CreateSpace",
-                {"Doc": {"metadata": {"name": "s"}, "spec": {"realmId": realm}}})
-    client.call("KukeonV1.CreateStack", {"Doc": {"metadata": {"name": "k"},
-                                                 "spec": {"realmId": realm, "spaceId": "s"}}})
+    client.call(
+        "KukeonV1.CreateSpace", {"Doc": {"metadata": {"name": "s"}, "spec": {"realmId": realm}}}
+    )
+    client.call(
+        "KukeonV1.CreateStack",
+        {"Doc": {"metadata": {"name": "k"}, "spec": {"realmId": realm, "spaceId": "s"}}},
+    )
     client.call("KukeonV1.LoadImage", {"Realm": realm, "Tarball": tarball})
 
 
@@ -149,8 +192,12 @@ def timed(fn, *args) -> float:
 
 def lifecycle(client, realm: str) -> dict[str, float]:
     """Median seconds of CreateCell, StopCell, StartCell, DeleteCell over a few cells."""
-    times: dict[str, list[float]] = {"CreateCell": [], "StopCell": [], "StartCell": [],
-                                     "DeleteCell": []}
+    times: dict[str, list[float]] = {
+        "CreateCell": [],
+        "StopCell": [],
+        "StartCell": [],
+        "DeleteCell": [],
+    }
     for i in range(LIFECYCLE_CELLS):
         doc = cell(realm, f"l{i}")
         for verb in times:
@@ -176,8 +223,9 @@ def burst(sock: str, realm: str) -> tuple[float, int]:
         finally:
             client.close()
 
-    workers = [threading.Thread(target=run, args=(names[i::BURST_CLIENTS],))
-               for i in range(BURST_CLIENTS)]
+    workers = [
+        threading.Thread(target=run, args=(names[i::BURST_CLIENTS],)) for i in range(BURST_CLIENTS)
+    ]
     start = time.perf_counter()
     for w in workers:
         w.start()
@@ -190,6 +238,7 @@ def burst(sock: str, realm: str) -> tuple[float, int]:
 
 
 # the run
+
 
 class Side:
     """One daemon under measurement and its figures."""
@@ -222,8 +271,11 @@ def measure_all(sides: list[Side], tarball: str) -> list[str]:
 
     for side in sides:
         record(side, "RSS idle (MiB)", side.rss_mib())
-    calls = (("Ping", request("Ping", {})), ("GetCell", request("GetCell", GET_CELL)),
-             ("ListCells 10", request("ListCells", where(10))))
+    calls = (
+        ("Ping", request("Ping", {})),
+        ("GetCell", request("GetCell", GET_CELL)),
+        ("ListCells 10", request("ListCells", where(10))),
+    )
     for label, frame in calls:
         for n in CONCURRENCY:
             for side in sides:
@@ -264,8 +316,7 @@ def measure_all(sides: list[Side], tarball: str) -> list[str]:
 
 def table(sides: list[Side], order: list[str]) -> str:
     ours, ref = sides
-    lines = [f"{'figure':<36} {'ours':>10} {'reference':>10} {'ours/ref':>9}",
-             "-" * 68]
+    lines = [f"{'figure':<36} {'ours':>10} {'reference':>10} {'ours/ref':>9}", "-" * 68]
 
     def fmt(value: float | None) -> str:
         if value is None:
@@ -297,8 +348,9 @@ def main() -> int:
     top = tempfile.mkdtemp(prefix="kcmp-")
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         ip_forward = f.read().strip()
-    containerd = PrivateContainerd(os.path.join(top, "ctrd"),
-                                   binary=os.path.join(reference.reference_dir(), "containerd"))
+    containerd = PrivateContainerd(
+        os.path.join(top, "ctrd"), binary=os.path.join(reference.reference_dir(), "containerd")
+    )
     sides: list[Side] = []
     try:
         socket = containerd.start()
@@ -307,8 +359,12 @@ def main() -> int:
         os.makedirs(go_dir)
         ours = OurKukeond(ours_dir, socket, "0", free_parent_cidr())
         ours.flags += ["--log-level", "warn"]
-        go = reference.GoKukeond(go_dir, socket, f"g{secrets.token_hex(3)}",
-                                 ("--reconcile-interval", "0", "--log-level", "warn"))
+        go = reference.GoKukeond(
+            go_dir,
+            socket,
+            f"g{secrets.token_hex(3)}",
+            ("--reconcile-interval", "0", "--log-level", "warn"),
+        )
         sides = [Side("ours", ours, "co"), Side("reference", go, "cg")]
         for side in sides:
             d = side.daemon
@@ -317,8 +373,7 @@ def main() -> int:
         with open(busybox_image().oci_tar, "rb") as f:
             tarball = base64.b64encode(f.read()).decode()
         time.sleep(2)  # both settle (first reconcile pass, page cache)
-        print(f"containerd {containerd.version}, {os.cpu_count()} cores; measuring ...",
-              flush=True)
+        print(f"containerd {containerd.version}, {os.cpu_count()} cores; measuring ...", flush=True)
         order = measure_all(sides, tarball)
         print()
         print(table(sides, order))

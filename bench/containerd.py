@@ -40,8 +40,23 @@ def ours(client: SyncContainerd, ns: str, ref: str, cgroup: str, i: int) -> floa
 
 def ctr(socket: str, ns: str, ref: str, cgroup: str, i: int) -> float:
     start = time.perf_counter()
-    subprocess.run(["ctr", "--address", socket, "-n", ns, "run", "--rm",
-                    "--cgroup", f"{cgroup}/ctr{i}", ref, f"ctr{i}", "true"], check=True)
+    subprocess.run(
+        [
+            "ctr",
+            "--address",
+            socket,
+            "-n",
+            ns,
+            "run",
+            "--rm",
+            "--cgroup",
+            f"{cgroup}/ctr{i}",
+            ref,
+            f"ctr{i}",
+            "true",
+        ],
+        check=True,
+    )
     return time.perf_counter() - start
 
 

@@ -91,9 +91,16 @@ async def build(cells: int, run_path: str, reactor) -> tuple[Runtime, CountingCo
     runtime = Runtime(config, store, counter, FakeCgroups(), FakeNetwork(run_path), reactor)
     ns = naming.realm_namespace("r", runtime.suffix)
     await fake.import_image(ns, busybox_image().oci_tar)
-    await store.put(("r",), {"apiVersion": "v1beta1", "kind": "Realm",
-                             "metadata": {"name": "r", "labels": None},
-                             "spec": {"namespace": ns}, "status": {"state": "Ready"}})
+    await store.put(
+        ("r",),
+        {
+            "apiVersion": "v1beta1",
+            "kind": "Realm",
+            "metadata": {"name": "r", "labels": None},
+            "spec": {"namespace": ns},
+            "status": {"state": "Ready"},
+        },
+    )
     for i in range(cells):
         key = ("r", "s", "k", f"c{i}")
         await store.put(key, cell_doc(key))

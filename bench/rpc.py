@@ -60,8 +60,9 @@ def request(method: str, params: dict) -> bytes:
     return (body[:-1].replace("%", "%%") + ',"id":%d}').encode()
 
 
-async def one_connection(sock: str, stop_at: float, latencies: list[float] | None,
-                         frame: bytes = PING) -> int:
+async def one_connection(
+    sock: str, stop_at: float, latencies: list[float] | None, frame: bytes = PING
+) -> int:
     """A closed loop of ``frame`` requests (Ping by default) on one connection until ``stop_at``."""
     reader, writer = await asyncio.open_unix_connection(sock, limit=1 << 26)
     done = 0
@@ -79,8 +80,13 @@ async def one_connection(sock: str, stop_at: float, latencies: list[float] | Non
     return done
 
 
-async def throughput(sock: str, connections: int, seconds: float, frame: bytes = PING,
-                     latencies: list[float] | None = None) -> float:
+async def throughput(
+    sock: str,
+    connections: int,
+    seconds: float,
+    frame: bytes = PING,
+    latencies: list[float] | None = None,
+) -> float:
     stop_at = time.perf_counter() + seconds
     counts = await asyncio.gather(
         *(one_connection(sock, stop_at, latencies, frame) for _ in range(connections))

@@ -21,8 +21,9 @@ DOC = {
     "apiVersion": "v1beta1",
     "kind": "Cell",
     "metadata": {"name": "web", "labels": {f"label{i}": "value" for i in range(10)}},
-    "spec": {"containers": [{"id": f"c{i}", "image": "busybox", "args": ["x"] * 5}
-                            for i in range(4)]},
+    "spec": {
+        "containers": [{"id": f"c{i}", "image": "busybox", "args": ["x"] * 5} for i in range(4)]
+    },
     "status": {"state": "Ready"},
 }
 
@@ -30,8 +31,10 @@ DOC = {
 def figures(label, samples):
     samples = sorted(samples)
     p95 = samples[int(len(samples) * 0.95) - 1]
-    print(f"{label}: median {statistics.median(samples) * 1e3:.3f} ms, "
-          f"p95 {p95 * 1e3:.3f} ms over {len(samples)}")
+    print(
+        f"{label}: median {statistics.median(samples) * 1e3:.3f} ms, "
+        f"p95 {p95 * 1e3:.3f} ms over {len(samples)}"
+    )
 
 
 async def main(reactor):

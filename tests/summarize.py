@@ -25,8 +25,12 @@ def main() -> int:
     for line in sys.stdin:
         sys.stdout.write(line)
         if line.startswith(PART_MARK):
-            runs.append({"name": line[len(PART_MARK):].split(" (")[0].split(":")[0].strip(),
-                         "verdict": None})
+            runs.append(
+                {
+                    "name": line[len(PART_MARK) :].split(" (")[0].split(":")[0].strip(),
+                    "verdict": None,
+                }
+            )
             continue
         m = _SUMMARY.match(line)
         if not m:
@@ -37,8 +41,11 @@ def main() -> int:
         run = runs[-1]
         run["verdict"] = m.group(1)
         run["passed"] = counts.get("successes", 0)
-        run["failed"] = (counts.get("failures", 0) + counts.get("errors", 0)
-                         + counts.get("unexpectedSuccesses", 0))
+        run["failed"] = (
+            counts.get("failures", 0)
+            + counts.get("errors", 0)
+            + counts.get("unexpectedSuccesses", 0)
+        )
         run["skipped"] = counts.get("skips", 0)
     sys.stdout.flush()
     if not runs:

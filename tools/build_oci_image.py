@@ -60,25 +60,40 @@ REF = f"docker.io/kukeon/kukeond-py:{VERSION}"
 SOURCE_URL = "https://github.com/kukeon/kukeond-py"
 SUITE = "bookworm"
 PYTHON = "python3.11"
-PACKAGES = ["python3-minimal", f"lib{PYTHON}-stdlib", "iptables", "iproute2",
-            "containernetworking-plugins",
-            "libstdc++6",  # grpcio's extension module
-            # init-system-helpers (iptables) takes usrmerge, and so perl, otherwise.
-            "usr-is-merged"]
+PACKAGES = [
+    "python3-minimal",
+    f"lib{PYTHON}-stdlib",
+    "iptables",
+    "iproute2",
+    "containernetworking-plugins",
+    "libstdc++6",  # grpcio's extension module
+    # init-system-helpers (iptables) takes usrmerge, and so perl, otherwise.
+    "usr-is-merged",
+]
 CNI_PLUGINS = ["bridge", "host-local", "loopback", "portmap"]
 """Kept from Debian's ``/usr/lib/cni``: what kukeon's space networks use, and port maps."""
 VENV = "opt/kukeond"
-PATH_ENV = ("PATH=/opt/kukeond/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-            "/sbin:/bin")
+PATH_ENV = "PATH=/opt/kukeond/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DPKG_EXCLUDES = [
-    "path-exclude=/usr/share/doc/*", "path-include=/usr/share/doc/*/copyright",
-    "path-exclude=/usr/share/man/*", "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/lintian/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/lintian/*",
     # glibc's iconv modules: nothing in the image converts character sets with iconv.
     "path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*",
 ]
-PURGE = ["usrmerge", "libfile-find-rule-perl", "libnumber-compare-perl", "libtext-glob-perl",
-         "perl", "libperl5.36", "perl-modules-5.36", "libgdbm-compat4"]
+PURGE = [
+    "usrmerge",
+    "libfile-find-rule-perl",
+    "libnumber-compare-perl",
+    "libtext-glob-perl",
+    "perl",
+    "libperl5.36",
+    "perl-modules-5.36",
+    "libgdbm-compat4",
+]
 """The essential set brings usrmerge (and with it perl) for init-system-helpers; the
 root filesystem is merged already and ``usr-is-merged`` satisfies that dependency."""
 ENTRYPOINT = f"""#!/{VENV}/bin/python
@@ -97,24 +112,30 @@ _STARTED = time.monotonic()
 
 def log(message: str) -> None:
     """One progress line on stderr, with the seconds since the start."""
-    print(f"build_oci_image: {time.monotonic() - _STARTED:4.0f}s {message}", file=sys.stderr,
-          flush=True)
+    print(
+        f"build_oci_image: {time.monotonic() - _STARTED:4.0f}s {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def run(argv: list[str], **kwargs) -> None:
     """Run ``argv``; fail the build with its output when it fails."""
     done = subprocess.run(argv, capture_output=True, text=True, **kwargs)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}):\n"
-                         f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        raise SystemExit(
+            f"{' '.join(argv)} failed ({done.returncode}):\n"
+            f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
 
 
 def source_date_epoch() -> int:
     """``$SOURCE_DATE_EPOCH``, else the time of the checkout's last commit, else 0."""
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    done = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%ct"], capture_output=True, text=True
+    )
     return int(done.stdout.strip() or 0)
 
 
@@ -145,7 +166,11 @@ def debian_rootfs(rootfs: Path, cache: Path, epoch: int, mirror: str | None) -> 
         raise SystemExit("mmdebstrap is not installed (apt-get install mmdebstrap)")
     cache.mkdir(parents=True, exist_ok=True)
     argv = [
-        "mmdebstrap", "--quiet", "--variant=essential", "--mode=root", "--format=directory",
+        "mmdebstrap",
+        "--quiet",
+        "--variant=essential",
+        "--mode=root",
+        "--format=directory",
         f"--include={','.join(PACKAGES)}",
         "--aptopt=APT::Install-Recommends false",
         *[f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES],
@@ -153,9 +178,10 @@ def debian_rootfs(rootfs: Path, cache: Path, epoch: int, mirror: str | None) -> 
         f'--setup-hook=mkdir -p "$1"/var/cache/apt/archives && '
         f'cp -a {cache}/. "$1"/var/cache/apt/archives/',
         f'--customize-hook=find "$1"/var/cache/apt/archives -maxdepth 1 -name "*.deb" '
-        f'-exec cp -a -t {cache} {{}} +',
+        f"-exec cp -a -t {cache} {{}} +",
         f'--customize-hook=chroot "$1" dpkg --purge {" ".join(PURGE)}',
-        SUITE, str(rootfs),
+        SUITE,
+        str(rootfs),
     ]
     if mirror:
         argv.append(mirror)
@@ -166,21 +192,47 @@ def python_env(rootfs: Path, wheels: Path, work: Path) -> None:
     """kukeond and its dependencies in a venv at ``/opt/kukeond`` of the rootfs."""
     wheels.mkdir(parents=True, exist_ok=True)
     pins = runtime_requirements()
-    missing = [p for p in pins if not any(
-        w.name.lower().startswith(p.split("==")[0].lower().replace("-", "_").replace(".", "_")
-                                  + "-" + p.split("==")[1])
-        for w in wheels.glob("*.whl"))]
+    missing = [
+        p
+        for p in pins
+        if not any(
+            w.name.lower().startswith(
+                p.split("==")[0].lower().replace("-", "_").replace(".", "_")
+                + "-"
+                + p.split("==")[1]
+            )
+            for w in wheels.glob("*.whl")
+        )
+    ]
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     if missing:
         log(f"downloading {len(missing)} wheels: {' '.join(missing)}")
-        run([*pip, "download", "--no-deps", "--only-binary=:all:",
-             "--python-version", "3.11", "--implementation", "cp", "--platform",
-             "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-             "--platform", "manylinux_2_28_x86_64", "-d", str(wheels), *missing])
+        run(
+            [
+                *pip,
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--platform",
+                "manylinux2014_x86_64",
+                "--platform",
+                "manylinux_2_17_x86_64",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "-d",
+                str(wheels),
+                *missing,
+            ]
+        )
     # The wheel of this checkout, built from a copy of the package's files only.
     src = work / "src"
-    shutil.copytree(REPO / "kukeond", src / "kukeond",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "kukeond", src / "kukeond", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     (src / "twisted" / "plugins").mkdir(parents=True)
     shutil.copy2(REPO / "twisted" / "plugins" / "kukeond_plugin.py", src / "twisted" / "plugins")
     shutil.copy2(REPO / "setup.py", src)
@@ -191,14 +243,30 @@ def python_env(rootfs: Path, wheels: Path, work: Path) -> None:
     (venv / "lib" / PYTHON / "site-packages").mkdir(parents=True)
     (venv / "pyvenv.cfg").write_text(
         f"home = /usr/bin\ninclude-system-site-packages = false\nversion = "
-        f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}\n")
+        f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}\n"
+    )
     os.symlink("/usr/bin/python3", venv / "bin" / "python3")
     os.symlink("python3", venv / "bin" / "python")
     os.symlink("lib", venv / "lib64")
-    run([*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-index",
-         "--no-compile", "--no-warn-script-location", "--find-links", str(wheels),
-         "--find-links", str(ours), *pins, f"kukeond=={VERSION}"],
-        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    run(
+        [
+            *pip,
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--no-compile",
+            "--no-warn-script-location",
+            "--find-links",
+            str(wheels),
+            "--find-links",
+            str(ours),
+            *pins,
+            f"kukeond=={VERSION}",
+        ],
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+    )
     # Test suites of the dependencies (Twisted's alone is 20 MB) are never imported.
     site = venv / "lib" / PYTHON / "site-packages"
     for tests in sorted(site.glob("twisted/**/test"), reverse=True):
@@ -238,10 +306,14 @@ def finish_rootfs(rootfs: Path, kuketty: str | None) -> None:
                 shutil.rmtree(child)
             else:
                 child.unlink()
-    for leftover in [*(rootfs / "var" / "lib" / "dpkg").glob("*-old"),
-                     rootfs / "etc" / "ld.so.cache", rootfs / "var" / "lib" / "dbus" / "machine-id",
-                     rootfs / "etc" / "resolv.conf", rootfs / "etc" / "hostname",
-                     rootfs / "etc" / "hosts"]:
+    for leftover in [
+        *(rootfs / "var" / "lib" / "dpkg").glob("*-old"),
+        rootfs / "etc" / "ld.so.cache",
+        rootfs / "var" / "lib" / "dbus" / "machine-id",
+        rootfs / "etc" / "resolv.conf",
+        rootfs / "etc" / "hostname",
+        rootfs / "etc" / "hosts",
+    ]:
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     (rootfs / "etc" / "machine-id").write_text("")
@@ -251,10 +323,23 @@ def finish_rootfs(rootfs: Path, kuketty: str | None) -> None:
         shutil.rmtree(rootfs / "var" / "cache" / "ldconfig")
     for pycache in sorted(rootfs.rglob("__pycache__"), reverse=True):
         shutil.rmtree(pycache)
-    run(["chroot", str(rootfs), "/usr/bin/python3", "-m", "compileall", "-q", "-j", "1",
-         "--invalidation-mode", "checked-hash", f"/usr/lib/{PYTHON}",
-         f"/{VENV}/lib/{PYTHON}/site-packages"],
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"})
+    run(
+        [
+            "chroot",
+            str(rootfs),
+            "/usr/bin/python3",
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "1",
+            "--invalidation-mode",
+            "checked-hash",
+            f"/usr/lib/{PYTHON}",
+            f"/{VENV}/lib/{PYTHON}/site-packages",
+        ],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"},
+    )
 
 
 def image_config(epoch: int, source_url: str) -> dict:
@@ -275,14 +360,18 @@ def image_config(epoch: int, source_url: str) -> dict:
                 "org.opencontainers.image.version": VERSION,
                 "org.opencontainers.image.source": source_url,
                 "org.opencontainers.image.title": "kukeond",
-                "org.opencontainers.image.description":
-                    "kukeond, the kukeon daemon in Python on Twisted, for kuke init",
+                "org.opencontainers.image.description": (
+                    "kukeond, the kukeon daemon in Python on Twisted, for kuke init"
+                ),
                 "org.opencontainers.image.created": created,
             },
         },
-        "history": [{"created": created,
-                     "created_by": f"tools/build_oci_image.py (Debian {SUITE}, kukeond "
-                                   f"{VERSION})"}],
+        "history": [
+            {
+                "created": created,
+                "created_by": f"tools/build_oci_image.py (Debian {SUITE}, kukeond {VERSION})",
+            }
+        ],
     }
 
 
@@ -293,9 +382,15 @@ def default_kuketty() -> str | None:
     return path if os.access(path, os.X_OK) else None
 
 
-def build(out: str, ref: str = REF, cache: str | None = None, kuketty: str | None = None,
-          source_url: str = SOURCE_URL, mirror: str | None = None,
-          keep: bool = False) -> tuple[str, str]:
+def build(
+    out: str,
+    ref: str = REF,
+    cache: str | None = None,
+    kuketty: str | None = None,
+    source_url: str = SOURCE_URL,
+    mirror: str | None = None,
+    keep: bool = False,
+) -> tuple[str, str]:
     """Build the image tarball at ``out``; return ``(out, manifest digest)``."""
     if os.geteuid() != 0:
         raise SystemExit("building the image needs root (mmdebstrap --mode=root, chroot)")
@@ -321,29 +416,37 @@ def build(out: str, ref: str = REF, cache: str | None = None, kuketty: str | Non
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     size = out_path.stat().st_size
-    log(f"{out_path}: {ref} manifest {manifest.digest}, layer {layer.size / 1e6:.1f} MB "
-        f"compressed ({size / 1e6:.1f} MB tarball), {time.monotonic() - started:.0f} s")
+    log(
+        f"{out_path}: {ref} manifest {manifest.digest}, layer {layer.size / 1e6:.1f} MB "
+        f"compressed ({size / 1e6:.1f} MB tarball), {time.monotonic() - started:.0f} s"
+    )
     return str(out_path), manifest.digest
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m tools.build_oci_image",
-                                     description="Build the kukeond OCI image offline.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.build_oci_image", description="Build the kukeond OCI image offline."
+    )
     parser.add_argument("--out", default=str(REPO / ".image" / "kukeond-oci.tar"))
     parser.add_argument("--ref", default=REF, help=f"image name (default {REF})")
     parser.add_argument("--cache", help="download cache (default: .image/cache beside --out)")
-    parser.add_argument("--kuketty", default=default_kuketty(),
-                        help="kuketty binary to ship as /bin/kuketty (default: the reference's)")
-    parser.add_argument("--source-url", default=SOURCE_URL,
-                        help="org.opencontainers.image.source label")
+    parser.add_argument(
+        "--kuketty",
+        default=default_kuketty(),
+        help="kuketty binary to ship as /bin/kuketty (default: the reference's)",
+    )
+    parser.add_argument(
+        "--source-url", default=SOURCE_URL, help="org.opencontainers.image.source label"
+    )
     parser.add_argument("--mirror", help="Debian mirror (default: mmdebstrap's)")
     parser.add_argument("--keep", action="store_true", help="keep the build directory")
     args = parser.parse_args(argv)
     if not args.kuketty:
         log("no kuketty found: the image has none (attachable containers will fail)")
-    path, manifest = build(args.out, args.ref, args.cache, args.kuketty, args.source_url,
-                           args.mirror, args.keep)
+    path, manifest = build(
+        args.out, args.ref, args.cache, args.kuketty, args.source_url, args.mirror, args.keep
+    )
     print(path)
     print(f"{args.ref} manifest {manifest}")
     return 0

@@ -93,8 +93,9 @@ def instance_suffix(run_path: str) -> str:
         return "kukeon.io"
 
 
-def bootstrap_default(sock: str, run_path: str, proc: subprocess.Popen,
-                      timeout: float = 60.0) -> bool:
+def bootstrap_default(
+    sock: str, run_path: str, proc: subprocess.Popen, timeout: float = 60.0
+) -> bool:
     """Wait for the daemon on ``sock``, then create the default hierarchy; False if it died."""
     deadline = time.monotonic() + timeout
     while not answers(sock):
@@ -106,8 +107,7 @@ def bootstrap_default(sock: str, run_path: str, proc: subprocess.Popen,
         for method, args in default_documents(instance_suffix(run_path)):
             client.call(method, args)
     except (APIError, ClientError) as e:
-        print(f"warning: could not create the default realm, space and stack: {e}",
-              file=sys.stderr)
+        print(f"warning: could not create the default realm, space and stack: {e}", file=sys.stderr)
         return True
     finally:
         client.close()

@@ -33,8 +33,9 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def tar_info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644,
-             mtime: int = 0) -> tarfile.TarInfo:
+def tar_info(
+    name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, mtime: int = 0
+) -> tarfile.TarInfo:
     """A root-owned tar entry with a fixed mtime."""
     info = tarfile.TarInfo(name)
     info.type = kind
@@ -127,13 +128,19 @@ def directory_layer(root: str, out_path: str, mtime: int, level: int = 6) -> Blo
     """
     with open(out_path, "wb") as sink:
         compressed = _Hashing(sink)
-        with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, filename="",
-                           compresslevel=level) as gz:
+        with gzip.GzipFile(
+            fileobj=compressed, mode="wb", mtime=0, filename="", compresslevel=level
+        ) as gz:
             raw = _Hashing(gz)  # type: ignore[arg-type]
             with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 _add_tree(tar, root, mtime)
-    return Blob(LAYER_TYPE, "sha256:" + compressed.sha.hexdigest(), compressed.size,
-                path=out_path, diff_id="sha256:" + raw.sha.hexdigest())
+    return Blob(
+        LAYER_TYPE,
+        "sha256:" + compressed.sha.hexdigest(),
+        compressed.size,
+        path=out_path,
+        diff_id="sha256:" + raw.sha.hexdigest(),
+    )
 
 
 _EMPTY_DIRS = {"dev", "proc", "sys"}
@@ -176,8 +183,9 @@ def _add_tree(tar: tarfile.TarFile, root: str, mtime: int) -> None:
         add(os.path.join(root, child), child)
 
 
-def image_blobs(config: dict, layers: Sequence[Blob],
-                annotations: dict[str, str] | None = None) -> tuple[Blob, Blob]:
+def image_blobs(
+    config: dict, layers: Sequence[Blob], annotations: dict[str, str] | None = None
+) -> tuple[Blob, Blob]:
     """The config and manifest blobs of an image; ``config`` gets its ``rootfs`` here."""
     body = dict(config, rootfs={"type": "layers", "diff_ids": [b.diff_id for b in layers]})
     config_blob = Blob.of(CONFIG_TYPE, json.dumps(body, sort_keys=True).encode())
@@ -195,27 +203,39 @@ def image_blobs(config: dict, layers: Sequence[Blob],
 def index_bytes(manifest: Blob, ref: str) -> bytes:
     """``index.json`` naming ``manifest`` as ``ref`` (for containerd and for OCI tools)."""
     tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else "latest"
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": INDEX_TYPE,
-        "manifests": [dict(manifest.descriptor(), annotations={
-            "io.containerd.image.name": ref,
-            "org.opencontainers.image.ref.name": tag,
-        })],
-    }, sort_keys=True).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_TYPE,
+            "manifests": [
+                dict(
+                    manifest.descriptor(),
+                    annotations={
+                        "io.containerd.image.name": ref,
+                        "org.opencontainers.image.ref.name": tag,
+                    },
+                )
+            ],
+        },
+        sort_keys=True,
+    ).encode()
 
 
-def layout_files(ref: str, config: Blob, manifest: Blob,
-                 layers: Sequence[Blob]) -> list[tuple[str, Blob | bytes]]:
+def layout_files(
+    ref: str, config: Blob, manifest: Blob, layers: Sequence[Blob]
+) -> list[tuple[str, Blob | bytes]]:
     """The files of an OCI image layout, in the order they are written."""
-    files: list[tuple[str, Blob | bytes]] = [("oci-layout", LAYOUT),
-                                             ("index.json", index_bytes(manifest, ref))]
+    files: list[tuple[str, Blob | bytes]] = [
+        ("oci-layout", LAYOUT),
+        ("index.json", index_bytes(manifest, ref)),
+    ]
     files += [(f"blobs/sha256/{b.digest[7:]}", b) for b in (config, manifest, *layers)]
     return files
 
 
-def write_layout_tar(path: str, ref: str, config: Blob, manifest: Blob,
-                     layers: Sequence[Blob], mtime: int = 0) -> None:
+def write_layout_tar(
+    path: str, ref: str, config: Blob, manifest: Blob, layers: Sequence[Blob], mtime: int = 0
+) -> None:
     """Write the image as an OCI image-layout tarball at ``path`` (atomically)."""
     tmp = f"{path}.tmp"
     with tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -233,8 +253,9 @@ def write_layout_tar(path: str, ref: str, config: Blob, manifest: Blob,
     os.replace(tmp, path)
 
 
-def write_layout_dir(directory: str, ref: str, config: Blob, manifest: Blob,
-                     layers: Sequence[Blob]) -> None:
+def write_layout_dir(
+    directory: str, ref: str, config: Blob, manifest: Blob, layers: Sequence[Blob]
+) -> None:
     """Write the image as an OCI image-layout directory."""
     for name, item in layout_files(ref, config, manifest, layers):
         target = os.path.join(directory, name)

@@ -78,8 +78,9 @@ _VERSION = re.compile(r"\s(v?\d+\.\d+\.\d+\S*)")
 def containerd_version(binary: str = "containerd", env: dict[str, str] | None = None) -> str:
     """The version ``binary --version`` prints (``"1.6.20~ds1"``, ``"2.2.0+unknown"``)."""
     try:
-        done = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                              timeout=30, env=env)
+        done = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, env=env
+        )
     except (OSError, subprocess.SubprocessError) as e:
         raise PrivateContainerdError(f"cannot run {binary} --version: {e}") from None
     m = _VERSION.search(done.stdout)
@@ -116,8 +117,13 @@ class PrivateContainerd:
     to give it (and every host-network container) a network namespace of its own.
     """
 
-    def __init__(self, directory: str, binary: str | None = None,
-                 bin_dir: str | None = None, wrapper: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        directory: str,
+        binary: str | None = None,
+        bin_dir: str | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> None:
         self.directory = os.path.abspath(directory)
         self.socket = os.path.join(self.directory, "containerd.sock")
         self.log_path = os.path.join(self.directory, "containerd.log")

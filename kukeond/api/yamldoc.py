@@ -54,7 +54,7 @@ class DocumentError(Exception):
 
     def __str__(self) -> str:
         if self.name:
-            return f'document {self.index} ({self.kind} {st.go_quote(self.name)}): {self.reason}'
+            return f"document {self.index} ({self.kind} {st.go_quote(self.name)}): {self.reason}"
         return f"document {self.index} ({self.kind}): {self.reason}"
 
 
@@ -84,7 +84,7 @@ def split_documents(raw: bytes | str) -> list[str]:
 
 
 def _short(tag: str) -> str:
-    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
 def _mismatch(node: yaml.Node, go_type: str) -> _Unmarshal:
@@ -241,8 +241,7 @@ def _secrets_problem(secrets: list[Any] | None) -> str | None:
             )
         if len(sources) == 2:
             return (
-                "secret must not set both fromFile and fromEnv "
-                f"(secrets[{i}] {st.go_quote(name)})"
+                f"secret must not set both fromFile and fromEnv (secrets[{i}] {st.go_quote(name)})"
             )
         mount = secret.mountPath.strip()
         if mount and not os.path.isabs(mount):

@@ -37,9 +37,7 @@ _HTML_SAFE = str.maketrans(
 _HTML_SAFE_PAIRS = tuple((chr(k), v) for k, v in _HTML_SAFE.items())
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-_indented = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ": "), indent=2, allow_nan=False
-)
+_indented = json.JSONEncoder(ensure_ascii=False, separators=(",", ": "), indent=2, allow_nan=False)
 
 
 def _finish(text: str) -> str:

@@ -140,7 +140,6 @@ def go_quote(text: str) -> str:
     return "".join(out)
 
 
-
 def _invalid(kind: str, name: str, reason: str) -> InvalidName:
     if kind == "realm":
         message = f"realm name is invalid: {go_quote(name)} {reason}"

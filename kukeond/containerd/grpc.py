@@ -153,9 +153,13 @@ class _Subscription:
 
     log = Logger()
 
-    def __init__(self, owner: GrpcContainerd, filters: list[str],
-                 callback: Callable[[Event], Any],
-                 on_resubscribe: Callable[[], Any] | None) -> None:
+    def __init__(
+        self,
+        owner: GrpcContainerd,
+        filters: list[str],
+        callback: Callable[[Event], Any],
+        on_resubscribe: Callable[[], Any] | None,
+    ) -> None:
         self._owner = owner
         self._filters = filters
         self._callback = callback
@@ -193,7 +197,8 @@ class _Subscription:
                         if self._stopping.is_set():
                             break
                         self._call = sync.stubs()("Events.Subscribe")(
-                            events_pb2.SubscribeRequest(filters=self._filters))
+                            events_pb2.SubscribeRequest(filters=self._filters)
+                        )
                     if not first and self._on_resubscribe is not None:
                         reactor.callFromThread(self._on_resubscribe)
                     first = False

@@ -32,7 +32,7 @@ class ResolvedImage:
     @property
     def layers(self) -> tuple[Descriptor, ...]:
         """The layer descriptors, in the order of ``diff_ids``."""
-        return self.walked[-len(self.diff_ids):] if self.diff_ids else ()
+        return self.walked[-len(self.diff_ids) :] if self.diff_ids else ()
 
     def config_copy(self) -> Any:
         """A copy of the config document that callers may change."""

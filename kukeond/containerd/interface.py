@@ -75,8 +75,15 @@ class IContainerd(Interface):
 
     # Containers
 
-    def create_container(namespace, container_id, image, spec, labels=None, snapshotter=None,
-                         runtime="io.containerd.runc.v2"):
+    def create_container(
+        namespace,
+        container_id,
+        image,
+        spec,
+        labels=None,
+        snapshotter=None,
+        runtime="io.containerd.runc.v2",
+    ):
         """Create a container from an image; fire with ``model.ContainerInfo``.
 
         The image (exact reference) is unpacked if needed, then a snapshot

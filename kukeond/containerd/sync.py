@@ -86,8 +86,8 @@ class SyncContainerd:
         long_timeout: float = 600.0,
         snapshotter: str | None = None,
     ) -> None:
-        self.address = address if "://" in address or address.startswith("unix:") else (
-            "unix://" + address
+        self.address = (
+            address if "://" in address or address.startswith("unix:") else ("unix://" + address)
         )
         self.call_timeout = call_timeout
         self.long_timeout = long_timeout
@@ -118,7 +118,8 @@ class SyncContainerd:
             # gRPC's connect failure text repeats the address twice; keep its cause.
             if "connect failed" in details and "error: " in details:
                 error = errors.Unavailable(
-                    f"{name}: {details.rsplit('error: ', 1)[1].strip()}", error.code)
+                    f"{name}: {details.rsplit('error: ', 1)[1].strip()}", error.code
+                )
             return errors.Unavailable(
                 f"failed to connect to containerd at {self.address}: {error}", error.code
             )
@@ -134,7 +135,8 @@ class SyncContainerd:
         the socket now, so a containerd that is really down still fails fast.
         """
         if exc.code() != grpc.StatusCode.UNAVAILABLE or "failed to connect" not in (
-                exc.details() or ""):
+            exc.details() or ""
+        ):
             return False
         if not self.address.startswith("unix:"):
             return True
@@ -156,7 +158,11 @@ class SyncContainerd:
             channel.close()
 
     def call(
-        self, name: str, request: Any, namespace: str | None = None, lease: str | None = None,
+        self,
+        name: str,
+        request: Any,
+        namespace: str | None = None,
+        lease: str | None = None,
         timeout: float | None = None,
     ) -> Any:
         """Call a unary method with the namespace/lease headers and a deadline."""
@@ -172,15 +178,23 @@ class SyncContainerd:
             except grpc.RpcError as exc:
                 if not self._worth_waiting(exc):
                     raise
-            return method(request, timeout=timeout or self.call_timeout, metadata=metadata,
-                          wait_for_ready=True)
+            return method(
+                request,
+                timeout=timeout or self.call_timeout,
+                metadata=metadata,
+                wait_for_ready=True,
+            )
         except grpc.RpcError as exc:
             raise self._translate(exc, name) from None
         except ValueError as exc:  # grpc raises this on a channel closed under us
             raise errors.Unavailable(f"{name}: {exc}") from None
 
     def stream(
-        self, name: str, request: Any, namespace: str | None = None, lease: str | None = None,
+        self,
+        name: str,
+        request: Any,
+        namespace: str | None = None,
+        lease: str | None = None,
         timeout: float | None = None,
     ) -> Iterator[Any]:
         """Iterate a server-streaming (or bidi, given an iterator) method's responses."""
@@ -195,8 +209,12 @@ class SyncContainerd:
         while True:
             answered = False
             try:
-                for reply in method(request, timeout=timeout or self.call_timeout,
-                                    metadata=metadata, wait_for_ready=wait):
+                for reply in method(
+                    request,
+                    timeout=timeout or self.call_timeout,
+                    metadata=metadata,
+                    wait_for_ready=wait,
+                ):
                     answered = True
                     yield reply
                 return
@@ -214,15 +232,20 @@ class SyncContainerd:
         lease_id = f"kukeond-{uuid.uuid4().hex}"
         expire = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.call(
-            "Leases.Create", leases_pb2.CreateRequest(id=lease_id, labels={GC_EXPIRE: expire}),
+            "Leases.Create",
+            leases_pb2.CreateRequest(id=lease_id, labels={GC_EXPIRE: expire}),
             namespace,
         )
         try:
             result = work(lease_id)
         except BaseException:
             try:
-                self.call("Leases.Delete", leases_pb2.DeleteRequest(id=lease_id, sync=True),
-                          namespace, timeout=self.long_timeout)
+                self.call(
+                    "Leases.Delete",
+                    leases_pb2.DeleteRequest(id=lease_id, sync=True),
+                    namespace,
+                    timeout=self.long_timeout,
+                )
             except errors.ContainerdError:
                 pass  # the gc.expire label reclaims it later
             raise
@@ -234,9 +257,7 @@ class SyncContainerd:
         if self.snapshotter is None:
             reply = self.call(
                 "Introspection.Plugins",
-                introspection_pb2.PluginsRequest(
-                    filters=['type=="io.containerd.snapshotter.v1"']
-                ),
+                introspection_pb2.PluginsRequest(filters=['type=="io.containerd.snapshotter.v1"']),
             )
             usable = {p.id for p in reply.plugins if not p.HasField("init_err")}
             self.snapshotter = "overlayfs" if "overlayfs" in usable else "native"
@@ -251,8 +272,13 @@ class SyncContainerd:
 
     def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
         """Create a namespace."""
-        self.call("Namespaces.Create", ns_pb.CreateNamespaceRequest(
-            namespace=ns_pb.Namespace(name=name, labels=dict(labels or {}))), name)
+        self.call(
+            "Namespaces.Create",
+            ns_pb.CreateNamespaceRequest(
+                namespace=ns_pb.Namespace(name=name, labels=dict(labels or {}))
+            ),
+            name,
+        )
 
     def ensure_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> bool:
         """Create a namespace unless present; True if created."""
@@ -281,8 +307,9 @@ class SyncContainerd:
 
     # content
 
-    def _ingest(self, namespace: str, lease: str, archive: arc.ImageArchive,
-                blob: arc.BlobPlan) -> None:
+    def _ingest(
+        self, namespace: str, lease: str, archive: arc.ImageArchive, blob: arc.BlobPlan
+    ) -> None:
         desc = blob.descriptor
         if self._hold_existing(namespace, lease, desc.digest, blob.labels):
             return
@@ -294,19 +321,30 @@ class SyncContainerd:
             try:
                 for chunk in archive.chunks(desc):
                     yield ct_pb.WriteContentRequest(
-                        action=ct_pb.WRITE, ref=ref, total=desc.size, expected=desc.digest,
-                        offset=offset, data=chunk)
+                        action=ct_pb.WRITE,
+                        ref=ref,
+                        total=desc.size,
+                        expected=desc.digest,
+                        offset=offset,
+                        data=chunk,
+                    )
                     offset += len(chunk)
             except BaseException as exc:  # noqa: BLE001 - raised again by the writer below
                 failure.append(exc)
                 return
             yield ct_pb.WriteContentRequest(
-                action=ct_pb.COMMIT, ref=ref, total=desc.size, expected=desc.digest,
-                offset=offset, labels=blob.labels)
+                action=ct_pb.COMMIT,
+                ref=ref,
+                total=desc.size,
+                expected=desc.digest,
+                offset=offset,
+                labels=blob.labels,
+            )
 
         try:
-            for _ in self.stream("Content.Write", requests(), namespace, lease,
-                                 timeout=self.long_timeout):
+            for _ in self.stream(
+                "Content.Write", requests(), namespace, lease, timeout=self.long_timeout
+            ):
                 pass
         except errors.AlreadyExists:
             pass
@@ -318,8 +356,9 @@ class SyncContainerd:
             self._abort(namespace, ref)
             raise failure[0]
 
-    def _hold_existing(self, namespace: str, lease: str, digest: str,
-                       labels: Mapping[str, str]) -> bool:
+    def _hold_existing(
+        self, namespace: str, lease: str, digest: str, labels: Mapping[str, str]
+    ) -> bool:
         """Keep a blob already in the store for this import; False when it must be written.
 
         An unreferenced blob (left by an image deleted a moment ago) can be
@@ -328,8 +367,13 @@ class SyncContainerd:
         """
         try:
             self.call("Content.Info", ct_pb.InfoRequest(digest=digest), namespace, lease)
-            self.call("Leases.AddResource", leases_pb2.AddResourceRequest(
-                id=lease, resource=leases_pb2.Resource(id=digest, type="content")), namespace)
+            self.call(
+                "Leases.AddResource",
+                leases_pb2.AddResourceRequest(
+                    id=lease, resource=leases_pb2.Resource(id=digest, type="content")
+                ),
+                namespace,
+            )
             if labels:
                 self._label_content(namespace, lease, digest, labels)
         except errors.NotFound:
@@ -342,16 +386,24 @@ class SyncContainerd:
         except errors.ContainerdError:
             pass
 
-    def _label_content(self, namespace: str, lease: str | None, digest: str,
-                       labels: Mapping[str, str]) -> None:
-        self.call("Content.Update", ct_pb.UpdateRequest(
-            info=ct_pb.Info(digest=digest, labels=dict(labels)),
-            update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
-        ), namespace, lease)
+    def _label_content(
+        self, namespace: str, lease: str | None, digest: str, labels: Mapping[str, str]
+    ) -> None:
+        self.call(
+            "Content.Update",
+            ct_pb.UpdateRequest(
+                info=ct_pb.Info(digest=digest, labels=dict(labels)),
+                update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
+            ),
+            namespace,
+            lease,
+        )
 
     def _read_blob(self, namespace: str, digest: str) -> bytes:
-        parts = [r.data for r in self.stream(
-            "Content.Read", ct_pb.ReadContentRequest(digest=digest), namespace)]
+        parts = [
+            r.data
+            for r in self.stream("Content.Read", ct_pb.ReadContentRequest(digest=digest), namespace)
+        ]
         return b"".join(parts)
 
     def _read_json(self, namespace: str, digest: str) -> Any:
@@ -376,25 +428,37 @@ class SyncContainerd:
         while desc.media_type in arc.INDEX_TYPES:
             want_os, want_arch = host_platform()
             entries = doc.get("manifests") or []
-            chosen = next((m for m in entries if not m.get("platform") or (
-                m["platform"].get("os") == want_os
-                and m["platform"].get("architecture") == want_arch)), None)
+            chosen = next(
+                (
+                    m
+                    for m in entries
+                    if not m.get("platform")
+                    or (
+                        m["platform"].get("os") == want_os
+                        and m["platform"].get("architecture") == want_arch
+                    )
+                ),
+                None,
+            )
             if chosen is None:
                 raise errors.NotFound(f"no manifest for {want_os}/{want_arch} in {desc.digest}")
-            desc = arc.Descriptor(chosen.get("mediaType", ""), chosen["digest"],
-                                  int(chosen["size"]))
+            desc = arc.Descriptor(
+                chosen.get("mediaType", ""), chosen["digest"], int(chosen["size"])
+            )
             walked.append(desc)
             doc = self._read_json(namespace, desc.digest)
-        config = arc.Descriptor(doc["config"].get("mediaType", ""), doc["config"]["digest"],
-                                int(doc["config"]["size"]))
-        layers = [arc.Descriptor(x.get("mediaType", ""), x["digest"], int(x["size"]))
-                  for x in doc.get("layers") or []]
+        config = arc.Descriptor(
+            doc["config"].get("mediaType", ""), doc["config"]["digest"], int(doc["config"]["size"])
+        )
+        layers = [
+            arc.Descriptor(x.get("mediaType", ""), x["digest"], int(x["size"]))
+            for x in doc.get("layers") or []
+        ]
         config_doc = self._read_json(namespace, config.digest)
         if not isinstance(config_doc, dict):
             raise errors.ImageFormatError(f"image config {config.digest} is not an object")
         diff_ids = (config_doc.get("rootfs") or {}).get("diff_ids") or []
-        return ResolvedImage(tuple(walked + [config] + layers), config, tuple(diff_ids),
-                             config_doc)
+        return ResolvedImage(tuple(walked + [config] + layers), config, tuple(diff_ids), config_doc)
 
     def _target_of(self, namespace: str, ref: str) -> arc.Descriptor:
         """The target descriptor of image ``ref`` (one ``Images.Get``)."""
@@ -403,9 +467,14 @@ class SyncContainerd:
 
     # images
 
-    def import_image(self, namespace: str, source: str | os.PathLike[str] | BinaryIO,
-                     name: str | None = None, unpack: bool = True,
-                     snapshotter: str | None = None) -> list[ImageInfo]:
+    def import_image(
+        self,
+        namespace: str,
+        source: str | os.PathLike[str] | BinaryIO,
+        name: str | None = None,
+        unpack: bool = True,
+        snapshotter: str | None = None,
+    ) -> list[ImageInfo]:
         """Import an image archive (see ``IContainerd.import_image``)."""
         try:
             names = self._import(namespace, source, name, snapshotter, unpack)
@@ -413,8 +482,14 @@ class SyncContainerd:
             self._images.forget(namespace)  # a name may now point at another target
         return [self.get_image(namespace, n) for n in dict.fromkeys(names)]
 
-    def _import(self, namespace: str, source: str | os.PathLike[str] | BinaryIO,
-                name: str | None, snapshotter: str | None, unpack: bool) -> list[str]:
+    def _import(
+        self,
+        namespace: str,
+        source: str | os.PathLike[str] | BinaryIO,
+        name: str | None,
+        snapshotter: str | None,
+        unpack: bool,
+    ) -> list[str]:
         with arc.open_archive(source, name) as archive:
             snap = snapshotter or self.default_snapshotter() if unpack else None
 
@@ -426,8 +501,9 @@ class SyncContainerd:
                     for image in archive.images:
                         plan = image.manifest
                         if plan.descriptor.digest not in done:
-                            self._unpack(namespace, lease, plan.layers, plan.config,
-                                         plan.diff_ids, snap)
+                            self._unpack(
+                                namespace, lease, plan.layers, plan.config, plan.diff_ids, snap
+                            )
                             done.add(plan.descriptor.digest)
                 for image in archive.images:
                     self._put_image(namespace, lease, image.name, image.target)
@@ -435,39 +511,79 @@ class SyncContainerd:
 
             return self._with_lease(namespace, work)
 
-    def _unpack(self, namespace: str, lease: str, layers: list[arc.Descriptor],
-                config: arc.Descriptor, diff_ids: list[str], snapshotter: str) -> str:
+    def _unpack(
+        self,
+        namespace: str,
+        lease: str,
+        layers: list[arc.Descriptor],
+        config: arc.Descriptor,
+        diff_ids: list[str],
+        snapshotter: str,
+    ) -> str:
         chains = chain_ids(diff_ids)
         parent = ""
         for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
             try:
-                self.call("Snapshots.Stat", s_pb.StatSnapshotRequest(
-                    snapshotter=snapshotter, key=chain), namespace, lease)
+                self.call(
+                    "Snapshots.Stat",
+                    s_pb.StatSnapshotRequest(snapshotter=snapshotter, key=chain),
+                    namespace,
+                    lease,
+                )
             except errors.NotFound:
                 self._apply_layer(namespace, lease, layer, diff_id, parent, chain, snapshotter)
             parent = chain
         top = chains[-1] if chains else ""
         if top:
-            self._label_content(namespace, lease, config.digest,
-                                {f"containerd.io/gc.ref.snapshot.{snapshotter}": top})
+            self._label_content(
+                namespace,
+                lease,
+                config.digest,
+                {f"containerd.io/gc.ref.snapshot.{snapshotter}": top},
+            )
         return top
 
-    def _apply_layer(self, namespace: str, lease: str, layer: arc.Descriptor, diff_id: str,
-                     parent: str, chain: str, snapshotter: str) -> None:
+    def _apply_layer(
+        self,
+        namespace: str,
+        lease: str,
+        layer: arc.Descriptor,
+        diff_id: str,
+        parent: str,
+        chain: str,
+        snapshotter: str,
+    ) -> None:
         key = f"extract-{uuid.uuid4().hex} {chain}"
-        reply = self.call("Snapshots.Prepare", s_pb.PrepareSnapshotRequest(
-            snapshotter=snapshotter, key=key, parent=parent), namespace, lease)
+        reply = self.call(
+            "Snapshots.Prepare",
+            s_pb.PrepareSnapshotRequest(snapshotter=snapshotter, key=key, parent=parent),
+            namespace,
+            lease,
+        )
         try:
-            applied = self.call("Diff.Apply", diff_pb2.ApplyRequest(
-                diff=descriptor_pb2.Descriptor(
-                    media_type=layer.media_type, digest=layer.digest, size=layer.size),
-                mounts=reply.mounts), namespace, lease, timeout=self.long_timeout).applied
+            applied = self.call(
+                "Diff.Apply",
+                diff_pb2.ApplyRequest(
+                    diff=descriptor_pb2.Descriptor(
+                        media_type=layer.media_type, digest=layer.digest, size=layer.size
+                    ),
+                    mounts=reply.mounts,
+                ),
+                namespace,
+                lease,
+                timeout=self.long_timeout,
+            ).applied
             if applied.digest != diff_id:
                 raise errors.DigestMismatch(
-                    f"layer {layer.digest} unpacks to {applied.digest}, config says {diff_id}")
+                    f"layer {layer.digest} unpacks to {applied.digest}, config says {diff_id}"
+                )
             try:
-                self.call("Snapshots.Commit", s_pb.CommitSnapshotRequest(
-                    snapshotter=snapshotter, name=chain, key=key), namespace, lease)
+                self.call(
+                    "Snapshots.Commit",
+                    s_pb.CommitSnapshotRequest(snapshotter=snapshotter, name=chain, key=key),
+                    namespace,
+                    lease,
+                )
             except errors.AlreadyExists:
                 self._remove_snapshot_quietly(namespace, key, snapshotter)
         except BaseException:
@@ -481,14 +597,23 @@ class SyncContainerd:
             pass
 
     def _put_image(self, namespace: str, lease: str, name: str, target: arc.Descriptor) -> None:
-        image = i_pb.Image(name=name, target=descriptor_pb2.Descriptor(
-            media_type=target.media_type, digest=target.digest, size=target.size))
+        image = i_pb.Image(
+            name=name,
+            target=descriptor_pb2.Descriptor(
+                media_type=target.media_type, digest=target.digest, size=target.size
+            ),
+        )
         try:
             self.call("Images.Create", i_pb.CreateImageRequest(image=image), namespace, lease)
         except errors.AlreadyExists:
-            self.call("Images.Update", i_pb.UpdateImageRequest(
-                image=image, update_mask=field_mask_pb2.FieldMask(paths=["target"])),
-                namespace, lease)
+            self.call(
+                "Images.Update",
+                i_pb.UpdateImageRequest(
+                    image=image, update_mask=field_mask_pb2.FieldMask(paths=["target"])
+                ),
+                namespace,
+                lease,
+            )
 
     def _unpacked_top(self, namespace: str, ref: str, snapshotter: str) -> tuple[str, bool]:
         """``(top chain ID, whether it came from the cache)``, unpacking the image if needed.
@@ -504,8 +629,14 @@ class SyncContainerd:
 
         def work(lease: str) -> str:
             resolved = self._resolve(namespace, target)
-            return self._unpack(namespace, lease, list(resolved.layers), resolved.config,
-                                list(resolved.diff_ids), snapshotter)
+            return self._unpack(
+                namespace,
+                lease,
+                list(resolved.layers),
+                resolved.config,
+                list(resolved.diff_ids),
+                snapshotter,
+            )
 
         top = self._with_lease(namespace, work)
         self._images.remember_unpacked(namespace, target.digest, snapshotter, top)
@@ -530,16 +661,20 @@ class SyncContainerd:
         target = arc.Descriptor(image.target.media_type, image.target.digest, image.target.size)
         content_size = self._content_size(namespace, target)
         return ImageInfo(
-            name=image.name, target_digest=image.target.digest,
-            media_type=image.target.media_type, size=image.target.size,
-            content_size=content_size, created_at=time_of(image.created_at),
-            updated_at=time_of(image.updated_at), labels=dict(image.labels))
+            name=image.name,
+            target_digest=image.target.digest,
+            media_type=image.target.media_type,
+            size=image.target.size,
+            content_size=content_size,
+            created_at=time_of(image.created_at),
+            updated_at=time_of(image.updated_at),
+            labels=dict(image.labels),
+        )
 
     def list_images(self, namespace: str) -> list[ImageInfo]:
         """Image records of a namespace."""
         reply = self.call("Images.List", i_pb.ListImagesRequest(), namespace)
-        return sorted((self._image_info(namespace, i) for i in reply.images),
-                      key=lambda i: i.name)
+        return sorted((self._image_info(namespace, i) for i in reply.images), key=lambda i: i.name)
 
     def get_image(self, namespace: str, ref: str) -> ImageInfo:
         """One image record."""
@@ -548,17 +683,29 @@ class SyncContainerd:
         image = self.call("Images.Get", i_pb.GetImageRequest(name=ref), namespace).image
         return self._image_info(namespace, image)
 
-    def image_runtime_config(self, namespace: str, ref: str,
-                             files: Sequence[str] = ()) -> ImageRuntimeConfig:
+    def image_runtime_config(
+        self, namespace: str, ref: str, files: Sequence[str] = ()
+    ) -> ImageRuntimeConfig:
         """The image's config document and the requested rootfs files."""
         target = self._target_of(namespace, ref)
         resolved = self._resolve(namespace, target)
         found: dict[str, bytes | None] = {}
         if files:
-            streams = ((layer.media_type, rootfs.ChunkReader(
-                r.data for r in self.stream("Content.Read", ct_pb.ReadContentRequest(
-                    digest=layer.digest), namespace, timeout=self.long_timeout)))
-                for layer in resolved.layers)
+            streams = (
+                (
+                    layer.media_type,
+                    rootfs.ChunkReader(
+                        r.data
+                        for r in self.stream(
+                            "Content.Read",
+                            ct_pb.ReadContentRequest(digest=layer.digest),
+                            namespace,
+                            timeout=self.long_timeout,
+                        )
+                    ),
+                )
+                for layer in resolved.layers
+            )
             try:
                 found = rootfs.read_files(streams, files)
             except errors.NotFound:
@@ -569,8 +716,12 @@ class SyncContainerd:
     def delete_image(self, namespace: str, ref: str, sync: bool = True) -> None:
         """Delete an image record."""
         try:
-            self.call("Images.Delete", i_pb.DeleteImageRequest(name=ref, sync=sync), namespace,
-                      timeout=self.long_timeout)
+            self.call(
+                "Images.Delete",
+                i_pb.DeleteImageRequest(name=ref, sync=sync),
+                namespace,
+                timeout=self.long_timeout,
+            )
         finally:
             self._images.forget(namespace)
 
@@ -584,13 +735,27 @@ class SyncContainerd:
             except ValueError:
                 spec = None
         return ContainerInfo(
-            id=c.id, image=c.image, labels=dict(c.labels), runtime=c.runtime.name,
-            snapshotter=c.snapshotter, snapshot_key=c.snapshot_key, spec=spec,
-            created_at=time_of(c.created_at), updated_at=time_of(c.updated_at))
+            id=c.id,
+            image=c.image,
+            labels=dict(c.labels),
+            runtime=c.runtime.name,
+            snapshotter=c.snapshotter,
+            snapshot_key=c.snapshot_key,
+            spec=spec,
+            created_at=time_of(c.created_at),
+            updated_at=time_of(c.updated_at),
+        )
 
-    def create_container(self, namespace: str, container_id: str, image: str,
-                         spec: Mapping[str, Any], labels: Mapping[str, str] | None = None,
-                         snapshotter: str | None = None, runtime: str = RUNC_V2) -> ContainerInfo:
+    def create_container(
+        self,
+        namespace: str,
+        container_id: str,
+        image: str,
+        spec: Mapping[str, Any],
+        labels: Mapping[str, str] | None = None,
+        snapshotter: str | None = None,
+        runtime: str = RUNC_V2,
+    ) -> ContainerInfo:
         """Create a container with a fresh snapshot of the image.
 
         The record goes in first: it names its snapshot, which makes the
@@ -602,12 +767,17 @@ class SyncContainerd:
         snap = snapshotter or self.default_snapshotter()
         top, cached = self._unpacked_top(namespace, image, snap)
         record = c_pb.Container(
-            id=container_id, image=image, labels=dict(labels or {}),
+            id=container_id,
+            image=image,
+            labels=dict(labels or {}),
             runtime=c_pb.Container.Runtime(name=runtime),
             spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(dict(spec)).encode()),
-            snapshotter=snap, snapshot_key=container_id)
-        created = self.call("Containers.Create", c_pb.CreateContainerRequest(
-            container=record), namespace).container
+            snapshotter=snap,
+            snapshot_key=container_id,
+        )
+        created = self.call(
+            "Containers.Create", c_pb.CreateContainerRequest(container=record), namespace
+        ).container
         try:
             try:
                 self._prepare_rootfs(namespace, container_id, top, snap)
@@ -620,43 +790,54 @@ class SyncContainerd:
                 self._prepare_rootfs(namespace, container_id, top, snap)
         except BaseException:
             try:
-                self.call("Containers.Delete", c_pb.DeleteContainerRequest(id=container_id),
-                          namespace)
+                self.call(
+                    "Containers.Delete", c_pb.DeleteContainerRequest(id=container_id), namespace
+                )
             except errors.ContainerdError:
                 pass  # the caller's error matters more; the record is visible to clean up
             raise
         return self._container_info(created)
 
     def _prepare_rootfs(self, namespace: str, key: str, parent: str, snapshotter: str) -> None:
-        self.call("Snapshots.Prepare", s_pb.PrepareSnapshotRequest(
-            snapshotter=snapshotter, key=key, parent=parent), namespace)
+        self.call(
+            "Snapshots.Prepare",
+            s_pb.PrepareSnapshotRequest(snapshotter=snapshotter, key=key, parent=parent),
+            namespace,
+        )
 
     def get_container(self, namespace: str, container_id: str) -> ContainerInfo:
         """One container record."""
         reply = self.call("Containers.Get", c_pb.GetContainerRequest(id=container_id), namespace)
         return self._container_info(reply.container)
 
-    def list_containers(self, namespace: str,
-                        labels: Mapping[str, str] | None = None) -> list[ContainerInfo]:
+    def list_containers(
+        self, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> list[ContainerInfo]:
         """Containers whose labels include ``labels``."""
         filters = [label_filter(labels)] if labels else []
-        reply = self.call("Containers.List", c_pb.ListContainersRequest(filters=filters),
-                          namespace)
+        reply = self.call("Containers.List", c_pb.ListContainersRequest(filters=filters), namespace)
         return sorted((self._container_info(c) for c in reply.containers), key=lambda c: c.id)
 
-    def update_container_labels(self, namespace: str, container_id: str,
-                                labels: Mapping[str, str | None]) -> ContainerInfo:
+    def update_container_labels(
+        self, namespace: str, container_id: str, labels: Mapping[str, str | None]
+    ) -> ContainerInfo:
         """Set or (value None) remove labels."""
         record = c_pb.Container(
-            id=container_id, labels={k: v for k, v in labels.items() if v is not None})
-        reply = self.call("Containers.Update", c_pb.UpdateContainerRequest(
-            container=record,
-            update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
-        ), namespace)
+            id=container_id, labels={k: v for k, v in labels.items() if v is not None}
+        )
+        reply = self.call(
+            "Containers.Update",
+            c_pb.UpdateContainerRequest(
+                container=record,
+                update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
+            ),
+            namespace,
+        )
         return self._container_info(reply.container)
 
-    def delete_container(self, namespace: str, container_id: str,
-                         delete_snapshot: bool = True) -> None:
+    def delete_container(
+        self, namespace: str, container_id: str, delete_snapshot: bool = True
+    ) -> None:
         """Delete a container record and its snapshot."""
         info = self.get_container(namespace, container_id)
         self.call("Containers.Delete", c_pb.DeleteContainerRequest(id=container_id), namespace)
@@ -672,25 +853,39 @@ class SyncContainerd:
     def _mounts(mounts: Any) -> list[Mount]:
         return [Mount(m.type, m.source, tuple(m.options)) for m in mounts]
 
-    def snapshot_mounts(self, namespace: str, key: str,
-                        snapshotter: str | None = None) -> list[Mount]:
+    def snapshot_mounts(
+        self, namespace: str, key: str, snapshotter: str | None = None
+    ) -> list[Mount]:
         """Mounts of an active snapshot."""
-        reply = self.call("Snapshots.Mounts", s_pb.MountsRequest(
-            snapshotter=snapshotter or self.default_snapshotter(), key=key), namespace)
+        reply = self.call(
+            "Snapshots.Mounts",
+            s_pb.MountsRequest(snapshotter=snapshotter or self.default_snapshotter(), key=key),
+            namespace,
+        )
         return self._mounts(reply.mounts)
 
     def remove_snapshot(self, namespace: str, key: str, snapshotter: str | None = None) -> None:
         """Remove a snapshot."""
-        self.call("Snapshots.Remove", s_pb.RemoveSnapshotRequest(
-            snapshotter=snapshotter or self.default_snapshotter(), key=key), namespace)
+        self.call(
+            "Snapshots.Remove",
+            s_pb.RemoveSnapshotRequest(
+                snapshotter=snapshotter or self.default_snapshotter(), key=key
+            ),
+            namespace,
+        )
 
     def list_snapshots(self, namespace: str, snapshotter: str | None = None) -> list[SnapshotInfo]:
         """Snapshots of a namespace."""
         infos = []
-        for reply in self.stream("Snapshots.List", s_pb.ListSnapshotsRequest(
-                snapshotter=snapshotter or self.default_snapshotter()), namespace):
-            infos.extend(SnapshotInfo(i.name, i.parent, _KIND.get(i.kind, "unknown"),
-                                      dict(i.labels)) for i in reply.info)
+        for reply in self.stream(
+            "Snapshots.List",
+            s_pb.ListSnapshotsRequest(snapshotter=snapshotter or self.default_snapshotter()),
+            namespace,
+        ):
+            infos.extend(
+                SnapshotInfo(i.name, i.parent, _KIND.get(i.kind, "unknown"), dict(i.labels))
+                for i in reply.info
+            )
         return sorted(infos, key=lambda s: s.key)
 
     # tasks
@@ -702,39 +897,54 @@ class SyncContainerd:
         info = self.get_container(namespace, container_id)
         rootfs = []
         if info.snapshot_key:
-            rootfs = [mount_pb2.Mount(type=m.type, source=m.source, options=list(m.options))
-                      for m in self.snapshot_mounts(namespace, info.snapshot_key,
-                                                    info.snapshotter)]
+            rootfs = [
+                mount_pb2.Mount(type=m.type, source=m.source, options=list(m.options))
+                for m in self.snapshot_mounts(namespace, info.snapshot_key, info.snapshotter)
+            ]
         uri = ""
         if log_path is not None:
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
             uri = "file://" + log_path
-        reply = self.call("Tasks.Create", t_pb.CreateTaskRequest(
-            container_id=container_id, rootfs=rootfs, stdout=uri, stderr=uri), namespace,
-            timeout=self.long_timeout)
+        reply = self.call(
+            "Tasks.Create",
+            t_pb.CreateTaskRequest(
+                container_id=container_id, rootfs=rootfs, stdout=uri, stderr=uri
+            ),
+            namespace,
+            timeout=self.long_timeout,
+        )
         return reply.pid
 
     def start_task(self, namespace: str, container_id: str) -> int:
         """Start a created task."""
-        return self.call("Tasks.Start", t_pb.StartRequest(container_id=container_id),
-                         namespace).pid
+        return self.call("Tasks.Start", t_pb.StartRequest(container_id=container_id), namespace).pid
 
-    def kill_task(self, namespace: str, container_id: str, signal: int = 15,
-                  all: bool = True) -> None:
+    def kill_task(
+        self, namespace: str, container_id: str, signal: int = 15, all: bool = True
+    ) -> None:
         """Signal a task."""
-        self.call("Tasks.Kill", t_pb.KillRequest(container_id=container_id, signal=signal,
-                                                 all=all), namespace)
+        self.call(
+            "Tasks.Kill",
+            t_pb.KillRequest(container_id=container_id, signal=signal, all=all),
+            namespace,
+        )
 
     def wait_task(self, namespace: str, container_id: str, timeout: float = 10.0) -> ExitStatus:
         """Wait for a task to exit, up to ``timeout`` seconds."""
-        reply = self.call("Tasks.Wait", t_pb.WaitRequest(container_id=container_id), namespace,
-                          timeout=timeout)
+        reply = self.call(
+            "Tasks.Wait", t_pb.WaitRequest(container_id=container_id), namespace, timeout=timeout
+        )
         return ExitStatus(reply.exit_status, time_of(reply.exited_at))
 
     @staticmethod
     def _task_info(p: Any) -> TaskInfo:
-        return TaskInfo(p.container_id or p.id, p.pid, _STATUS.get(p.status, "unknown"),
-                        p.exit_status, time_of(p.exited_at))
+        return TaskInfo(
+            p.container_id or p.id,
+            p.pid,
+            _STATUS.get(p.status, "unknown"),
+            p.exit_status,
+            time_of(p.exited_at),
+        )
 
     def task_state(self, namespace: str, container_id: str) -> TaskInfo:
         """A task's state."""
@@ -743,15 +953,20 @@ class SyncContainerd:
 
     def task_pids(self, namespace: str, container_id: str) -> list[int]:
         """Pids in a task."""
-        reply = self.call("Tasks.ListPids", t_pb.ListPidsRequest(container_id=container_id),
-                          namespace)
+        reply = self.call(
+            "Tasks.ListPids", t_pb.ListPidsRequest(container_id=container_id), namespace
+        )
         return sorted(p.pid for p in reply.processes)
 
     def delete_task(self, namespace: str, container_id: str) -> ExitStatus:
         """Delete a task."""
         try:
-            reply = self.call("Tasks.Delete", t_pb.DeleteTaskRequest(container_id=container_id),
-                              namespace, timeout=self.long_timeout)
+            reply = self.call(
+                "Tasks.Delete",
+                t_pb.DeleteTaskRequest(container_id=container_id),
+                namespace,
+                timeout=self.long_timeout,
+            )
         except errors.ContainerdError as exc:
             # containerd reports this case with code UNKNOWN; give it its real meaning.
             if type(exc) is errors.ContainerdError and "running" in exc.message:

@@ -83,8 +83,9 @@ class Breaking(Exception):
 class Outcome:
     """What applying one document did."""
 
-    def __init__(self, action: str, changes: list[str] | None = None,
-                 details: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, action: str, changes: list[str] | None = None, details: dict[str, str] | None = None
+    ) -> None:
         self.action, self.changes, self.details = action, changes, details
 
 
@@ -110,10 +111,7 @@ def plain(value: Any) -> Any:
 
 def container_changes(desired: v1.ContainerSpec, stored: v1.ContainerSpec) -> list[str]:
     """The compared fields that differ, in :data:`CONTAINER_FIELDS` order."""
-    return [
-        f for f in CONTAINER_FIELDS
-        if plain(getattr(desired, f)) != plain(getattr(stored, f))
-    ]
+    return [f for f in CONTAINER_FIELDS if plain(getattr(desired, f)) != plain(getattr(stored, f))]
 
 
 class Applier:
@@ -139,21 +137,24 @@ class Applier:
         for bad in rejected:
             result.Resources.append(
                 kukeonv1.ApplyResourceResult(
-                    Index=bad.index, Kind=bad.kind, Name=bad.name, Action=FAILED,
-                    Error=str(bad), Details={},
+                    Index=bad.index,
+                    Kind=bad.kind,
+                    Name=bad.name,
+                    Action=FAILED,
+                    Error=str(bad),
+                    Details={},
                 )
             )
         for item in ordered:
-            entry = kukeonv1.ApplyResourceResult(
-                Index=item.index, Kind=item.kind, Name=item.name
-            )
+            entry = kukeonv1.ApplyResourceResult(Index=item.index, Kind=item.kind, Name=item.name)
             step = getattr(self, "_" + item.kind.lower())
             try:
                 outcome = await step(item.doc)
             except Exception as exc:  # noqa: BLE001  (a failed document never stops the rest)
                 if not isinstance(exc, (*EXPECTED_FAILURES, Breaking)):
-                    self.log.failure("apply of {kind} {name} failed", kind=item.kind,
-                                     name=item.name)
+                    self.log.failure(
+                        "apply of {kind} {name} failed", kind=item.kind, name=item.name
+                    )
                 entry.Action, entry.Error, entry.Details = FAILED, str(exc), {}
             else:
                 entry.Action = outcome.action
@@ -209,8 +210,7 @@ class Applier:
             return Outcome(UNCHANGED)
 
         def change(current: v1.RealmDoc) -> None:
-            current.metadata.labels = merged_labels(current.metadata.labels,
-                                                    doc.metadata.labels)
+            current.metadata.labels = merged_labels(current.metadata.labels, doc.metadata.labels)
             current.spec.registryCredentials = doc.spec.registryCredentials
 
         await self._update(key, v1.RealmDoc, v1.KIND_REALM, change)
@@ -236,8 +236,7 @@ class Applier:
             return Outcome(UNCHANGED)
 
         def change(current: v1.SpaceDoc) -> None:
-            current.metadata.labels = merged_labels(current.metadata.labels,
-                                                    doc.metadata.labels)
+            current.metadata.labels = merged_labels(current.metadata.labels, doc.metadata.labels)
             current.spec.defaults = doc.spec.defaults
 
         await self._update(key, v1.SpaceDoc, v1.KIND_SPACE, change)
@@ -261,8 +260,7 @@ class Applier:
             return Outcome(UNCHANGED)
 
         def change(current: v1.StackDoc) -> None:
-            current.metadata.labels = merged_labels(current.metadata.labels,
-                                                    doc.metadata.labels)
+            current.metadata.labels = merged_labels(current.metadata.labels, doc.metadata.labels)
             current.spec.id = doc.spec.id or current.spec.id
 
         await self._update(key, v1.StackDoc, v1.KIND_STACK, change)
@@ -300,15 +298,16 @@ class Applier:
         if user_labels(desired.metadata.labels) != user_labels(stored.metadata.labels):
             changes.append("metadata.labels")
             details["metadata.labels"] = "labels changed"
-            stored.metadata.labels = merged_labels(stored.metadata.labels,
-                                                   desired.metadata.labels)
+            stored.metadata.labels = merged_labels(stored.metadata.labels, desired.metadata.labels)
         ns = self.runner.namespace(stored.spec.realmId)
         wanted_root = self._explicit_root(desired)
         current_root = root_container(stored)
         if wanted_root is not None and (
             current_root is None
-            or any(plain(getattr(wanted_root, f)) != plain(getattr(current_root, f))
-                   for f in RUNTIME_FIELDS)
+            or any(
+                plain(getattr(wanted_root, f)) != plain(getattr(current_root, f))
+                for f in RUNTIME_FIELDS
+            )
         ):
             return await self._recreate_cell(desired, stored, changes, details)
         running = await self._root_running(stored, ns)
@@ -333,8 +332,11 @@ class Applier:
     @staticmethod
     def _explicit_root(doc: v1.CellDoc) -> v1.ContainerSpec | None:
         root_id = docrules.resolve_root_container(doc.spec)
-        return next((c for c in doc.spec.containers or [] if c.id == root_id), None) \
-            if root_id else None
+        return (
+            next((c for c in doc.spec.containers or [] if c.id == root_id), None)
+            if root_id
+            else None
+        )
 
     async def _root_running(self, cell: v1.CellDoc, ns: str) -> bool:
         root = root_container(cell)
@@ -344,13 +346,19 @@ class Applier:
         return state == v1.READY
 
     def _merge_workloads(
-        self, desired: v1.CellDoc, stored: v1.CellDoc, changes: list[str],
+        self,
+        desired: v1.CellDoc,
+        stored: v1.CellDoc,
+        changes: list[str],
         details: dict[str, str],
     ) -> tuple[list[str], list[str]]:
         """Bring ``stored``'s workloads in line with ``desired``; returns (to start, removed)."""
         root = root_container(stored)
-        wanted = [c for c in desired.spec.containers or []
-                  if not (c.root or c.id == desired.spec.rootContainerId)]
+        wanted = [
+            c
+            for c in desired.spec.containers or []
+            if not (c.root or c.id == desired.spec.rootContainerId)
+        ]
         have = {c.id: c for c in workloads(stored)}
         restart, removed = [], []
         merged = [root] if root is not None else []
@@ -379,8 +387,9 @@ class Applier:
         stored.spec.containers = merged
         return restart, removed
 
-    async def _recreate_cell(self, desired: v1.CellDoc, stored: v1.CellDoc,
-                             changes: list[str], details: dict[str, str]) -> Outcome:
+    async def _recreate_cell(
+        self, desired: v1.CellDoc, stored: v1.CellDoc, changes: list[str], details: dict[str, str]
+    ) -> Outcome:
         stopped = await self.runner.stop(stored)
         stopped.spec.containers = desired.spec.containers
         stopped.spec.rootContainerId = desired.spec.rootContainerId

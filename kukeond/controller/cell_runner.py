@@ -167,9 +167,7 @@ def carry_restarts(doc: CellDoc, statuses: list[ContainerStatus]) -> list[Contai
     Live queries know nothing of restarts; without this a status refresh
     would forget them. Returns ``statuses`` (changed in place).
     """
-    restarted = {
-        s.id: s for s in doc.status.containers or () if s.restartCount
-    }
+    restarted = {s.id: s for s in doc.status.containers or () if s.restartCount}
     if restarted:
         for status in statuses:
             old = restarted.get(status.id)
@@ -526,8 +524,10 @@ class CellRunner:
             [
                 self.start_created(ctx, root_cid),
                 self.attach_root(ctx, doc, root_cid, pid),
-                *(self.create_container_and_task(ctx, c, cid, images[c.id], join)
-                  for c, cid in others),
+                *(
+                    self.create_container_and_task(ctx, c, cid, images[c.id], join)
+                    for c, cid in others
+                ),
             ]
         )
         await gather(self.start_created(ctx, cid) for _, cid in others)
@@ -589,7 +589,14 @@ class CellRunner:
             )
         try:
             spec, argv = cellspec.build_container_spec(
-                ctx, container, cid, root, image, join, profile, kuketty,
+                ctx,
+                container,
+                cid,
+                root,
+                image,
+                join,
+                profile,
+                kuketty,
                 secret_env=staged.env if staged else (),
                 secret_mounts=staged.mounts if staged else (),
             )
@@ -625,9 +632,7 @@ class CellRunner:
             ctx.namespace, cid, await self.log_path(ctx, container, root)
         )
 
-    async def log_path(
-        self, ctx: CellContext, container: ContainerSpec, root: bool
-    ) -> str | None:
+    async def log_path(self, ctx: CellContext, container: ContainerSpec, root: bool) -> str | None:
         """Where a workload's stdout/stderr go (its directory made); None for the root
         and attachable containers, whose output is not logged to a file."""
         if root or container.attachable:
@@ -775,9 +780,7 @@ class CellRunner:
         realm, space, stack, cell = cell_key(doc)
         wait = grace if graceful else 0.0
         present = {c.id for c in await self.rt.containerd.list_containers(namespace)}
-        work = [
-            cid for cid in (containerd_id_of(doc, c) for c in workloads(doc)) if cid in present
-        ]
+        work = [cid for cid in (containerd_id_of(doc, c) for c in workloads(doc)) if cid in present]
         client, clock = self.rt.containerd, self.rt.reactor
         had_tasks = await gather(
             stopping.stop_if_running(client, clock, namespace, cid, wait) for cid in work
@@ -791,9 +794,7 @@ class CellRunner:
                 await self.detach_root(doc, namespace)
                 await gather(
                     [
-                        self.remove_container(
-                            namespace, root_cid, wait if explicit_root else 0.0
-                        ),
+                        self.remove_container(namespace, root_cid, wait if explicit_root else 0.0),
                         self.scrub_network(doc, [root_cid]),
                     ]
                 )
@@ -802,8 +803,10 @@ class CellRunner:
 
         await gather(
             [
-                *(stopping.delete_stopped(client, namespace, cid, had)
-                  for cid, had in zip(work, had_tasks, strict=True)),
+                *(
+                    stopping.delete_stopped(client, namespace, cid, had)
+                    for cid, had in zip(work, had_tasks, strict=True)
+                ),
                 root_side(),
             ]
         )

@@ -180,8 +180,10 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
                 # Written again only when missing: a running cell's etc-hosts holds
                 # its address, which only its start knows.
                 run = runtime.run_path
-                if not all(os.path.exists(path(run, *key)) for path in
-                           (naming.etc_hosts_path, naming.etc_hostname_path)):
+                if not all(
+                    os.path.exists(path(run, *key))
+                    for path in (naming.etc_hosts_path, naming.etc_hostname_path)
+                ):
                     await runner.render_etc_files(cell)
             except EXPECTED_FAILURES as exc:
                 raise errors.CreateCell.around(as_kukeon_error(exc)) from exc
@@ -214,8 +216,11 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
         if requested:
             result.Containers = [
                 kukeonv1.ContainerCreationOutcome(
-                    Name=name, ExistsPre=name in before, ExistsPost=name in after,
-                    Created=name not in before and name in after)
+                    Name=name,
+                    ExistsPre=name in before,
+                    ExistsPost=name in after,
+                    Created=name not in before and name in after,
+                )
                 for name in requested
             ]
     return result
@@ -344,27 +349,32 @@ class CellHandlers:
             # workloads were stopped on request: such a cell starts again.
             if derive_cell_state(cell, statuses, True) == READY:
                 raise errors.KukeonError(
-                    f"cell {name} has running containers and must first be stopped")
+                    f"cell {name} has running containers and must first be stopped"
+                )
             if not statuses and cell.status.state == READY:
                 raise errors.KukeonError(
-                    f"cell {name} is already in Ready state and must first be stopped")
+                    f"cell {name} is already in Ready state and must first be stopped"
+                )
             cell = await self.runner.start(cell)
         return kukeonv1.StartCellReply(
-            Result=kukeonv1.StartCellResult(Cell=output(cell), Started=True))
+            Result=kukeonv1.StartCellResult(Cell=output(cell), Started=True)
+        )
 
     async def stop(self, args: Any) -> Any:
         """StopCell."""
         docrules.normalize_request_doc(args.Doc)
         cell = await stop_cell(self.rt, identify(args.Doc))
         return kukeonv1.StopCellReply(
-            Result=kukeonv1.StopCellResult(Cell=output(cell), Stopped=True))
+            Result=kukeonv1.StopCellResult(Cell=output(cell), Stopped=True)
+        )
 
     async def kill(self, args: Any) -> Any:
         """KillCell."""
         docrules.normalize_request_doc(args.Doc)
         cell = await kill_cell(self.rt, identify(args.Doc))
         return kukeonv1.KillCellReply(
-            Result=kukeonv1.KillCellResult(Cell=output(cell), Killed=True))
+            Result=kukeonv1.KillCellResult(Cell=output(cell), Killed=True)
+        )
 
     async def delete(self, args: Any) -> Any:
         """DeleteCell."""
@@ -374,8 +384,11 @@ class CellHandlers:
         if cell is None:
             raise not_found(key)
         result = kukeonv1.DeleteCellResult(
-            Cell=output(cell), ContainersDeleted=bool(cell.spec.containers),
-            CgroupDeleted=True, MetadataDeleted=True)
+            Cell=output(cell),
+            ContainersDeleted=bool(cell.spec.containers),
+            CgroupDeleted=True,
+            MetadataDeleted=True,
+        )
         return kukeonv1.DeleteCellReply(Result=result)
 
     async def purge(self, args: Any) -> Any:
@@ -389,11 +402,21 @@ class CellHandlers:
             problems = await self.runner.purge(cell)
         deleted = (["containers"] if cell.spec.containers else []) + ["cgroup", "metadata"]
         purged = [f"purge-error:{p}" for p in problems] or [
-            "cni-resources", "orphaned-containers", "all-metadata"]
+            "cni-resources",
+            "orphaned-containers",
+            "all-metadata",
+        ]
         result = kukeonv1.PurgeCellResult(
-            Cell=output(cell), ContainersDeleted=bool(cell.spec.containers),
-            CgroupDeleted=True, MetadataDeleted=True, PurgeSucceeded=not problems,
-            Force=args.Force, Cascade=args.Cascade, Deleted=deleted, Purged=purged)
+            Cell=output(cell),
+            ContainersDeleted=bool(cell.spec.containers),
+            CgroupDeleted=True,
+            MetadataDeleted=True,
+            PurgeSucceeded=not problems,
+            Force=args.Force,
+            Cascade=args.Cascade,
+            Deleted=deleted,
+            Purged=purged,
+        )
         return kukeonv1.PurgeCellReply(Result=result)
 
 

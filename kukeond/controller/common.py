@@ -283,7 +283,8 @@ def matching_keys(runtime: Runtime, depth: int, wanted: tuple[str, ...]) -> list
     The names given from the top down narrow the walk of the tree.
     """
     return [
-        key for key in runtime.store.keys(depth, under=_prefix(wanted))
+        key
+        for key in runtime.store.keys(depth, under=_prefix(wanted))
         if not any(w and w != k for w, k in zip(wanted, key, strict=False))
     ]
 

@@ -44,8 +44,16 @@ from kukeond.rpc.dispatch import Handler
 from kukeond.store.metadata import MetadataCorrupt
 
 CREATE_FIELDS = (
-    "image", "command", "args", "volumes", "user", "readOnlyRootFilesystem",
-    "capabilities", "securityOpts", "tmpfs", "resources",
+    "image",
+    "command",
+    "args",
+    "volumes",
+    "user",
+    "readOnlyRootFilesystem",
+    "capabilities",
+    "securityOpts",
+    "tmpfs",
+    "resources",
 )
 """The only fields CreateContainer takes from the request (as the reference)."""
 
@@ -72,7 +80,8 @@ def cell_missing(key: CellKey) -> errors.KukeonError:
     """``cell "C" not found in realm "R", space "S", stack "K"``."""
     realm, space, stack, cell = key
     return errors.KukeonError(
-        f"cell {q(cell)} not found in realm {q(realm)}, space {q(space)}, stack {q(stack)}")
+        f"cell {q(cell)} not found in realm {q(realm)}, space {q(space)}, stack {q(stack)}"
+    )
 
 
 def container_missing(name: str, cell: str) -> errors.KukeonError:
@@ -87,11 +96,17 @@ def root_refused(action: str, cell: str) -> errors.KukeonError:
     """Refusal to ``action`` (start, stop, kill, delete) the root container directly."""
     return errors.KukeonError(
         f"root container cannot be {_PAST[action]} directly, {action} the cell instead "
-        f"using 'kuke {action} cell {cell}'")
+        f"using 'kuke {action} cell {cell}'"
+    )
 
 
-def result_doc(request: ContainerDoc, spec: ContainerSpec | None, name: str, state: str,
-               echo_labels: bool = False) -> ContainerDoc:
+def result_doc(
+    request: ContainerDoc,
+    spec: ContainerSpec | None,
+    name: str,
+    state: str,
+    echo_labels: bool = False,
+) -> ContainerDoc:
     """The ContainerDoc of a reply: stored spec without ``containerdId``, given state."""
     doc = ContainerDoc()
     as_output(doc, "Container")
@@ -156,14 +171,21 @@ class ContainerHandlers:
         if root_task is None or root_task.status != "running" or not root_task.pid:
             raise errors.KukeonError(
                 f"root container of cell {q(name)} is not running; start the cell first "
-                f"using 'kuke start cell {name}'")
+                f"using 'kuke start cell {name}'"
+            )
         cid = containerd_id_of(cell, container)
         ctx = runner.context(cell, ns)
         try:
             await runner.remove_container(ns, cid, 0.0)
             images = await runner.image_configs(ns, [container], ctx.realm)
-            await runner.create_and_start(ctx, cell, container, cid, images[container.id],
-                                          cellspec.namespace_paths(root_task.pid))
+            await runner.create_and_start(
+                ctx,
+                cell,
+                container,
+                cid,
+                images[container.id],
+                cellspec.namespace_paths(root_task.pid),
+            )
         except Exception as exc:
             await runner.mark_failed(cell, REASON_START_CONTAINER, exc)
             if not isinstance(exc, EXPECTED_FAILURES):
@@ -175,8 +197,9 @@ class ContainerHandlers:
         """CreateContainer: add the container to its cell (if new) and start it."""
         request: ContainerDoc = args.Doc
         docrules.normalize_request_doc(request)
-        raw_name = request.metadata.name if (request.metadata.name or "").strip() \
-            else request.spec.id
+        raw_name = (
+            request.metadata.name if (request.metadata.name or "").strip() else request.spec.id
+        )
         name = validated("container", raw_name)
         key, _ = identify(request, fallback_to_id=True)
         if not request.spec.image.strip():
@@ -218,9 +241,13 @@ class ContainerHandlers:
             state = await self.state_of(cell, container)
         result = kukeonv1.CreateContainerResult(
             Container=result_doc(request, container, name, state or READY),
-            CellMetadataExistsPre=True, CellMetadataExistsPost=True,
-            ContainerExistsPre=existing is not None, ContainerExistsPost=True,
-            ContainerCreated=existing is None, Started=True)
+            CellMetadataExistsPre=True,
+            CellMetadataExistsPost=True,
+            ContainerExistsPre=existing is not None,
+            ContainerExistsPost=True,
+            ContainerCreated=existing is None,
+            Started=True,
+        )
         return kukeonv1.CreateContainerReply(Result=result)
 
     def lookup(self, request: ContainerDoc) -> tuple[CellDoc, ContainerSpec, str]:
@@ -233,7 +260,8 @@ class ContainerHandlers:
         if container is None:
             raise errors.KukeonError(
                 f"container {q(name)} not found in cell {q(key[3])} at run-path "
-                f"{q(self.rt.run_path)}")
+                f"{q(self.rt.run_path)}"
+            )
         return cell, container, name
 
     async def get(self, args: Any) -> Any:
@@ -246,13 +274,19 @@ class ContainerHandlers:
             state = UNKNOWN
         result = kukeonv1.GetContainerResult(
             Container=result_doc(args.Doc, container, name, state),
-            CellMetadataExists=True, ContainerExists=True)
+            CellMetadataExists=True,
+            ContainerExists=True,
+        )
         return kukeonv1.GetContainerReply(Result=result)
 
     async def list(self, args: Any) -> Any:
         """ListContainers: container specs of matching stored cells (root flagged)."""
-        wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip(),
-                  args.CellName.strip())
+        wanted = (
+            args.RealmName.strip(),
+            args.SpaceName.strip(),
+            args.StackName.strip(),
+            args.CellName.strip(),
+        )
         out = []
         for key in matching_keys(self.rt, 4, wanted):
             try:
@@ -279,7 +313,8 @@ class ContainerHandlers:
             container = find(cell, name)
             state = await self.state_of(cell, container)
         result = kukeonv1.StartContainerResult(
-            Container=result_doc(args.Doc, container, name, state or READY), Started=True)
+            Container=result_doc(args.Doc, container, name, state or READY), Started=True
+        )
         return kukeonv1.StartContainerReply(Result=result)
 
     async def _halt(self, args: Any, grace: float, verb: str, strict: bool) -> tuple:
@@ -289,8 +324,11 @@ class ContainerHandlers:
             cell, container = self.load_target(key, name, verb, strict)
             ns = self.runner.namespace(key[0])
             realm, space, stack, cell_name = key
-            cid = containerd_id_of(cell, container) if container is not None else \
-                naming.containerd_id(space, stack, cell_name, name)
+            cid = (
+                containerd_id_of(cell, container)
+                if container is not None
+                else naming.containerd_id(space, stack, cell_name, name)
+            )
             try:
                 await self.runner.remove_container(ns, cid, grace)
             except cerrors.ContainerdError as exc:
@@ -303,16 +341,23 @@ class ContainerHandlers:
     async def stop(self, args: Any) -> Any:
         """StopContainer: SIGTERM, grace, SIGKILL, then the containerd container is removed."""
         container, name, state = await self._halt(args, STOP_GRACE, "stop", strict=False)
-        doc = result_doc(args.Doc, container, name, state) if container is not None \
+        doc = (
+            result_doc(args.Doc, container, name, state)
+            if container is not None
             else as_output(args.Doc, "Container")
+        )
         return kukeonv1.StopContainerReply(
-            Result=kukeonv1.StopContainerResult(Container=doc, Stopped=True))
+            Result=kukeonv1.StopContainerResult(Container=doc, Stopped=True)
+        )
 
     async def kill(self, args: Any) -> Any:
         """KillContainer: SIGKILL now, then the containerd container is removed."""
         container, name, state = await self._halt(args, 0.0, "kill", strict=True)
-        return kukeonv1.KillContainerReply(Result=kukeonv1.KillContainerResult(
-            Container=result_doc(args.Doc, container, name, state or STOPPED), Killed=True))
+        return kukeonv1.KillContainerReply(
+            Result=kukeonv1.KillContainerResult(
+                Container=result_doc(args.Doc, container, name, state or STOPPED), Killed=True
+            )
+        )
 
     async def _remove(self, cell: CellDoc, container: ContainerSpec) -> None:
         ns = self.runner.namespace(cell.spec.realmId)
@@ -323,8 +368,7 @@ class ContainerHandlers:
         except cerrors.ContainerdError as exc:
             raise as_kukeon_error(exc) from exc
         cell.spec.containers = [c for c in cell.spec.containers or [] if c is not container]
-        cell.status.containers = [s for s in cell.status.containers or []
-                                  if s.id != container.id]
+        cell.status.containers = [s for s in cell.status.containers or [] if s.id != container.id]
 
     async def delete(self, args: Any) -> Any:
         """DeleteContainer: stop, remove from containerd and from the cell spec."""
@@ -336,7 +380,10 @@ class ContainerHandlers:
             await self.runner.save(cell)
         result = kukeonv1.DeleteContainerResult(
             Container=result_doc(args.Doc, container, name, READY, echo_labels=True),
-            CellMetadataExists=True, ContainerExists=True, Deleted=["container", "task"])
+            CellMetadataExists=True,
+            ContainerExists=True,
+            Deleted=["container", "task"],
+        )
         return kukeonv1.DeleteContainerReply(Result=result)
 
     async def purge(self, args: Any) -> Any:
@@ -350,8 +397,11 @@ class ContainerHandlers:
                 raise errors.KukeonError(f"realm {q(key[0])} not found")
             container = find(cell, name)
             _, space, stack, cell_name = key
-            cid = containerd_id_of(cell, container) if container is not None else \
-                naming.containerd_id(space, stack, cell_name, name)
+            cid = (
+                containerd_id_of(cell, container)
+                if container is not None
+                else naming.containerd_id(space, stack, cell_name, name)
+            )
             if container is not None and container is root_container(cell):
                 raise root_refused("delete", key[3])
             try:
@@ -364,11 +414,17 @@ class ContainerHandlers:
                 problems.append(str(exc))
             await self.runner.scrub_network(cell, [cid])
         purged = [f"purge-error:{p}" for p in problems] or [
-            "cni-resources", "ipam-allocation", "cache-entries"]
+            "cni-resources",
+            "ipam-allocation",
+            "cache-entries",
+        ]
         result = kukeonv1.PurgeContainerResult(
             Container=result_doc(args.Doc, container, name, READY, echo_labels=True),
-            CellMetadataExists=True, ContainerExists=container is not None,
-            Deleted=["container", "task"] if container is not None else None, Purged=purged)
+            CellMetadataExists=True,
+            ContainerExists=container is not None,
+            Deleted=["container", "task"] if container is not None else None,
+            Purged=purged,
+        )
         return kukeonv1.PurgeContainerReply(Result=result)
 
     async def attach(self, args: Any) -> Any:
@@ -379,7 +435,8 @@ class ContainerHandlers:
             raise errors.AttachNotSupported()
         path = naming.tty_socket_path(self.rt.run_path, *self._names(cell, name))
         return kukeonv1.AttachContainerReply(
-            Result=kukeonv1.AttachContainerResult(HostSocketPath=path))
+            Result=kukeonv1.AttachContainerResult(HostSocketPath=path)
+        )
 
     async def log(self, args: Any) -> Any:
         """LogContainer: the capture file (attachable) or the shim log file."""

@@ -84,8 +84,7 @@ class ImagePulls:
 
         if self._puller is None:
             self._puller = RegistryPuller(self._reactor)
-        await pull_image(self._containerd, self._puller, namespace, image,
-                         credentials=credentials)
+        await pull_image(self._containerd, self._puller, namespace, image, credentials=credentials)
 
     def close(self) -> defer.Deferred[None]:
         """Close the registry client, if one was made."""

@@ -275,9 +275,7 @@ class Realms:
                 await self.delete_cascade(stored, force, cascade)
             except EXPECTED_FAILURES as exc:  # the purge below goes further
                 delete_error = errors.wrap(exc, "failed to delete realm")
-                log.warn(
-                    "realm delete failed, purging anyway: {error}", error=str(delete_error)
-                )
+                log.warn("realm delete failed, purging anyway: {error}", error=str(delete_error))
         try:
             await self._purge_runtime(name, stored.spec.namespace)
         except EXPECTED_FAILURES as exc:

@@ -146,9 +146,7 @@ async def cell_view(containerd: Any, namespace: str, cids: Iterable[str]) -> Liv
     found = await gather(one(cid) for cid in dict.fromkeys(cids))
     present = frozenset(cid for cid, status, _ in found if status is not None)
     tasks = {cid: status for cid, status, _ in found if status}
-    exits = {
-        cid: code for cid, status, code in found if status == "stopped" and code is not None
-    }
+    exits = {cid: code for cid, status, code in found if status == "stopped" and code is not None}
     return LiveView(present, tasks, exits)
 
 
@@ -214,9 +212,7 @@ def judge(
                 return Verdict(state, observed, False, DELETE if doc.spec.autoDelete else WIND_DOWN)
         elif doc.spec.autoDelete:
             return Verdict(state, observed, False, DELETE)
-    changed = (
-        statuses_changed or state != doc.status.state or observed != doc.status.readyObserved
-    )
+    changed = statuses_changed or state != doc.status.state or observed != doc.status.readyObserved
     return Verdict(state, observed, changed)
 
 
@@ -241,9 +237,7 @@ def decide(
     return _decision(doc, statuses, judge(doc, statuses, cgroup_ok, removed=removed))
 
 
-def _decision(
-    doc: v1.CellDoc, statuses: list[v1.ContainerStatus], verdict: Verdict
-) -> Decision:
+def _decision(doc: v1.CellDoc, statuses: list[v1.ContainerStatus], verdict: Verdict) -> Decision:
     new = copy_doc(doc)
     new.status.containers = statuses
     new.status.state = verdict.state
@@ -313,8 +307,9 @@ class Reconciler:
             try:
                 view = await namespace_view(self.runtime.containerd, namespace)
             except Exception as exc:  # noqa: BLE001  (recorded; the realm's cells are skipped)
-                log_if_bug(self.log, exc, "reconcile: listing {namespace} failed",
-                           namespace=namespace)
+                log_if_bug(
+                    self.log, exc, "reconcile: listing {namespace} failed", namespace=namespace
+                )
                 self._listing_failed(report, namespace, _unwrap(exc), len(keys))
                 continue
             for key in keys:
@@ -397,9 +392,7 @@ class Reconciler:
         plan = self._plan_restarts(key, doc, statuses, view)
         if plan.now:
             return await self._restart(key, doc, statuses, plan.now, read)
-        verdict = judge(
-            doc, statuses, self._cgroup_exists(doc), plan.waiting, view.removed(doc)
-        )
+        verdict = judge(doc, statuses, self._cgroup_exists(doc), plan.waiting, view.removed(doc))
         if not verdict.write and verdict.action is None:
             return UNCHANGED
         decision = _decision(doc, statuses, verdict)

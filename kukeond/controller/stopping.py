@@ -113,9 +113,7 @@ async def stop_if_running(
     return True
 
 
-async def delete_stopped(
-    containerd: IContainerd, namespace: str, cid: str, had_task: bool
-) -> bool:
+async def delete_stopped(containerd: IContainerd, namespace: str, cid: str, had_task: bool) -> bool:
     """Delete the ended task, then the container and its snapshot; False when neither was there."""
     if had_task:
         try:

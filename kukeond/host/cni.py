@@ -116,8 +116,10 @@ class BridgeNameTooLong(CNIError):
     sentinel = "bridge name exceeds Linux IFNAMSIZ limit"
 
     def __init__(self, bridge: str, cause: str = "") -> None:
-        text = (f"{self.sentinel}: bridge {json.dumps(bridge)} is {len(bridge)} chars, "
-                f"max {MAX_BRIDGE_NAME} (IFNAMSIZ-1)")
+        text = (
+            f"{self.sentinel}: bridge {json.dumps(bridge)} is {len(bridge)} chars, "
+            f"max {MAX_BRIDGE_NAME} (IFNAMSIZ-1)"
+        )
         super().__init__(f"{text}: {cause}" if cause else text)
 
 
@@ -233,8 +235,9 @@ class _Collector(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:  # noqa: N802
         code = getattr(reason.value, "exitCode", None)
-        self._done.callback((-1 if code is None else code, b"".join(self._out),
-                             b"".join(self._err)))
+        self._done.callback(
+            (-1 if code is None else code, b"".join(self._out), b"".join(self._err))
+        )
 
 
 class ProcessRunner:
@@ -317,9 +320,14 @@ class _SpaceFiles:
             raise NetworkAlreadyExists(name, path)
         plugin = self.bridge_plugin(doc)
         old_subnet = _conflist_subnet(plugin)
-        if doc is not None and plugin is not None and plugin.get("bridge") == bridge \
-                and doc.get("name") == name and old_subnet \
-                and self._recorded(realm, space, old_subnet):
+        if (
+            doc is not None
+            and plugin is not None
+            and plugin.get("bridge") == bridge
+            and doc.get("name") == name
+            and old_subnet
+            and self._recorded(realm, space, old_subnet)
+        ):
             return SpaceNetwork(name, bridge, old_subnet, path, created=False)
         self.log.info("Creating space network '{network}'", network=name)
         subnet = self.allocator.allocate(realm, space, preferred=old_subnet)
@@ -403,9 +411,7 @@ class CniNetwork:
 
     # -- spaces -----------------------------------------------------------
 
-    def ensure_space_network(
-        self, realm: str, space: str, exclusive: bool = False
-    ) -> SpaceNetwork:
+    def ensure_space_network(self, realm: str, space: str, exclusive: bool = False) -> SpaceNetwork:
         """See INetwork.ensure_space_network."""
         return self._files.ensure(realm, space, exclusive)
 
@@ -415,9 +421,7 @@ class CniNetwork:
 
     def apply_egress(self, realm: str, space: str, egress: Any) -> defer.Deferred:
         """See INetwork.apply_egress."""
-        policy = netpolicy.policy_from_spec(
-            realm, space, bridge_name(realm, space), egress
-        )
+        policy = netpolicy.policy_from_spec(realm, space, bridge_name(realm, space), egress)
         return defer.Deferred.fromCoroutine(self._enforcer.apply(policy))
 
     def remove_egress(self, realm: str, space: str) -> defer.Deferred:
@@ -500,6 +504,7 @@ class CniNetwork:
 
     def scrub(self, container_id: str, network: str) -> defer.Deferred:
         """See INetwork.scrub."""
+
         async def with_nat() -> list[str]:
             removed = await self._disk.run(self._scrub_files, container_id, network)
             return removed + await self._scrub_masquerade(container_id, network)
@@ -538,8 +543,11 @@ class CniNetwork:
                 removed.append(path)
         for directory in self._results_dirs():
             for entry in _listdir(directory):
-                if entry == container_id or entry.startswith(container_id + "-") or \
-                        entry.startswith(f"{network}-{container_id}-"):
+                if (
+                    entry == container_id
+                    or entry.startswith(container_id + "-")
+                    or entry.startswith(f"{network}-{container_id}-")
+                ):
                     path = os.path.join(directory, entry)
                     if _remove_file(path):
                         removed.append(path)
@@ -551,14 +559,14 @@ class CniNetwork:
                 raw = handle.read()
             doc = json.loads(raw)
         except (OSError, ValueError) as exc:
-            raise NetworkConfigNotLoaded(
-                f"failed to load CNI config list {path}: {exc}") from exc
+            raise NetworkConfigNotLoaded(f"failed to load CNI config list {path}: {exc}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
             raise NetworkConfigNotLoaded(f"failed to load CNI config list {path}: no plugins")
         return doc, raw
 
-    def _load_with_result(self, path: str, container_id: str,
-                          ifname: str) -> tuple[dict[str, Any], dict | None]:
+    def _load_with_result(
+        self, path: str, container_id: str, ifname: str
+    ) -> tuple[dict[str, Any], dict | None]:
         """The conflist and the container's cached result, in one trip to the disk."""
         conf, _ = self._load(path)
         return conf, self._cached_result(str(conf.get("name", "")), container_id, ifname)
@@ -573,14 +581,18 @@ class CniNetwork:
             return None
         return result if isinstance(result, dict) else None
 
-    def _plugin_stdin(self, conf: Mapping[str, Any], plugin: Mapping[str, Any],
-                      prev: dict | None) -> bytes:
+    def _plugin_stdin(
+        self, conf: Mapping[str, Any], plugin: Mapping[str, Any], prev: dict | None
+    ) -> bytes:
         body = dict(plugin)
         body["name"] = conf.get("name", "")
         body["cniVersion"] = conf.get("cniVersion", CNI_VERSION)
         ipam = body.get("ipam")
-        if self.ipam_dir != DEFAULT_IPAM_DIR and isinstance(ipam, dict) \
-                and ipam.get("type") == "host-local":
+        if (
+            self.ipam_dir != DEFAULT_IPAM_DIR
+            and isinstance(ipam, dict)
+            and ipam.get("type") == "host-local"
+        ):
             body["ipam"] = {**ipam, "dataDir": self.ipam_dir}
         if prev is not None:
             body["prevResult"] = prev
@@ -593,20 +605,37 @@ class CniNetwork:
                 return candidate
         return None
 
-    async def _exec(self, conf: Mapping[str, Any], plugin: Mapping[str, Any], command: str,
-                    container_id: str, netns: str, ifname: str, prev: dict | None) -> dict:
+    async def _exec(
+        self,
+        conf: Mapping[str, Any],
+        plugin: Mapping[str, Any],
+        command: str,
+        container_id: str,
+        netns: str,
+        ifname: str,
+        prev: dict | None,
+    ) -> dict:
         kind = str(plugin.get("type", ""))
         name = str(conf.get("name", ""))
         what = f'plugin type="{kind}" name="{name}" failed ({command.lower()})'
         binary = self._find_plugin(kind)
         if binary is None:
-            raise CNIPluginNotFound(name, f'{what}: failed to find plugin "{kind}" in path '
-                                          f'[{" ".join(self.plugin_dirs)}]')
+            raise CNIPluginNotFound(
+                name,
+                f'{what}: failed to find plugin "{kind}" in path [{" ".join(self.plugin_dirs)}]',
+            )
         env = dict(os.environ)
-        env.update(CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=netns,
-                   CNI_IFNAME=ifname, CNI_ARGS="", CNI_PATH=os.pathsep.join(self.plugin_dirs))
+        env.update(
+            CNI_COMMAND=command,
+            CNI_CONTAINERID=container_id,
+            CNI_NETNS=netns,
+            CNI_IFNAME=ifname,
+            CNI_ARGS="",
+            CNI_PATH=os.pathsep.join(self.plugin_dirs),
+        )
         code, out, err = await self._run(
-            [binary], env=env, stdin=self._plugin_stdin(conf, plugin, prev))
+            [binary], env=env, stdin=self._plugin_stdin(conf, plugin, prev)
+        )
         if code != 0:
             raise _plugin_failure(what, code, out, err)
         if command == "DEL" or not out.strip():
@@ -616,8 +645,7 @@ class CniNetwork:
         except ValueError as exc:
             raise CNIError(f"{what}: invalid result: {exc}") from exc
 
-    async def _attach(self, container_id: str, netns: str, path: str,
-                      ifname: str) -> AttachResult:
+    async def _attach(self, container_id: str, netns: str, path: str, ifname: str) -> AttachResult:
         conf, raw = await self._disk.run(self._load, path)
         name = str(conf.get("name", ""))
         prev: dict | None = None
@@ -627,16 +655,19 @@ class CniNetwork:
         except CNIError as exc:
             if _VETH_EXISTS.search(str(exc)):
                 cached = await self._disk.run(self._cached_result, name, container_id, ifname)
-                self.log.info("container veth already exists, recovered cached result "
-                              "for {container_id}", container_id=container_id)
+                self.log.info(
+                    "container veth already exists, recovered cached result for {container_id}",
+                    container_id=container_id,
+                )
                 return AttachResult(first_ipv4(cached), cached or {}, reused=True)
             await self._rollback(conf, container_id, netns, ifname, prev)
             raise _translate(exc, conf) from exc
         await self._disk.run(self._write_cache, name, container_id, ifname, raw, prev or {})
         return AttachResult(first_ipv4(prev), prev or {})
 
-    async def _rollback(self, conf: Mapping[str, Any], container_id: str, netns: str,
-                        ifname: str, prev: dict | None) -> None:
+    async def _rollback(
+        self, conf: Mapping[str, Any], container_id: str, netns: str, ifname: str, prev: dict | None
+    ) -> None:
         for plugin in reversed(conf["plugins"]):
             try:
                 await self._exec(conf, plugin, "DEL", container_id, netns, ifname, prev)
@@ -653,8 +684,9 @@ class CniNetwork:
             raise _translate(exc, conf) from exc
         await self._disk.run(_remove_file, self._cache_path(name, container_id, ifname))
 
-    def _write_cache(self, name: str, container_id: str, ifname: str, raw: bytes,
-                     result: dict) -> None:
+    def _write_cache(
+        self, name: str, container_id: str, ifname: str, raw: bytes, result: dict
+    ) -> None:
         entry = {
             "kind": "cniCacheV1",
             "containerId": container_id,
@@ -663,8 +695,12 @@ class CniNetwork:
             "networkName": name,
             "result": result,
         }
-        write_file_atomic(self._cache_path(name, container_id, ifname),
-                          json.dumps(entry).encode("utf-8"), 0o600, dir_mode=0o700)
+        write_file_atomic(
+            self._cache_path(name, container_id, ifname),
+            json.dumps(entry).encode("utf-8"),
+            0o600,
+            dir_mode=0o700,
+        )
 
 
 def masquerade_chain(network: str, container_id: str) -> str:

@@ -56,9 +56,7 @@ class Instance:
     def to_json(self) -> str:
         """File content as the reference writes it: 2-space indent, trailing newline."""
         return (
-            dumps_indent(
-                {"containerdNamespaceSuffix": self.suffix, "cgroupRoot": self.cgroup_root}
-            )
+            dumps_indent({"containerdNamespaceSuffix": self.suffix, "cgroupRoot": self.cgroup_root})
             + "\n"
         )
 

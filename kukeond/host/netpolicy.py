@@ -226,18 +226,47 @@ def build_rules(policy: Policy) -> list[list[str]]:
     """Return the ``-A`` argument vectors filling the per-space chain, in order."""
     chain, tag = policy.chain, policy.tag
     rules = [
-        ["-A", chain, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-         "-m", "comment", "--comment", f"{tag}:established", "-j", "RETURN"],
+        [
+            "-A",
+            chain,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-m",
+            "comment",
+            "--comment",
+            f"{tag}:established",
+            "-j",
+            "RETURN",
+        ],
     ]
     for index, rule in enumerate(policy.allow):
         note = f"{tag}:{rule.comment(index)}"
         for dst in rule.targets():
             if not rule.ports:
-                rules.append(["-A", chain, "-d", dst, "-m", "comment", "--comment", note,
-                              "-j", "RETURN"])
+                rules.append(
+                    ["-A", chain, "-d", dst, "-m", "comment", "--comment", note, "-j", "RETURN"]
+                )
             for port in rule.ports:
-                rules.append(["-A", chain, "-d", dst, "-p", "tcp", "--dport", str(port),
-                              "-m", "comment", "--comment", note, "-j", "RETURN"])
+                rules.append(
+                    [
+                        "-A",
+                        chain,
+                        "-d",
+                        dst,
+                        "-p",
+                        "tcp",
+                        "--dport",
+                        str(port),
+                        "-m",
+                        "comment",
+                        "--comment",
+                        note,
+                        "-j",
+                        "RETURN",
+                    ]
+                )
     verdict = "DROP" if policy.default == DEFAULT_DENY else "RETURN"
     rules.append(["-A", chain, "-m", "comment", "--comment", f"{tag}:default", "-j", verdict])
     return rules
@@ -245,8 +274,17 @@ def build_rules(policy: Policy) -> list[list[str]]:
 
 def dispatch_rule(policy: Policy) -> list[str]:
     """Return the rule (without its ``-A``) sending bridge traffic to the chain."""
-    return [MASTER_CHAIN, "-i", policy.bridge, "-m", "comment", "--comment",
-            f"{policy.tag}:dispatch", "-j", policy.chain]
+    return [
+        MASTER_CHAIN,
+        "-i",
+        policy.bridge,
+        "-m",
+        "comment",
+        "--comment",
+        f"{policy.tag}:dispatch",
+        "-j",
+        policy.chain,
+    ]
 
 
 def parse_drop_counter(listing: str) -> tuple[int, int] | None:
@@ -305,9 +343,7 @@ class IptablesEnforcer:
 
     log = Logger()
 
-    def __init__(
-        self, run: CommandRunner, resolve: HostResolver, binary: str = "iptables"
-    ) -> None:
+    def __init__(self, run: CommandRunner, resolve: HostResolver, binary: str = "iptables") -> None:
         self._run = run
         self._resolve = resolve
         self._binary = binary
@@ -376,8 +412,12 @@ class IptablesEnforcer:
         self.log.info(
             "applied egress policy realm={realm} space={space} bridge={bridge} "
             "chain={chain} default={default} allow_count={allow_count}",
-            realm=policy.realm, space=policy.space, bridge=policy.bridge,
-            chain=policy.chain, default=policy.default, allow_count=len(policy.allow),
+            realm=policy.realm,
+            space=policy.space,
+            bridge=policy.bridge,
+            chain=policy.chain,
+            default=policy.default,
+            allow_count=len(policy.allow),
         )
 
     async def remove(self, realm: str, space: str) -> None:
@@ -407,6 +447,9 @@ class IptablesEnforcer:
             self.log.info(
                 "egress policy drop counter realm={realm} space={space} chain={chain} "
                 "drop_packets={packets} drop_bytes={bytes}",
-                realm=realm, space=space, chain=chain,
-                packets=counters[0], bytes=counters[1],
+                realm=realm,
+                space=space,
+                chain=chain,
+                packets=counters[0],
+                bytes=counters[1],
             )

@@ -171,8 +171,7 @@ class SubnetAllocator:
                     subnet = self._read(path)
                 except SubnetStateCorrupt as exc:
                     self.log.warn(
-                        "skipping corrupt subnet state file during allocator scan: "
-                        "{path}: {error}",
+                        "skipping corrupt subnet state file during allocator scan: {path}: {error}",
                         path=path,
                         error=str(exc),
                     )

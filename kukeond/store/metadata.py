@@ -296,11 +296,7 @@ class MetadataStore:
         except (FileNotFoundError, NotADirectoryError):
             return self._absent(key)
         cached = self._files.get(key)
-        if (
-            cached is not None
-            and cached.version == _version_of(st)
-            and not _racy(st.st_mtime_ns)
-        ):
+        if cached is not None and cached.version == _version_of(st) and not _racy(st.st_mtime_ns):
             return cached
         stored = self._read(key, path)
         if stored is None:
@@ -354,10 +350,13 @@ class MetadataStore:
             return cached[1]
         try:
             with os.scandir(directory) as entries:
-                names = tuple(sorted(
-                    e.name for e in entries
-                    if e.is_dir(follow_symlinks=False) and naming.is_safe_path_component(e.name)
-                ))
+                names = tuple(
+                    sorted(
+                        e.name
+                        for e in entries
+                        if e.is_dir(follow_symlinks=False) and naming.is_safe_path_component(e.name)
+                    )
+                )
         except (FileNotFoundError, NotADirectoryError):
             self._dirs.pop(key, None)
             return ()

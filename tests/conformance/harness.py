@@ -183,8 +183,11 @@ def diff_docs(reference: Any, ours: Any, path: str = "") -> list[tuple[str, str,
     if isinstance(reference, list) and isinstance(ours, list):
         out = []
         for i in range(max(len(reference), len(ours))):
-            out += diff_docs(reference[i] if i < len(reference) else ABSENT,
-                             ours[i] if i < len(ours) else ABSENT, f"{path}[{i}]")
+            out += diff_docs(
+                reference[i] if i < len(reference) else ABSENT,
+                ours[i] if i < len(ours) else ABSENT,
+                f"{path}[{i}]",
+            )
         return out
     if reference == ours and type(reference) is type(ours):
         return []
@@ -235,13 +238,27 @@ class Pair:
         from tests.support.runtime import short_tmpdir
 
         netns = _netns(self.test, "g")
-        daemon = GoKukeond(short_tmpdir(self.test, "kcg-"), self.containerd_socket,
-                           f"g{secrets.token_hex(3)}", ["--reconcile-interval", "0"])
+        daemon = GoKukeond(
+            short_tmpdir(self.test, "kcg-"),
+            self.containerd_socket,
+            f"g{secrets.token_hex(3)}",
+            ["--reconcile-interval", "0"],
+        )
         wrap = os.path.join(daemon.directory, "wrap.sh")
         Path(wrap).write_text(WRAP)
         os.chmod(wrap, 0o755)
-        daemon.argv = ["nsenter", f"--net={netns}", "--", "unshare", "--mount",
-                       "--propagation", "private", "--", wrap, *daemon.argv]
+        daemon.argv = [
+            "nsenter",
+            f"--net={netns}",
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            wrap,
+            *daemon.argv,
+        ]
         self.test.addCleanup(self._cleanup_daemon(daemon))
         daemon.start()
         return daemon
@@ -259,10 +276,21 @@ class Pair:
                 pid_file = os.path.join(self.directory, "kukeond.pid")
                 with open(self.log_path, "ab") as log:
                     self.process = subprocess.Popen(
-                        ["nsenter", f"--net={netns}", "--", sys.executable, "-m",
-                         "kukeond.cli", "serve", *self.flags],
-                        cwd=self.directory, stdout=subprocess.DEVNULL, stderr=log,
-                        stdin=subprocess.DEVNULL)
+                        [
+                            "nsenter",
+                            f"--net={netns}",
+                            "--",
+                            sys.executable,
+                            "-m",
+                            "kukeond.cli",
+                            "serve",
+                            *self.flags,
+                        ],
+                        cwd=self.directory,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        stdin=subprocess.DEVNULL,
+                    )
                 deadline = time.monotonic() + timeout
                 while not (os.path.exists(pid_file) and _accepts(self.socket)):
                     if self.process.poll() is not None or time.monotonic() > deadline:
@@ -270,20 +298,23 @@ class Pair:
                     time.sleep(0.05)
 
         netns = _netns(self.test, "o")
-        daemon = InNetns(short_tmpdir(self.test, "kco-"), self.containerd_socket, "0",
-                         "10.88.0.0/16")
+        daemon = InNetns(
+            short_tmpdir(self.test, "kco-"), self.containerd_socket, "0", "10.88.0.0/16"
+        )
         self.test.addCleanup(self._cleanup_daemon(daemon))
         daemon.start()
         return daemon
 
     # Steps
 
-    def step(self, name: str, *args: str, input: str | None = None,
-             tree: bool = True) -> tuple[KukeResult, KukeResult]:
+    def step(
+        self, name: str, *args: str, input: str | None = None, tree: bool = True
+    ) -> tuple[KukeResult, KukeResult]:
         """Run ``kuke ARGS`` on both daemons at once and record how they differ."""
         self.steps.append(name)
-        futures = [self._pool.submit(side.kuke, *args, input=input)
-                   for side in (self.reference, self.ours)]
+        futures = [
+            self._pool.submit(side.kuke, *args, input=input) for side in (self.reference, self.ours)
+        ]
         ref, our = (f.result() for f in futures)
         output = args[args.index("-o") + 1] if "-o" in args[:-1] else None
         self._compare_result(name, ref, our, output if output in ("json", "yaml") else None)
@@ -294,8 +325,9 @@ class Pair:
     def _record(self, key: str, reference: str, ours: str) -> None:
         self.differences.append(Difference(key, reference, ours))
 
-    def _compare_result(self, name: str, ref: KukeResult, our: KukeResult,
-                        output: str | None) -> None:
+    def _compare_result(
+        self, name: str, ref: KukeResult, our: KukeResult, output: str | None
+    ) -> None:
         if ref.code != our.code:
             self._record(f"{name} / exit / ", str(ref.code), str(our.code))
         ref_err = self.reference.normalise(ref.stderr)
@@ -304,13 +336,18 @@ class Pair:
             self._record(f"{name} / stderr / ", ref_err, our_err)
         ref_out = self.reference.normalise(ref.stdout)
         our_out = self.ours.normalise(our.stdout)
-        if output is None and ref.stdout.startswith("apiVersion:") \
-                and our.stdout.startswith("apiVersion:"):
+        if (
+            output is None
+            and ref.stdout.startswith("apiVersion:")
+            and our.stdout.startswith("apiVersion:")
+        ):
             output = "yaml"  # kuke prints one resource as YAML without -o
         if output and ref.code == 0 and our.code == 0:
             try:
-                docs = (self.reference.normalise_doc(_parse(ref.stdout, output)),
-                        self.ours.normalise_doc(_parse(our.stdout, output)))
+                docs = (
+                    self.reference.normalise_doc(_parse(ref.stdout, output)),
+                    self.ours.normalise_doc(_parse(our.stdout, output)),
+                )
             except ValueError:  # yaml.YAMLError is a ValueError too
                 docs = None
             if docs is not None:
@@ -324,9 +361,11 @@ class Pair:
         ref_tree, our_tree = self.reference.tree(), self.ours.tree()
         for rel in sorted(set(ref_tree) | set(our_tree)):
             if rel not in ref_tree or rel not in our_tree:
-                self._record(f"{name} / tree {rel} / exists",
-                             "present" if rel in ref_tree else ABSENT,
-                             "present" if rel in our_tree else ABSENT)
+                self._record(
+                    f"{name} / tree {rel} / exists",
+                    "present" if rel in ref_tree else ABSENT,
+                    "present" if rel in our_tree else ABSENT,
+                )
                 continue
             for path, a, b in diff_docs(ref_tree[rel], our_tree[rel]):
                 self._record(f"{name} / tree {rel} / {path}", a, b)
@@ -348,6 +387,8 @@ class Pair:
             lines.append(f"- {d.key}\n    reference: {d.reference!r}\n    ours:      {d.ours!r}")
         raise FailTest(
             f"{len(lines)} difference(s) from the reference that {COMPATIBILITY.name} "
-            f"({ALLOW_SECTION!r}) does not allow:\n" + "\n".join(lines)
+            f"({ALLOW_SECTION!r}) does not allow:\n"
+            + "\n".join(lines)
             + f"\nreference log: {self.reference.daemon.log_tail(1500)}"
-            + f"\nour log: {self.ours.daemon.log_tail(1500)}")
+            + f"\nour log: {self.ours.daemon.log_tail(1500)}"
+        )

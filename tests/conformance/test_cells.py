@@ -32,14 +32,29 @@ def container(cid: str, script: str = LOOP, **extra) -> dict:
 def cell(name: str, *containers: dict, **spec) -> dict:
     """A Cell document whose root container exits on SIGTERM."""
     root = container("root", root=True)
-    return {"apiVersion": "v1beta1", "kind": "Cell", "metadata": {"name": name},
-            "spec": {"id": name, "realmId": R, "spaceId": S, "stackId": K,
-                     "rootContainerId": "root", "containers": [root, *containers], **spec}}
+    return {
+        "apiVersion": "v1beta1",
+        "kind": "Cell",
+        "metadata": {"name": name},
+        "spec": {
+            "id": name,
+            "realmId": R,
+            "spaceId": S,
+            "stackId": K,
+            "rootContainerId": "root",
+            "containers": [root, *containers],
+            **spec,
+        },
+    }
 
 
 def stack(name: str) -> dict:
-    return {"apiVersion": "v1beta1", "kind": "Stack", "metadata": {"name": name},
-            "spec": {"id": name, "realmId": R, "spaceId": S}}
+    return {
+        "apiVersion": "v1beta1",
+        "kind": "Stack",
+        "metadata": {"name": name},
+        "spec": {"id": name, "realmId": R, "spaceId": S},
+    }
 
 
 def documents(*docs: dict | str) -> str:
@@ -73,29 +88,50 @@ class CellConformanceTests(ConformanceTestCase):
     def lifecycle(self):
         p = self.pair
         self.hierarchy()
-        self.ok("apply a cell", "apply", "-f", "-",
-                input=documents(cell("c1", container("w", SAY), container("v"))))
+        self.ok(
+            "apply a cell",
+            "apply",
+            "-f",
+            "-",
+            input=documents(cell("c1", container("w", SAY), container("v"))),
+        )
         for what, extra in (("table", ()), ("json", ("-o", "json")), ("yaml", ("-o", "yaml"))):
             p.step(f"get cell {what}", "get", "cell", "c1", *WHERE, *extra)
             p.step(f"get cells {what}", "get", "cell", *WHERE, *extra)
             p.step(f"get containers {what}", "get", "container", *WHERE, "--cell", "c1", *extra)
-        p.step("get container json", "get", "container", "w", *WHERE, "--cell", "c1",
-               "-o", "json")
+        p.step("get container json", "get", "container", "w", *WHERE, "--cell", "c1", "-o", "json")
         p.step("get container not found", "get", "container", "nope", *WHERE, "--cell", "c1")
         p.step("get cell not found", "get", "cell", "nope", *WHERE)
         p.step("log", "log", "c1", *WHERE, "--container", "w")
 
         self.ok("stop container", "stop", "container", "w", *WHERE, "--cell", "c1")
-        p.step("get container after stop", "get", "container", "w", *WHERE, "--cell", "c1",
-               "-o", "json")
+        p.step(
+            "get container after stop",
+            "get",
+            "container",
+            "w",
+            *WHERE,
+            "--cell",
+            "c1",
+            "-o",
+            "json",
+        )
         p.step("stop container again", "stop", "container", "w", *WHERE, "--cell", "c1")
         self.ok("start container", "start", "container", "w", *WHERE, "--cell", "c1")
-        p.step("get container after start", "get", "container", "w", *WHERE, "--cell", "c1",
-               "-o", "json")
+        p.step(
+            "get container after start",
+            "get",
+            "container",
+            "w",
+            *WHERE,
+            "--cell",
+            "c1",
+            "-o",
+            "json",
+        )
         p.step("kill container", "kill", "container", "v", *WHERE, "--cell", "c1")
         p.step("get containers after kill", "get", "container", *WHERE, "--cell", "c1")
-        p.step("start container not found", "start", "container", "nope", *WHERE,
-               "--cell", "c1")
+        p.step("start container not found", "start", "container", "nope", *WHERE, "--cell", "c1")
 
         self.ok("stop cell", "stop", "cell", "c1", *WHERE)
         p.step("get cell after stop", "get", "cell", "c1", *WHERE, "-o", "json")
@@ -107,8 +143,7 @@ class CellConformanceTests(ConformanceTestCase):
         p.step("stop cell not found", "stop", "cell", "nope", *WHERE)
 
         p.step("delete container", "delete", "container", "v", *WHERE, "--cell", "c1")
-        p.step("delete container not found", "delete", "container", "v", *WHERE,
-               "--cell", "c1")
+        p.step("delete container not found", "delete", "container", "v", *WHERE, "--cell", "c1")
         p.step("delete stack with a cell", "delete", "stack", K, "--realm", R, "--space", S)
         p.step("delete cell", "delete", "cell", "c1", *WHERE)
         p.step("delete cell not found", "delete", "cell", "c1", *WHERE)
@@ -124,17 +159,68 @@ class CellConformanceTests(ConformanceTestCase):
         self.ok("create cell", "create", "cell", "c2", *WHERE)
         p.step("create cell again", "create", "cell", "c2", *WHERE)
         p.step("create cell with an invalid name", "create", "cell", "bad_name", *WHERE)
-        p.step("create cell in a missing stack", "create", "cell", "c3", "--realm", R,
-               "--space", S, "--stack", "nope")
+        p.step(
+            "create cell in a missing stack",
+            "create",
+            "cell",
+            "c3",
+            "--realm",
+            R,
+            "--space",
+            S,
+            "--stack",
+            "nope",
+        )
         p.step("get created cell", "get", "cell", "c2", *WHERE, "-o", "json")
-        p.step("create container", "create", "container", "x", *WHERE, "--cell", "c2",
-               "--image", "busybox", "--command", "sh", "--args", "-c", "--args", LOOP)
-        p.step("create container again", "create", "container", "x", *WHERE, "--cell", "c2",
-               "--image", "busybox")
-        p.step("create container in a missing cell", "create", "container", "y", *WHERE,
-               "--cell", "nope", "--image", "busybox")
-        p.step("get containers of created cell", "get", "container", *WHERE, "--cell", "c2",
-               "-o", "json")
+        p.step(
+            "create container",
+            "create",
+            "container",
+            "x",
+            *WHERE,
+            "--cell",
+            "c2",
+            "--image",
+            "busybox",
+            "--command",
+            "sh",
+            "--args",
+            "-c",
+            "--args",
+            LOOP,
+        )
+        p.step(
+            "create container again",
+            "create",
+            "container",
+            "x",
+            *WHERE,
+            "--cell",
+            "c2",
+            "--image",
+            "busybox",
+        )
+        p.step(
+            "create container in a missing cell",
+            "create",
+            "container",
+            "y",
+            *WHERE,
+            "--cell",
+            "nope",
+            "--image",
+            "busybox",
+        )
+        p.step(
+            "get containers of created cell",
+            "get",
+            "container",
+            *WHERE,
+            "--cell",
+            "c2",
+            "-o",
+            "json",
+        )
         p.step("start created cell", "start", "cell", "c2", *WHERE)
         p.step("get created cell after start", "get", "cell", "c2", *WHERE, "-o", "yaml")
         p.step("delete realm with a cell", "delete", "realm", R)
@@ -157,24 +243,67 @@ class ApplyConformanceTests(ConformanceTestCase):
         changed = documents(stack("k2"), cell("a1", container("w", SAY)))
         p.step("apply a changed spec", "apply", "-f", "-", input=changed)
         p.step("get cell after change", "get", "cell", "a1", *WHERE, "-o", "json")
-        p.step("run detached", "run", "-f", "-", "-d", "-o", "json",
-               input=documents(cell("a3", container("w"))))
-        p.step("run detached again", "run", "-f", "-", "-d",
-               input=documents(cell("a3", container("w"))))
-        p.step("run with a diverging spec", "run", "-f", "-", "-d",
-               input=documents(cell("a3", container("w", SAY))))
+        p.step(
+            "run detached",
+            "run",
+            "-f",
+            "-",
+            "-d",
+            "-o",
+            "json",
+            input=documents(cell("a3", container("w"))),
+        )
+        p.step(
+            "run detached again",
+            "run",
+            "-f",
+            "-",
+            "-d",
+            input=documents(cell("a3", container("w"))),
+        )
+        p.step(
+            "run with a diverging spec",
+            "run",
+            "-f",
+            "-",
+            "-d",
+            input=documents(cell("a3", container("w", SAY))),
+        )
         p.step("get cells after run", "get", "cell", *WHERE, "-o", "yaml")
         # Last, since they leave the two run paths apart on purpose (doc/compatibility.md):
         # RefreshAll, a cell of a missing image, bad documents in an apply.
         p.step("refresh", "refresh")
-        p.step("missing image: apply", "apply", "-f", "-",
-               input=documents(cell("a2", {"id": "w", "image": "docker.io/library/nope:1"})))
+        p.step(
+            "missing image: apply",
+            "apply",
+            "-f",
+            "-",
+            input=documents(cell("a2", {"id": "w", "image": "docker.io/library/nope:1"})),
+        )
         p.step("missing image: get", "get", "cell", "a2", *WHERE, "-o", "json")
         p.step("apply with a bad document: unparsable", "apply", "-f", "-", input="kind: [\n")
-        p.step("apply with a bad document: unknown kind", "apply", "-f", "-",
-               input=documents({"apiVersion": "v1beta1", "kind": "Gadget",
-                                "metadata": {"name": "g"}}))
-        p.step("apply with a bad document: one among good", "apply", "-f", "-", "-o", "yaml",
-               input=documents(stack("k3"), {"apiVersion": "v1beta1", "kind": "Cell",
-                                             "metadata": {"name": "bad_name"}, "spec": {}}))
+        p.step(
+            "apply with a bad document: unknown kind",
+            "apply",
+            "-f",
+            "-",
+            input=documents({"apiVersion": "v1beta1", "kind": "Gadget", "metadata": {"name": "g"}}),
+        )
+        p.step(
+            "apply with a bad document: one among good",
+            "apply",
+            "-f",
+            "-",
+            "-o",
+            "yaml",
+            input=documents(
+                stack("k3"),
+                {
+                    "apiVersion": "v1beta1",
+                    "kind": "Cell",
+                    "metadata": {"name": "bad_name"},
+                    "spec": {},
+                },
+            ),
+        )
         p.check()

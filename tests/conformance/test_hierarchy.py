@@ -42,8 +42,11 @@ class HierarchyConformanceTests(TestCase):
         p.step("create space again", "create", "space", S, "--realm", R)
         self.ok("create stack", "create", "stack", K, "--realm", R, "--space", S)
         self.ok("create second stack", "create", "stack", "k2", "--realm", R, "--space", S)
-        for kind, extra in (("realm", ()), ("space", ("--realm", R)),
-                            ("stack", ("--realm", R, "--space", S))):
+        for kind, extra in (
+            ("realm", ()),
+            ("space", ("--realm", R)),
+            ("stack", ("--realm", R, "--space", S)),
+        ):
             name = {"realm": R, "space": S, "stack": K}[kind]
             p.step(f"get {kind} list", "get", kind, *extra)
             p.step(f"get {kind} list json", "get", kind, *extra, "-o", "json")
@@ -66,8 +69,9 @@ class HierarchyConformanceTests(TestCase):
         # Last: the reference writes the child under a missing parent, which would
         # shift every later subnet it allocates.
         self.ok("create realm for missing parents", "create", "realm", R)
-        p.step("create stack in a missing space", "create", "stack", K, "--realm", R,
-               "--space", "nope")
+        p.step(
+            "create stack in a missing space", "create", "stack", K, "--realm", R, "--space", "nope"
+        )
         p.step("create space in a missing realm", "create", "space", S, "--realm", "nope")
         p.step("create space in a missing realm: get spaces", "get", "space")
         p.check()
@@ -99,8 +103,7 @@ class HierarchyConformanceTests(TestCase):
         p.step("image get one json", "image", "get", IMAGE, "--realm", R, "-o", "json")
         p.step("image get one yaml", "image", "get", IMAGE, "--realm", R, "-o", "yaml")
         p.step("image get missing", "image", "get", "docker.io/library/nope:1", "--realm", R)
-        p.step("image delete missing", "image", "delete", "docker.io/library/nope:1",
-               "--realm", R)
+        p.step("image delete missing", "image", "delete", "docker.io/library/nope:1", "--realm", R)
         self.ok("image delete", "image", "delete", IMAGE, "--realm", R)
         p.step("image get after delete", "image", "get", "--realm", R)
         p.check()

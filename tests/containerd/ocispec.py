@@ -29,8 +29,7 @@ def remove_cgroup_tree(root: str) -> None:
 
 def minimal_spec(args: list[str], cgroups_path: str) -> dict[str, Any]:
     """An OCI spec running ``args`` as root in fresh namespaces."""
-    caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL", "CAP_SETGID",
-            "CAP_SETUID"]
+    caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL", "CAP_SETGID", "CAP_SETUID"]
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -44,10 +43,18 @@ def minimal_spec(args: list[str], cgroups_path: str) -> dict[str, Any]:
         "root": {"path": "rootfs"},
         "hostname": "test",
         "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {
+                "destination": "/proc",
+                "type": "proc",
+                "source": "proc",
+                "options": ["nosuid", "noexec", "nodev"],
+            },
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
         ],
         "linux": {
             "cgroupsPath": cgroups_path,

@@ -58,8 +58,10 @@ class ReferenceLocatorTests(unittest.TestCase):
 
     def test_default_is_shared_bin_beside_the_checkout(self):
         _set_env(self, reference.ENV_BIN, None)
-        self.assertEqual(reference.reference_dir(),
-                         os.path.abspath(os.path.join(reference.REPO_ROOT, "..", "shared", "bin")))
+        self.assertEqual(
+            reference.reference_dir(),
+            os.path.abspath(os.path.join(reference.REPO_ROOT, "..", "shared", "bin")),
+        )
 
     def test_found(self):
         path = _script(self.dir, "kuke", "exit 0")
@@ -87,8 +89,10 @@ class ReferenceLocatorTests(unittest.TestCase):
     def test_run_kuke_returns_code_and_both_streams(self):
         _script(self.dir, "kuke", 'echo "args: $*"; echo oops >&2; exit 3')
         result = reference.run_kuke("/x/kukeond.sock", "get", "realms")
-        self.assertEqual(result, reference.KukeResult(
-            3, "args: --host unix:///x/kukeond.sock get realms\n", "oops\n"))
+        self.assertEqual(
+            result,
+            reference.KukeResult(3, "args: --host unix:///x/kukeond.sock get realms\n", "oops\n"),
+        )
 
     def test_run_kuke_timeout_fails(self):
         _script(self.dir, "kuke", "exec sleep 30")
@@ -103,8 +107,12 @@ class ModuleScanTests(unittest.TestCase):
         from tests.support.containerd import containerd_test_modules
 
         found = set(containerd_test_modules())
-        for module in ("tests.controller.test_cells_real", "tests.controller.test_stop_real",
-                       "tests.controller.test_restart_policy_real", "tests.e2e.test_workflow"):
+        for module in (
+            "tests.controller.test_cells_real",
+            "tests.controller.test_stop_real",
+            "tests.controller.test_restart_policy_real",
+            "tests.e2e.test_workflow",
+        ):
             self.assertIn(module, found)
         self.assertNotIn("tests.controller.test_cells", found)
 
@@ -114,10 +122,17 @@ class VersionTests(unittest.TestCase):
 
     def test_versions_of_both_builds(self):
         d = short_tmpdir(self)
-        debian = _script(d, "c16", "echo 'containerd github.com/containerd/containerd "
-                                   "1.6.20~ds1 1.6.20~ds1-1+deb12u3'")
-        v2 = _script(d, "c22", "echo 'containerd github.com/containerd/containerd/v2 "
-                               "v2.2.0 1c4457e00facac03ce1d75f7b6777a7a851e5c41'")
+        debian = _script(
+            d,
+            "c16",
+            "echo 'containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3'",
+        )
+        v2 = _script(
+            d,
+            "c22",
+            "echo 'containerd github.com/containerd/containerd/v2 "
+            "v2.2.0 1c4457e00facac03ce1d75f7b6777a7a851e5c41'",
+        )
         self.assertEqual(containerd_version(debian), "1.6.20~ds1")
         self.assertEqual(containerd_version(v2), "2.2.0")
 
@@ -161,8 +176,9 @@ class PrivateContainerd2Tests(unittest.TestCase):
         self.binary = reference.reference_bin("containerd")
 
     async def test_private_2_2_has_no_cri_nri_or_tcp(self):
-        daemon = PrivateContainerd(os.path.join(short_tmpdir(self, "kc2-"), "c"),
-                                   binary=self.binary)
+        daemon = PrivateContainerd(
+            os.path.join(short_tmpdir(self, "kc2-"), "c"), binary=self.binary
+        )
         self.addCleanup(daemon.stop, True)
         await threads.deferToThread(daemon.start)
         self.assertTrue(daemon.version.startswith("2."), daemon.version)
@@ -192,8 +208,10 @@ class SuiteContainerdTests(unittest.TestCase):
         binary = os.environ.get(support.ENV_BINARY)
         major = os.environ.get(support.ENV_MAJOR)
         if not (binary or major):
-            raise unittest.SkipTest(f"neither {support.ENV_BINARY} nor {support.ENV_MAJOR} "
-                                    "is set: nothing says which containerd this should be")
+            raise unittest.SkipTest(
+                f"neither {support.ENV_BINARY} nor {support.ENV_MAJOR} "
+                "is set: nothing says which containerd this should be"
+            )
         client = GrpcContainerd(support.get_containerd_socket(), reactor=reactor)
         client.start()
         self.addCleanup(client.stop)

@@ -29,18 +29,21 @@ class FromRpcErrorTests(SynchronousTestCase):
 
     def test_a_server_side_deadline_is_a_deadline(self):
         error = errors.from_rpc_error(
-            _Status(grpc.StatusCode.UNKNOWN, "context deadline exceeded"), "Tasks.Wait")
+            _Status(grpc.StatusCode.UNKNOWN, "context deadline exceeded"), "Tasks.Wait"
+        )
         self.assertIsInstance(error, errors.DeadlineExceeded)
         self.assertEqual(error.message, "Tasks.Wait: context deadline exceeded")
 
     def test_a_server_side_cancel_is_a_cancel(self):
         error = errors.from_rpc_error(
-            _Status(grpc.StatusCode.UNKNOWN, "context canceled"), "Tasks.Wait")
+            _Status(grpc.StatusCode.UNKNOWN, "context canceled"), "Tasks.Wait"
+        )
         self.assertIsInstance(error, errors.Cancelled)
 
     def test_other_unknown_errors_stay_generic(self):
         error = errors.from_rpc_error(
             _Status(grpc.StatusCode.UNKNOWN, "task must be stopped before deletion: running"),
-            "Tasks.Delete")
+            "Tasks.Delete",
+        )
         self.assertIs(type(error), errors.ContainerdError)
         self.assertEqual(error.code, "UNKNOWN")

@@ -32,7 +32,8 @@ class GeneratedStubsTests(unittest.SynchronousTestCase):
                     rel = os.path.relpath(os.path.join(dirpath, name), fresh)
                     mine = os.path.join(committed, rel)
                     if not os.path.exists(mine) or not filecmp.cmp(
-                            mine, os.path.join(fresh, rel), shallow=False):
+                        mine, os.path.join(fresh, rel), shallow=False
+                    ):
                         stale.append(rel)
             self.assertEqual(stale, [], "run `make protos` and commit kukeond/containerd/_pb")
 

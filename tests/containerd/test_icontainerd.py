@@ -127,18 +127,20 @@ def make_icontainerd_tests(make_client):
             got = await self.client.get_image(self.ns, image.ref)
             self.assertEqual(got.target_digest, image.manifest_digest)
             self.assertGreater(got.content_size, got.size)
-            self.assertEqual([i.name for i in await self.client.list_images(self.ns)],
-                             [image.ref])
+            self.assertEqual([i.name for i in await self.client.list_images(self.ns)], [image.ref])
             self.assertEqual(await self.client.list_leases(self.ns), [])
 
         async def test_missing_image(self):
             await self.client.ensure_namespace(self.ns)
-            await self.assertFails(self.client.get_image(self.ns, "docker.io/library/nope:1"),
-                                   errors.NotFound)
-            await self.assertFails(self.client.delete_image(self.ns, "docker.io/x/y:1"),
-                                   errors.NotFound)
-            await self.assertFails(self.client.create_container(
-                self.ns, "c", "docker.io/x/y:1", {}), errors.NotFound)
+            await self.assertFails(
+                self.client.get_image(self.ns, "docker.io/library/nope:1"), errors.NotFound
+            )
+            await self.assertFails(
+                self.client.delete_image(self.ns, "docker.io/x/y:1"), errors.NotFound
+            )
+            await self.assertFails(
+                self.client.create_container(self.ns, "c", "docker.io/x/y:1", {}), errors.NotFound
+            )
 
         async def test_image_runtime_config(self):
             image = busybox_image()
@@ -148,11 +150,19 @@ def make_icontainerd_tests(make_client):
             self.assertEqual(bare.config["config"]["Cmd"], ["sh"])
             self.assertEqual(bare.files, {})
             got = await self.client.image_runtime_config(
-                self.ns, image.ref, ["/etc/passwd", "etc/group", "/etc/shadow"])
-            self.assertEqual(got.files, {"/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
-                                         "etc/group": b"root:x:0:\n", "/etc/shadow": None})
-            await self.assertFails(self.client.image_runtime_config(self.ns, "docker.io/x/y:1"),
-                                   errors.NotFound)
+                self.ns, image.ref, ["/etc/passwd", "etc/group", "/etc/shadow"]
+            )
+            self.assertEqual(
+                got.files,
+                {
+                    "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
+                    "etc/group": b"root:x:0:\n",
+                    "/etc/shadow": None,
+                },
+            )
+            await self.assertFails(
+                self.client.image_runtime_config(self.ns, "docker.io/x/y:1"), errors.NotFound
+            )
 
         async def test_truncated_tarball(self):
             await self.client.ensure_namespace(self.ns)
@@ -161,8 +171,9 @@ def make_icontainerd_tests(make_client):
                 data = f.read()
             with open(path, "wb") as f:
                 f.write(data[: len(data) // 2])
-            exc = await self.assertFails(self.client.import_image(self.ns, path),
-                                         errors.ImageFormatError)
+            exc = await self.assertFails(
+                self.client.import_image(self.ns, path), errors.ImageFormatError
+            )
             self.assertTrue(exc.message)
             await self.assertNothingLeft()
 
@@ -171,23 +182,24 @@ def make_icontainerd_tests(make_client):
             path = self.mktemp()
             with open(path, "wb") as f:
                 f.write(b"\x1f\x8bnot really gzip")
-            await self.assertFails(self.client.import_image(self.ns, path),
-                                   errors.ImageFormatError)
+            await self.assertFails(self.client.import_image(self.ns, path), errors.ImageFormatError)
             await self.assertNothingLeft()
 
         async def test_digest_mismatch(self):
             await self.client.ensure_namespace(self.ns)
             source = _rewrite_layout(self, _corrupt_layer)
-            exc = await self.assertFails(self.client.import_image(self.ns, source),
-                                         errors.DigestMismatch)
+            exc = await self.assertFails(
+                self.client.import_image(self.ns, source), errors.DigestMismatch
+            )
             self.assertIn(busybox_image().layer_digest, exc.message)
             await self.assertNothingLeft()
 
         async def test_unknown_media_type(self):
             await self.client.ensure_namespace(self.ns)
             source = _rewrite_layout(self, _unknown_layer_type)
-            exc = await self.assertFails(self.client.import_image(self.ns, source),
-                                         errors.ImageFormatError)
+            exc = await self.assertFails(
+                self.client.import_image(self.ns, source), errors.ImageFormatError
+            )
             self.assertIn("application/x-unknown", exc.message)
             await self.assertNothingLeft()
 
@@ -195,20 +207,25 @@ def make_icontainerd_tests(make_client):
             await self._import()
             ref = busybox_image().ref
             spec = minimal_spec(["true"], f"{self.cgroup}/c1")
-            info = await self.client.create_container(self.ns, "c1", ref, spec,
-                                                      labels={"kukeon.io/cell": "a"})
+            info = await self.client.create_container(
+                self.ns, "c1", ref, spec, labels={"kukeon.io/cell": "a"}
+            )
             self.assertEqual((info.id, info.image, info.spec), ("c1", ref, spec))
-            await self.client.create_container(self.ns, "c2", ref, spec,
-                                               labels={"kukeon.io/cell": "b"})
-            await self.assertFails(self.client.create_container(self.ns, "c1", ref, spec),
-                                   errors.AlreadyExists)
+            await self.client.create_container(
+                self.ns, "c2", ref, spec, labels={"kukeon.io/cell": "b"}
+            )
+            await self.assertFails(
+                self.client.create_container(self.ns, "c1", ref, spec), errors.AlreadyExists
+            )
             found = await self.client.list_containers(self.ns, {"kukeon.io/cell": "a"})
             self.assertEqual([c.id for c in found], ["c1"])
             updated = await self.client.update_container_labels(
-                self.ns, "c1", {"kukeon.io/cell": None, "x.y/z": "1"})
+                self.ns, "c1", {"kukeon.io/cell": None, "x.y/z": "1"}
+            )
             self.assertEqual(updated.labels, {"x.y/z": "1"})
-            self.assertEqual((await self.client.get_container(self.ns, "c1")).labels,
-                             {"x.y/z": "1"})
+            self.assertEqual(
+                (await self.client.get_container(self.ns, "c1")).labels, {"x.y/z": "1"}
+            )
             keys = [s.key for s in await self.client.list_snapshots(self.ns)]
             self.assertIn("c1", keys)
             await self.client.delete_container(self.ns, "c1")
@@ -237,10 +254,12 @@ def make_icontainerd_tests(make_client):
             self.assertEqual(await self.client.start_task(self.ns, "c1"), pid)
             self.assertEqual((await self.client.task_state(self.ns, "c1")).status, "running")
             self.assertIn(pid, await self.client.task_pids(self.ns, "c1"))
-            self.assertEqual([t.container_id for t in await self.client.list_tasks(self.ns)],
-                             ["c1"])
-            await self.assertFails(self.client.delete_task(self.ns, "c1"),
-                                   errors.FailedPrecondition)
+            self.assertEqual(
+                [t.container_id for t in await self.client.list_tasks(self.ns)], ["c1"]
+            )
+            await self.assertFails(
+                self.client.delete_task(self.ns, "c1"), errors.FailedPrecondition
+            )
             await self.client.kill_task(self.ns, "c1", signal.SIGKILL)
             status = await self.client.wait_task(self.ns, "c1", 20)
             self.assertEqual(status.exit_code, 128 + signal.SIGKILL)

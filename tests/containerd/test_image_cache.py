@@ -38,7 +38,8 @@ def variant_layout(testcase: unittest.TestCase, env: str) -> str:
     with open(os.path.join(blobs, image.manifest_digest[7:])) as f:
         manifest = json.load(f)
     manifest["config"]["digest"], manifest["config"]["size"] = _blob(
-        out, json.dumps(config).encode())
+        out, json.dumps(config).encode()
+    )
     with open(os.path.join(out, "index.json")) as f:
         index = json.load(f)
     digest, size = _blob(out, json.dumps(manifest).encode())
@@ -122,8 +123,9 @@ class RealImagePreparationTests(unittest.SynchronousTestCase):
         self.create("first")
         self.client.names.clear()
         self.create("second")
-        self.assertEqual(self.client.names,
-                         ["Images.Get", "Containers.Create", "Snapshots.Prepare"])
+        self.assertEqual(
+            self.client.names, ["Images.Get", "Containers.Create", "Snapshots.Prepare"]
+        )
         self.client.names.clear()
         self.client.get_image(self.ns, self.image.ref)
         self.client.image_runtime_config(self.ns, self.image.ref)
@@ -182,8 +184,7 @@ class RealImagePreparationTests(unittest.SynchronousTestCase):
         self.assertNotIn("MOVED=1", before.config["config"]["Env"])
         self.assertIn("MOVED=1", after.config["config"]["Env"])
         info = self.client.get_image(self.ns, self.image.ref)
-        self.assertEqual(info.target_digest, other.get_image(self.ns, self.image.ref)
-                         .target_digest)
+        self.assertEqual(info.target_digest, other.get_image(self.ns, self.image.ref).target_digest)
 
     def test_own_import_of_a_new_target_is_seen(self):
         self.create("first")
@@ -191,5 +192,7 @@ class RealImagePreparationTests(unittest.SynchronousTestCase):
         self.client.names.clear()
         self.create("second")
         self.assertIn("Leases.Create", self.client.names)  # the full path, once
-        self.assertIn("NEW=1", self.client.image_runtime_config(
-            self.ns, self.image.ref).config["config"]["Env"])
+        self.assertIn(
+            "NEW=1",
+            self.client.image_runtime_config(self.ns, self.image.ref).config["config"]["Env"],
+        )

@@ -264,10 +264,17 @@ def _multi_arch_layout(image, out: str) -> tuple[str, str]:
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_INDEX,
         "manifests": [
-            dict(arm_desc, mediaType=MEDIA_OCI_MANIFEST,
-                 platform={"os": "linux", "architecture": "arm64"}),
-            {"mediaType": MEDIA_OCI_MANIFEST, "digest": image.manifest_digest,
-             "size": len(amd_raw), "platform": {"os": "linux", "architecture": "amd64"}},
+            dict(
+                arm_desc,
+                mediaType=MEDIA_OCI_MANIFEST,
+                platform={"os": "linux", "architecture": "arm64"},
+            ),
+            {
+                "mediaType": MEDIA_OCI_MANIFEST,
+                "digest": image.manifest_digest,
+                "size": len(amd_raw),
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
         ],
     }
     index_desc = write(json.dumps(index).encode())
@@ -381,8 +388,12 @@ class BasicAuthRegistryTests(_PullTestMixin, TestCase):
         _require("htpasswd")
         self.image = _busybox()
         htpasswd = os.path.join(self.tempdir(), "htpasswd")
-        subprocess.run(["htpasswd", "-Bbc", htpasswd, USER, PASSWORD], check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            ["htpasswd", "-Bbc", htpasswd, USER, PASSWORD],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self.registry = Registry(self, {"htpasswd": {"realm": "test", "path": htpasswd}})
         await self.registry.push(
             f"oci-archive:{self.image.oci_tar}", "library/busybox:latest", f"{USER}:{PASSWORD}"
@@ -426,9 +437,25 @@ def _signed_token(workdir: str, service: str, issuer: str, repos: list[str]) -> 
     """A JWT the registry accepts: RS256 with the signing cert in ``x5c``; return (token, cert)."""
     key, cert = os.path.join(workdir, "key.pem"), os.path.join(workdir, "cert.pem")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
-         cert, "-days", "1", "-subj", "/CN=kukeond-test-token-issuer"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kukeond-test-token-issuer",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     with open(cert) as handle:
         pem = handle.read()
@@ -436,18 +463,26 @@ def _signed_token(workdir: str, service: str, issuer: str, repos: list[str]) -> 
     now = int(time.time())
     header = {"typ": "JWT", "alg": "RS256", "x5c": [der_b64]}
     claims = {
-        "iss": issuer, "sub": USER, "aud": service, "exp": now + 3600, "nbf": now - 60,
-        "iat": now - 60, "jti": "kukeond-test",
+        "iss": issuer,
+        "sub": USER,
+        "aud": service,
+        "exp": now + 3600,
+        "nbf": now - 60,
+        "iat": now - 60,
+        "jti": "kukeond-test",
         "access": [
             {"type": "repository", "name": repo, "actions": ["pull", "push"]} for repo in repos
         ],
     }
-    signing_input = _b64url(json.dumps(header).encode()) + "." + _b64url(
-        json.dumps(claims).encode()
+    signing_input = (
+        _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
     )
     signature = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-sign", key], input=signing_input.encode(),
-        check=True, capture_output=True, timeout=30,
+        ["openssl", "dgst", "-sha256", "-sign", key],
+        input=signing_input.encode(),
+        check=True,
+        capture_output=True,
+        timeout=30,
     ).stdout
     return signing_input + "." + _b64url(signature), cert
 
@@ -562,23 +597,35 @@ class FakeRegistryTests(_PullTestMixin, TestCase):
     def serve(self, corrupt_layer: bool = False) -> tuple[str, bytes]:
         layer = os.urandom(5 << 20)
         config = json.dumps(
-            {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
-             "diff_ids": [_sha(layer)]}}
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
+            }
         ).encode()
         manifest = json.dumps(
             {
                 "schemaVersion": 2,
                 "mediaType": MEDIA_OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": _sha(config), "size": len(config)},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                            "digest": _sha(layer), "size": len(layer)}],
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": _sha(config),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": _sha(layer),
+                        "size": len(layer),
+                    }
+                ],
             }
         ).encode()
         blobs = {_sha(layer): layer, _sha(config): config}
         corrupt = frozenset({_sha(layer)}) if corrupt_layer else frozenset()
-        port = reactor.listenTCP(0, Site(FakeRegistry(blobs, manifest, corrupt)),
-                                 interface="127.0.0.1")
+        port = reactor.listenTCP(
+            0, Site(FakeRegistry(blobs, manifest, corrupt)), interface="127.0.0.1"
+        )
         self.addCleanup(port.stopListening)
         return f"127.0.0.1:{port.getHost().port}/t/img:1", layer
 
@@ -590,8 +637,13 @@ class FakeRegistryTests(_PullTestMixin, TestCase):
             path = os.path.join(layout, "blobs", "sha256", _sha(layer).split(":")[1])
             with open(path, "rb") as handle:
                 self.assertEqual(handle.read(), layer)
-            self.assertEqual(result.bytes_fetched, len(layer) + os.path.getsize(
-                os.path.join(layout, "blobs", "sha256", result.config_digest.split(":")[1])))
+            self.assertEqual(
+                result.bytes_fetched,
+                len(layer)
+                + os.path.getsize(
+                    os.path.join(layout, "blobs", "sha256", result.config_digest.split(":")[1])
+                ),
+            )
 
         return ensureDeferred(go())
 

@@ -130,13 +130,18 @@ class RestartTests(unittest.TestCase):
             if event.topic == "/tasks/exit":
                 exits.append((event.event.container_id, event.event.exit_status))
 
-        sub = self.client.subscribe(on_event, namespace=ns, topics=["/tasks/"],
-                                    on_resubscribe=lambda: resubscribed.append(True))
+        sub = self.client.subscribe(
+            on_event,
+            namespace=ns,
+            topics=["/tasks/"],
+            on_resubscribe=lambda: resubscribed.append(True),
+        )
         self.addCleanup(sub.stop)
 
         async def run(cid: str, args: list[str]) -> None:
-            await self.client.create_container(ns, cid, image.ref,
-                                               minimal_spec(args, f"{cgroup}/{cid}"))
+            await self.client.create_container(
+                ns, cid, image.ref, minimal_spec(args, f"{cgroup}/{cid}")
+            )
             await self.client.create_task(ns, cid)
             await self.client.start_task(ns, cid)
 

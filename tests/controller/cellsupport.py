@@ -15,19 +15,36 @@ async def make_parents(runtime, realm="r1", space="s1", stack="k1", image=True):
     from tests.support.runtime import load_busybox
 
     ns = naming.realm_namespace(realm, runtime.suffix)
-    await runtime.store.put((realm,), {
-        "apiVersion": "v1beta1", "kind": "Realm",
-        "metadata": {"name": realm, "labels": None},
-        "spec": {"namespace": ns}, "status": {"state": "Ready"}})
-    await runtime.store.put((realm, space), {
-        "apiVersion": "v1beta1", "kind": "Space",
-        "metadata": {"name": space, "labels": None},
-        "spec": {"realmId": realm}, "status": {"state": "Ready"}})
-    await runtime.store.put((realm, space, stack), {
-        "apiVersion": "v1beta1", "kind": "Stack",
-        "metadata": {"name": stack, "labels": None},
-        "spec": {"id": stack, "realmId": realm, "spaceId": space},
-        "status": {"state": "Ready", "cgroupPath": ""}})
+    await runtime.store.put(
+        (realm,),
+        {
+            "apiVersion": "v1beta1",
+            "kind": "Realm",
+            "metadata": {"name": realm, "labels": None},
+            "spec": {"namespace": ns},
+            "status": {"state": "Ready"},
+        },
+    )
+    await runtime.store.put(
+        (realm, space),
+        {
+            "apiVersion": "v1beta1",
+            "kind": "Space",
+            "metadata": {"name": space, "labels": None},
+            "spec": {"realmId": realm},
+            "status": {"state": "Ready"},
+        },
+    )
+    await runtime.store.put(
+        (realm, space, stack),
+        {
+            "apiVersion": "v1beta1",
+            "kind": "Stack",
+            "metadata": {"name": stack, "labels": None},
+            "spec": {"id": stack, "realmId": realm, "spaceId": space},
+            "status": {"state": "Ready", "cgroupPath": ""},
+        },
+    )
     runtime.network.ensure_space_network(realm, space)
     await runtime.containerd.ensure_namespace(ns)
     if image:

@@ -86,18 +86,37 @@ async def make_cell(runtime, realm: str, space: str, stack: str, cell: str) -> s
     cid = f"{space}_{stack}_{cell}_root"
     await load_busybox(runtime, realm)
     await runtime.containerd.create_container(
-        ns, cid, "docker.io/library/busybox:latest", {},
-        labels={"kukeon.io/realm": realm, "kukeon.io/space": space,
-                "kukeon.io/stack": stack, "kukeon.io/cell": cell},
+        ns,
+        cid,
+        "docker.io/library/busybox:latest",
+        {},
+        labels={
+            "kukeon.io/realm": realm,
+            "kukeon.io/space": space,
+            "kukeon.io/stack": stack,
+            "kukeon.io/cell": cell,
+        },
     )
     await runtime.containerd.create_task(ns, cid)
     await runtime.containerd.start_task(ns, cid)
     doc = {
-        "apiVersion": "v1beta1", "kind": "Cell",
+        "apiVersion": "v1beta1",
+        "kind": "Cell",
         "metadata": {"name": cell, "labels": None},
-        "spec": {"id": cell, "realmId": realm, "spaceId": space, "stackId": stack,
-                 "containers": [{"id": "root", "containerdId": cid, "root": True,
-                                 "image": "docker.io/library/busybox:latest"}]},
+        "spec": {
+            "id": cell,
+            "realmId": realm,
+            "spaceId": space,
+            "stackId": stack,
+            "containers": [
+                {
+                    "id": "root",
+                    "containerdId": cid,
+                    "root": True,
+                    "image": "docker.io/library/busybox:latest",
+                }
+            ],
+        },
         "status": {"state": "Ready", "cgroupPath": "", "network": {}, "containers": None},
     }
     await runtime.store.put((realm, space, stack, cell), doc)

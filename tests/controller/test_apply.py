@@ -66,8 +66,10 @@ class ParseTests(SynchronousTestCase):
         )
 
     def test_reference_messages(self):
-        raw = (b"kind: Foo\n---\nkind: Realm\nmetadata: {name: ok}\n---\nkind: Space\n"
-               b"metadata: {name: s}\n")
+        raw = (
+            b"kind: Foo\n---\nkind: Realm\nmetadata: {name: ok}\n---\nkind: Space\n"
+            b"metadata: {name: s}\n"
+        )
         self.assertEqual(
             self.rejected(raw),
             "document 0 (): document 0: unknown kind: Foo\n"
@@ -75,19 +77,24 @@ class ParseTests(SynchronousTestCase):
         )
         good, _ = yamldoc.parse_documents(raw)
         self.assertEqual([(p.index, p.kind, p.name) for p in good], [(1, "Realm", "ok")])
-        self.assertIn("document 0 (): document 0: failed to parse kind: yaml: line 1:",
-                      self.rejected(b"a: b: c"))
+        self.assertIn(
+            "document 0 (): document 0: failed to parse kind: yaml: line 1:",
+            self.rejected(b"a: b: c"),
+        )
         self.assertEqual(
             self.rejected(b"apiVersion: v9\nkind: Realm\nmetadata: {name: r}"),
             "document 0 (Realm): unsupported apiVersion: v9 (expected v1beta1)",
         )
         self.assertEqual(
-            self.rejected(b"kind: Cell\nmetadata: {name: c}\nspec: {realmId: r, spaceId: s, "
-                          b"stackId: k}"),
+            self.rejected(
+                b"kind: Cell\nmetadata: {name: c}\nspec: {realmId: r, spaceId: s, stackId: k}"
+            ),
             'document 0 (Cell "c"): spec.containers is required and cannot be empty',
         )
-        self.assertIn("cannot unmarshal !!map into string",
-                      self.rejected(b"kind: Realm\nmetadata: {name: {a: 1}}"))
+        self.assertIn(
+            "cannot unmarshal !!map into string",
+            self.rejected(b"kind: Realm\nmetadata: {name: {a: 1}}"),
+        )
 
     def test_yaml_v3_coercions(self):
         (doc,), _ = yamldoc.parse_documents(
@@ -124,12 +131,15 @@ class ApplyTests(TestCase):
         raw = blob(CELL, STACK, REALM, SPACE)
         reply = yield self.apply(raw)
         self.assertIsNone(reply.Err)
-        self.assertEqual(self.actions(reply), [
-            (2, "Realm", "r1", "created", ""),
-            (3, "Space", "s1", "created", ""),
-            (1, "Stack", "k1", "created", ""),
-            (0, "Cell", "c1", "created", ""),
-        ])
+        self.assertEqual(
+            self.actions(reply),
+            [
+                (2, "Realm", "r1", "created", ""),
+                (3, "Space", "s1", "created", ""),
+                (1, "Stack", "k1", "created", ""),
+                (0, "Cell", "c1", "created", ""),
+            ],
+        )
         wire = reply.to_wire()["Result"]["Resources"][0]
         self.assertEqual((wire["Changes"], wire["Details"]), (None, None))
         cell = v1.CellDoc.from_wire(self.rt.store.get(("r1", "s1", "k1", "c1")))
@@ -141,8 +151,10 @@ class ApplyTests(TestCase):
     def test_updates_report_changes(self):
         yield self.apply(blob(REALM, SPACE, STACK, CELL))
         changed = CELL.replace('args: ["301"]', 'args: ["302"]').replace(
-            "    - id: web", "    - id: extra\n      image: docker.io/library/busybox:latest\n"
-                            "      command: sleep\n    - id: web")
+            "    - id: web",
+            "    - id: extra\n      image: docker.io/library/busybox:latest\n"
+            "      command: sleep\n    - id: web",
+        )
         reply = yield self.apply(blob(REALM.replace("team: a", "team: b"), changed))
         realm, cell = reply.Result.Resources
         self.assertEqual((realm.Action, realm.Changes), ("updated", ["metadata.labels"]))
@@ -157,17 +169,21 @@ class ApplyTests(TestCase):
         self.assertEqual(labels["team"], "b")
         self.assertIn("realm.kukeon.io", labels)
         removed = yield self.apply(blob(CELL.split("    - id: side")[0]))
-        self.assertEqual(removed.Result.Resources[0].Changes,
-                         ['container "extra" removed', 'container "side" removed'])
+        self.assertEqual(
+            removed.Result.Resources[0].Changes,
+            ['container "extra" removed', 'container "side" removed'],
+        )
 
     @defer.inlineCallbacks
     def test_breaking_and_failed_documents(self):
         yield self.apply(blob(REALM))
-        reply = yield self.apply(blob(
-            REALM + "spec: {namespace: other}\n",
-            "kind: Container\nmetadata: {name: x}\nspec: {realmId: r1, spaceId: s1, "
-            "stackId: k1, cellId: nope, image: i}",
-        ))
+        reply = yield self.apply(
+            blob(
+                REALM + "spec: {namespace: other}\n",
+                "kind: Container\nmetadata: {name: x}\nspec: {realmId: r1, spaceId: s1, "
+                "stackId: k1, cellId: nope, image: i}",
+            )
+        )
         realm, container = reply.Result.Resources
         self.assertEqual(realm.Action, "failed")
         self.assertEqual(
@@ -186,10 +202,13 @@ class ApplyTests(TestCase):
         )
         self.assertIsNone(reply.Err)
         outcome = [(r.Index, r.Kind, r.Action, r.Error) for r in reply.Result.Resources]
-        self.assertEqual(outcome, [
-            (1, "", "failed", "document 1 (): document 1: unknown kind: Foo"),
-            (0, "Realm", "created", ""),
-        ])
+        self.assertEqual(
+            outcome,
+            [
+                (1, "", "failed", "document 1 (): document 1: unknown kind: Foo"),
+                (0, "Realm", "created", ""),
+            ],
+        )
         self.assertTrue(self.rt.store.exists(("r1",)))
 
     @defer.inlineCallbacks
@@ -203,17 +222,18 @@ class ApplyTests(TestCase):
     def test_stopped_cell_is_rematerialized(self):
         yield self.apply(blob(REALM, SPACE, STACK, CELL))
         key = ("r1", "s1", "k1", "c1")
-        yield defer.Deferred.fromCoroutine(
-            apply.cells.stop_cell(self.rt, key)
-        )
+        yield defer.Deferred.fromCoroutine(apply.cells.stop_cell(self.rt, key))
         reply = yield self.apply(blob(CELL))
         (cell,) = reply.Result.Resources
         self.assertEqual(cell.Action, "updated")
-        self.assertEqual(cell.Changes, [
-            "runtime stopped: containers re-materialized",
-            'container "web" re-materialized',
-            'container "side" re-materialized',
-        ])
+        self.assertEqual(
+            cell.Changes,
+            [
+                "runtime stopped: containers re-materialized",
+                'container "web" re-materialized',
+                'container "side" re-materialized',
+            ],
+        )
         self.assertIsNone(cell.Details)
         stored = v1.CellDoc.from_wire(self.rt.store.get(key))
         self.assertEqual(stored.status.state, v1.READY)

@@ -54,16 +54,25 @@ class RealApplyTests(TestCase):
 
     async def test_apply_hierarchy_then_unchanged(self):
         await load_busybox(self.rt, "r1")
-        self.assertEqual(await self.apply(YAML), [
-            ("Realm", "created", ""), ("Space", "created", ""),
-            ("Stack", "created", ""), ("Cell", "created", ""),
-        ])
+        self.assertEqual(
+            await self.apply(YAML),
+            [
+                ("Realm", "created", ""),
+                ("Space", "created", ""),
+                ("Stack", "created", ""),
+                ("Cell", "created", ""),
+            ],
+        )
         ns = f"r1.{self.rt.suffix}"
         tasks = {t.container_id: t.status for t in await self.rt.containerd.list_tasks(ns)}
-        self.assertEqual(tasks, {
-            "s1_k1_c1_root": "running", "s1_k1_c1_web": "running",
-            "s1_k1_c1_worker": "running",
-        })
+        self.assertEqual(
+            tasks,
+            {
+                "s1_k1_c1_root": "running",
+                "s1_k1_c1_web": "running",
+                "s1_k1_c1_worker": "running",
+            },
+        )
         cell = v1.CellDoc.from_wire(self.rt.store.get(("r1", "s1", "k1", "c1")))
         self.assertEqual(cell.status.state, v1.READY)
         self.assertEqual([a for _, a, _ in await self.apply(YAML)], ["unchanged"] * 4)

@@ -40,7 +40,8 @@ class CellOrderTests(TestCase):
 
         network.attach = held_attach
         creating = defer.Deferred.fromCoroutine(
-            self.call("CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 1")])))
+            self.call("CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 1")]))
+        )
         netns = await attaching
         self.assertEqual(netns, f"/proc/{self.tasks(ns)[ROOT]['pid']}/ns/net")
         for _ in range(500):  # the workload is created meanwhile (file work runs on threads)
@@ -52,8 +53,9 @@ class CellOrderTests(TestCase):
         release.callback(None)
         reply = await creating
         self.assertEqual(reply.Result.Cell.status.state, READY)
-        self.assertEqual({c: t["status"] for c, t in self.tasks(ns).items()},
-                         {ROOT: "running", WEB: "running"})
+        self.assertEqual(
+            {c: t["status"] for c, t in self.tasks(ns).items()}, {ROOT: "running", WEB: "running"}
+        )
 
     async def test_root_is_detached_after_its_workloads_have_ended(self):
         ns = await make_parents(self.rt)

@@ -39,23 +39,33 @@ class CellTests(TestCase):
         self.assertTrue(cell.status.readyObserved)
         self.assertEqual([c.id for c in cell.spec.containers], ["web", "root"])
         root = cell.spec.containers[1]
-        self.assertEqual((root.image, root.command, root.args, root.containerdId),
-                         ("docker.io/library/busybox:latest", "sleep", ["infinity"],
-                          "s1_k1_c1_root"))
+        self.assertEqual(
+            (root.image, root.command, root.args, root.containerdId),
+            ("docker.io/library/busybox:latest", "sleep", ["infinity"], "s1_k1_c1_root"),
+        )
         self.assertEqual(cell.spec.containers[0].containerdId, "s1_k1_c1_web")
-        self.assertEqual(cell.metadata.labels, {
-            "realm.kukeon.io": "r1", "space.kukeon.io": "s1", "stack.kukeon.io": "k1",
-            "cell.kukeon.io": "c1"})
+        self.assertEqual(
+            cell.metadata.labels,
+            {
+                "realm.kukeon.io": "r1",
+                "space.kukeon.io": "s1",
+                "stack.kukeon.io": "k1",
+                "cell.kukeon.io": "c1",
+            },
+        )
         self.assertEqual(cell.status.cgroupPath, f"{self.rt.cgroup_root}/r1/s1/k1/c1")
         self.assertEqual(cell.status.network.bridgeName, naming.bridge_name("r1", "s1"))
-        self.assertEqual([(s.id, s.state) for s in cell.status.containers],
-                         [("web", READY), ("root", READY)])
+        self.assertEqual(
+            [(s.id, s.state) for s in cell.status.containers], [("web", READY), ("root", READY)]
+        )
         self.assertTrue(result.Created and result.Started and result.RootContainerCreated)
         self.assertEqual([(o.Name, o.Created) for o in result.Containers], [("web", True)])
         self.assertEqual(self.containers(ns), ["s1_k1_c1_root", "s1_k1_c1_web"])
         tasks = self.fake._ns(ns).tasks
-        self.assertEqual({c: t["status"] for c, t in tasks.items()},
-                         {"s1_k1_c1_root": "running", "s1_k1_c1_web": "running"})
+        self.assertEqual(
+            {c: t["status"] for c, t in tasks.items()},
+            {"s1_k1_c1_root": "running", "s1_k1_c1_web": "running"},
+        )
 
     async def test_specs_labels_and_files(self):
         ns = await make_parents(self.rt)
@@ -65,9 +75,16 @@ class CellTests(TestCase):
         self.assertEqual(root.labels["kukeon.io/container-type"], "root")
         self.assertEqual(root.labels["kukeon.io/cell-name"], "c1")
         self.assertEqual(root.labels["cell.kukeon.io"], "c1")
-        self.assertEqual(web.labels, {
-            "kukeon.io/container-type": "container", "kukeon.io/cell": "c1",
-            "kukeon.io/space": "s1", "kukeon.io/realm": "r1", "kukeon.io/stack": "k1"})
+        self.assertEqual(
+            web.labels,
+            {
+                "kukeon.io/container-type": "container",
+                "kukeon.io/cell": "c1",
+                "kukeon.io/space": "s1",
+                "kukeon.io/realm": "r1",
+                "kukeon.io/stack": "k1",
+            },
+        )
         cgroup = f"{self.rt.cgroup_root}/r1/s1/k1/c1"
         self.assertEqual(root.spec["linux"]["cgroupsPath"], f"{cgroup}/s1_k1_c1_root")
         self.assertEqual(root.spec["hostname"], "c1")
@@ -92,9 +109,13 @@ class CellTests(TestCase):
         self.assertEqual(mounts["/etc/hosts"]["source"], hosts)
         self.assertEqual(mounts["/etc/hosts"]["options"], ["rbind", "ro"])
         with open(hosts) as f:
-            self.assertTrue(f.read().endswith("10.88.0.2\tc1\n".replace("10.88.0.2",
-                                              self.rt.network.attached[
-                                                  ("r1-s1", "s1_k1_c1_root", "eth0")])))
+            self.assertTrue(
+                f.read().endswith(
+                    "10.88.0.2\tc1\n".replace(
+                        "10.88.0.2", self.rt.network.attached[("r1-s1", "s1_k1_c1_root", "eth0")]
+                    )
+                )
+            )
         hostname = naming.etc_hostname_path(self.rt.run_path, "r1", "s1", "k1", "c1")
         with open(hostname) as f:
             self.assertEqual(f.read(), "c1\n")
@@ -104,10 +125,14 @@ class CellTests(TestCase):
     async def test_space_defaults_and_security(self):
         await make_parents(self.rt)
         space = self.rt.store.get(("r1", "s1"))
-        space["spec"]["defaults"] = {"container": {
-            "user": "1000:1000", "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"], "add": ["net_bind_service"]},
-            "resources": {"memoryLimitBytes": 1 << 26, "pidsLimit": 64}}}
+        space["spec"]["defaults"] = {
+            "container": {
+                "user": "1000:1000",
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"], "add": ["net_bind_service"]},
+                "resources": {"memoryLimitBytes": 1 << 26, "pidsLimit": 64},
+            }
+        }
         await self.rt.store.put(("r1", "s1"), space)
         result = await self.create("c1", workload("web", "true", user="root"))
         web = result.Cell.spec.containers[0]
@@ -136,8 +161,9 @@ class CellTests(TestCase):
         self.assertEqual(self.containers(ns), ["s1_k1_c1_root", "s1_k1_c1_web"])
         with self.assertRaises(errors.KukeonError) as caught:
             await self.call("StartCell", Doc=doc)
-        self.assertEqual(str(caught.exception),
-                         'cell "c1" has running containers and must first be stopped')
+        self.assertEqual(
+            str(caught.exception), 'cell "c1" has running containers and must first be stopped'
+        )
         killed = (await self.call("KillCell", Doc=doc)).Result
         self.assertTrue(killed.Killed)
         self.assertEqual(self.containers(ns), [])
@@ -145,18 +171,26 @@ class CellTests(TestCase):
         deleted = (await self.call("DeleteCell", Doc=doc)).Result
         self.assertTrue(deleted.ContainersDeleted and deleted.MetadataDeleted)
         self.assertEqual(self.containers(ns), [])
-        self.assertEqual(self.fake._ns(ns).snapshots.keys() - {
-            k for k in self.fake._ns(ns).snapshots if self.fake._ns(ns).snapshots[k].kind ==
-            "committed"}, set())
+        self.assertEqual(
+            self.fake._ns(ns).snapshots.keys()
+            - {
+                k
+                for k in self.fake._ns(ns).snapshots
+                if self.fake._ns(ns).snapshots[k].kind == "committed"
+            },
+            set(),
+        )
         self.assertIsNone(self.rt.store.get(("r1", "s1", "k1", "c1")))
         self.assertFalse(self.rt.cgroups.exists(f"{self.rt.cgroup_root}/r1/s1/k1/c1"))
-        self.assertFalse(os.path.exists(
-            naming.resource_dir(self.rt.run_path, "r1", "s1", "k1", "c1")))
+        self.assertFalse(
+            os.path.exists(naming.resource_dir(self.rt.run_path, "r1", "s1", "k1", "c1"))
+        )
         self.assertEqual(self.rt.network.attached, {})
         with self.assertRaises(errors.KukeonError) as caught:
             await self.call("DeleteCell", Doc=doc)
-        self.assertEqual(str(caught.exception),
-                         'cell "c1" not found in realm "r1", space "s1", stack "k1"')
+        self.assertEqual(
+            str(caught.exception), 'cell "c1" not found in realm "r1", space "s1", stack "k1"'
+        )
 
     async def test_start_after_its_workloads_were_stopped_on_request(self):
         ns = await make_parents(self.rt)
@@ -187,7 +221,7 @@ class CellTests(TestCase):
         self.assertEqual(got.Cell.status.containers[0].state, READY)
         missing = (await self.call("GetCell", Doc=cell_doc("nope"))).Result
         self.assertFalse(missing.MetadataExists)
-        listed = (await self.call("ListCells", RealmName="r1", SpaceName="", StackName=""))
+        listed = await self.call("ListCells", RealmName="r1", SpaceName="", StackName="")
         # Listed cells travel as their kept wire text: read them as a client does.
         wire = json.loads(gojson.dumps(listed.to_wire()))
         self.assertEqual([c["metadata"]["name"] for c in wire["Cells"]], ["c1", "c2"])
@@ -203,15 +237,18 @@ class CellTests(TestCase):
             (cell_doc("a_b"), "Unknown"),
             (cell_doc("c", realm=""), "RealmNameRequired"),
             (cell_doc("c", [ContainerSpec(id="")]), "ContainerNameRequired"),
-            (cell_doc("c", [workload("a", root=True), workload("b", root=True)]),
-             "ConversionFailed"),
+            (
+                cell_doc("c", [workload("a", root=True), workload("b", root=True)]),
+                "ConversionFailed",
+            ),
         ]:
             with self.assertRaises(errors.KukeonError) as caught:
                 await self.call("CreateCell", Doc=doc)
             self.assertEqual(caught.exception.kind, kind, str(caught.exception))
         with self.assertRaises(errors.KukeonError) as caught:
-            await self.create("c", workload("w", "true", hostNetwork=True),
-                              workload("r", "sleep 9", root=True))
+            await self.create(
+                "c", workload("w", "true", hostNetwork=True), workload("r", "sleep 9", root=True)
+            )
         self.assertIn("explicit rootContainerId must have hostNetwork", str(caught.exception))
         self.assertEqual(caught.exception.kind, "CreateCell")
         self.assertEqual(self.rt.store.keys(4), [])
@@ -236,12 +273,14 @@ class CellTests(TestCase):
         ns = await make_parents(self.rt)
         with self.assertRaises(errors.KukeonError) as caught:
             await self.create("c1", workload("web", "true"))
-        self.assertIn("cni plugin not found: required CNI plugin missing on host",
-                      str(caught.exception))
+        self.assertIn(
+            "cni plugin not found: required CNI plugin missing on host", str(caught.exception)
+        )
         self.assertTrue(str(caught.exception).startswith("failed to start cell containers: "))
         stored = self.rt.store.get(("r1", "s1", "k1", "c1"))
-        self.assertEqual((stored["status"]["state"], stored["status"]["reason"]),
-                         (FAILED, "StartCellFailed"))
+        self.assertEqual(
+            (stored["status"]["state"], stored["status"]["reason"]), (FAILED, "StartCellFailed")
+        )
         self.assertEqual(self.containers(ns), [])
         self.assertEqual(self.rt.network.attached, {})
 
@@ -286,13 +325,16 @@ class CellTests(TestCase):
         ns = await make_parents(self.rt)
         await self.create("c1", workload("web", "sleep 100"))
         await self.call("StopCell", Doc=cell_doc("c1"))
-        outcomes = await defer.DeferredList([
-            defer.ensureDeferred(self.call(m, Doc=cell_doc("c1")))
-            for m in ("StartCell", "StopCell", "StartCell", "StopCell")], consumeErrors=True)
+        outcomes = await defer.DeferredList(
+            [
+                defer.ensureDeferred(self.call(m, Doc=cell_doc("c1")))
+                for m in ("StartCell", "StopCell", "StartCell", "StopCell")
+            ],
+            consumeErrors=True,
+        )
         self.assertTrue(all(ok for ok, _ in outcomes[:2]))
         stored = self.rt.store.get(("r1", "s1", "k1", "c1"))
-        running = sorted(c for c, t in self.fake._ns(ns).tasks.items()
-                         if t["status"] == "running")
+        running = sorted(c for c, t in self.fake._ns(ns).tasks.items() if t["status"] == "running")
         if stored["status"]["state"] == READY:
             self.assertEqual(running, ["s1_k1_c1_root", "s1_k1_c1_web"])
         else:
@@ -304,8 +346,9 @@ class CellTests(TestCase):
         await self.create("c1", workload("web", "true"))
         reply = await self.call("PurgeCell", Doc=cell_doc("c1"), Force=True, Cascade=False)
         self.assertTrue(reply.Result.PurgeSucceeded)
-        self.assertEqual(reply.Result.Purged,
-                         ["cni-resources", "orphaned-containers", "all-metadata"])
+        self.assertEqual(
+            reply.Result.Purged, ["cni-resources", "orphaned-containers", "all-metadata"]
+        )
         self.assertEqual(self.containers(ns), [])
         await self.create("c2")
         await cells.delete_cell(self.rt, ("r1", "s1", "k1", "c2"))

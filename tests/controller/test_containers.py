@@ -29,8 +29,14 @@ class ContainerTests(TestCase):
         self.assertEqual((caught.exception.kind, str(caught.exception)), (kind, message))
 
     async def test_create_keeps_only_supported_fields_and_starts(self):
-        doc = container_doc("job", image=BUSYBOX, command="sh", args=["-c", "true"],
-                            env=["DROPPED=1"], privileged=True)
+        doc = container_doc(
+            "job",
+            image=BUSYBOX,
+            command="sh",
+            args=["-c", "true"],
+            env=["DROPPED=1"],
+            privileged=True,
+        )
         result = (await self.call("CreateContainer", Doc=doc)).Result
         self.assertTrue(result.ContainerCreated and result.Started)
         self.assertEqual(result.Container.status.state, READY)
@@ -38,14 +44,21 @@ class ContainerTests(TestCase):
         self.assertIsNone(result.Container.spec.env)
         self.assertFalse(result.Container.spec.privileged)
         self.assertEqual(self.tasks()["s1_k1_c1_job"], "running")
-        listed = await self.call("ListContainers", RealmName="r1", SpaceName="s1",
-                                 StackName="k1", CellName="c1")
-        self.assertEqual([(c.id, c.root) for c in listed.Containers],
-                         [("web", False), ("root", True), ("job", False)])
-        await self.fails("CreateContainer", "invalid image reference",
-                         Doc=container_doc("x", image=""))
-        await self.fails("CreateContainer", 'cell "zz" not found',
-                         Doc=container_doc("x", cell="zz", image=BUSYBOX))
+        listed = await self.call(
+            "ListContainers", RealmName="r1", SpaceName="s1", StackName="k1", CellName="c1"
+        )
+        self.assertEqual(
+            [(c.id, c.root) for c in listed.Containers],
+            [("web", False), ("root", True), ("job", False)],
+        )
+        await self.fails(
+            "CreateContainer", "invalid image reference", Doc=container_doc("x", image="")
+        )
+        await self.fails(
+            "CreateContainer",
+            'cell "zz" not found',
+            Doc=container_doc("x", cell="zz", image=BUSYBOX),
+        )
 
     async def test_get_stop_start_kill(self):
         got = (await self.call("GetContainer", Doc=container_doc("web"))).Result
@@ -62,31 +75,52 @@ class ContainerTests(TestCase):
         self.assertNotIn("s1_k1_c1_web", self.tasks())
 
     async def test_errors(self):
-        await self.fails("GetContainer", 'failed to get cell "zz": cell not found',
-                         Doc=container_doc("web", cell="zz"))
+        await self.fails(
+            "GetContainer",
+            'failed to get cell "zz": cell not found',
+            Doc=container_doc("web", cell="zz"),
+        )
         await self.fails(
             "GetContainer",
             f'container "nope" not found in cell "c1" at run-path "{self.rt.run_path}"',
-            Doc=container_doc("nope"))
-        await self.fails("StartContainer",
-                         "root container cannot be started directly, start the cell instead "
-                         "using 'kuke start cell c1'", Doc=container_doc("root"))
-        await self.fails("DeleteContainer",
-                         "root container cannot be deleted directly, delete the cell instead "
-                         "using 'kuke delete cell c1'", Doc=container_doc("root"))
-        await self.fails("KillContainer", 'container "nope" not found in cell "c1"',
-                         Doc=container_doc("nope"))
-        await self.fails("GetContainer", "container name is required", "ContainerNameRequired",
-                         Doc=container_doc(""))
-        await self.fails("AttachContainer",
-                         "container is not attachable; recreate with attachable=true",
-                         "AttachNotSupported", Doc=container_doc("web"))
+            Doc=container_doc("nope"),
+        )
+        await self.fails(
+            "StartContainer",
+            "root container cannot be started directly, start the cell instead "
+            "using 'kuke start cell c1'",
+            Doc=container_doc("root"),
+        )
+        await self.fails(
+            "DeleteContainer",
+            "root container cannot be deleted directly, delete the cell instead "
+            "using 'kuke delete cell c1'",
+            Doc=container_doc("root"),
+        )
+        await self.fails(
+            "KillContainer", 'container "nope" not found in cell "c1"', Doc=container_doc("nope")
+        )
+        await self.fails(
+            "GetContainer",
+            "container name is required",
+            "ContainerNameRequired",
+            Doc=container_doc(""),
+        )
+        await self.fails(
+            "AttachContainer",
+            "container is not attachable; recreate with attachable=true",
+            "AttachNotSupported",
+            Doc=container_doc("web"),
+        )
 
     async def test_start_needs_a_running_root(self):
         await self.call("StopCell", Doc=cell_doc("c1"))
-        await self.fails("StartContainer",
-                         "root container of cell \"c1\" is not running; start the cell first "
-                         "using 'kuke start cell c1'", Doc=container_doc("web"))
+        await self.fails(
+            "StartContainer",
+            'root container of cell "c1" is not running; start the cell first '
+            "using 'kuke start cell c1'",
+            Doc=container_doc("web"),
+        )
 
     async def test_delete_and_purge(self):
         deleted = (await self.call("DeleteContainer", Doc=container_doc("web"))).Result
@@ -96,8 +130,9 @@ class ContainerTests(TestCase):
         cell = self.rt.store.get(("r1", "s1", "k1", "c1"))
         self.assertEqual([c["id"] for c in cell["spec"]["containers"]], ["root"])
         self.assertNotIn("s1_k1_c1_web", self.rt.containerd._ns(self.ns).containers)
-        await self.call("CreateContainer", Doc=container_doc(
-            "job", image=BUSYBOX, command="sleep", args=["9"]))
+        await self.call(
+            "CreateContainer", Doc=container_doc("job", image=BUSYBOX, command="sleep", args=["9"])
+        )
         purged = (await self.call("PurgeContainer", Doc=container_doc("job"))).Result
         self.assertEqual(purged.Purged, ["cni-resources", "ipam-allocation", "cache-entries"])
         self.assertNotIn("s1_k1_c1_job", self.rt.containerd._ns(self.ns).containers)
@@ -105,14 +140,17 @@ class ContainerTests(TestCase):
     async def test_log_and_attach_paths(self):
         names = ("r1", "s1", "k1", "c1", "web")
         logs = (await self.call("LogContainer", Doc=container_doc("web"))).Result
-        self.assertEqual((logs.HostLogPath, logs.HostCapturePath),
-                         (naming.container_log_path(self.rt.run_path, *names), ""))
+        self.assertEqual(
+            (logs.HostLogPath, logs.HostCapturePath),
+            (naming.container_log_path(self.rt.run_path, *names), ""),
+        )
         cell = self.rt.store.get(("r1", "s1", "k1", "c1"))
         cell["spec"]["containers"][0]["attachable"] = True
         await self.rt.store.put(("r1", "s1", "k1", "c1"), cell)
         logs = (await self.call("LogContainer", Doc=container_doc("web"))).Result
-        self.assertEqual((logs.HostLogPath, logs.HostCapturePath),
-                         ("", naming.tty_capture_path(self.rt.run_path, *names)))
+        self.assertEqual(
+            (logs.HostLogPath, logs.HostCapturePath),
+            ("", naming.tty_capture_path(self.rt.run_path, *names)),
+        )
         attach = (await self.call("AttachContainer", Doc=container_doc("web"))).Result
-        self.assertEqual(attach.HostSocketPath,
-                         naming.tty_socket_path(self.rt.run_path, *names))
+        self.assertEqual(attach.HostSocketPath, naming.tty_socket_path(self.rt.run_path, *names))

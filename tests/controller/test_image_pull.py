@@ -24,8 +24,9 @@ LOOP = "trap 'exit 0' TERM; while :; do sleep 0.2; done"
 
 def cell(name, image):
     """A cell whose root and workload both run ``image`` (no implicit Docker Hub root)."""
-    return cell_doc(name, [workload("w", LOOP, image=image),
-                           workload("root", LOOP, image=image, root=True)])
+    return cell_doc(
+        name, [workload("w", LOOP, image=image), workload("root", LOOP, image=image, root=True)]
+    )
 
 
 def closed_port() -> int:
@@ -67,8 +68,9 @@ class PullTests(TestCase):
 
     async def registry(self, auth=None, creds=None):
         registry = Registry(self, auth)
-        await registry.push(f"oci-archive:{busybox_image().oci_tar}", "library/busybox:latest",
-                            creds)
+        await registry.push(
+            f"oci-archive:{busybox_image().oci_tar}", "library/busybox:latest", creds
+        )
         return registry
 
     def ready(self, name):
@@ -88,14 +90,20 @@ class PullTests(TestCase):
     async def test_credentials_of_the_realm_are_used_and_never_shown(self):
         _require("htpasswd")
         htpasswd = os.path.join(short_tmpdir(self), "htpasswd")
-        subprocess.run(["htpasswd", "-Bbc", htpasswd, USER, PASSWORD], check=True,
-                       capture_output=True, timeout=30)
-        registry = await self.registry({"htpasswd": {"realm": "t", "path": htpasswd}},
-                                       f"{USER}:{PASSWORD}")
+        subprocess.run(
+            ["htpasswd", "-Bbc", htpasswd, USER, PASSWORD],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        registry = await self.registry(
+            {"htpasswd": {"realm": "t", "path": htpasswd}}, f"{USER}:{PASSWORD}"
+        )
         image = f"{registry.host}/library/busybox:latest"
         realm = self.rt.store.get(("r1",))
         realm["spec"]["registryCredentials"] = [
-            {"username": USER, "password": "wrong-" + PASSWORD, "serverAddress": registry.host}]
+            {"username": USER, "password": "wrong-" + PASSWORD, "serverAddress": registry.host}
+        ]
         await self.rt.store.put(("r1",), realm)
         with self.assertRaises(errors.KukeonError) as caught:
             await self.call("CreateCell", Doc=cell("bad", image))
@@ -109,16 +117,19 @@ class PullTests(TestCase):
 
     async def test_unknown_tag_and_unreachable_registry_fail_clearly_and_leave_nothing(self):
         registry = await self.registry()
-        for image in (f"{registry.host}/library/busybox:nope",
-                      f"127.0.0.1:{closed_port()}/library/busybox:latest"):
+        for image in (
+            f"{registry.host}/library/busybox:nope",
+            f"127.0.0.1:{closed_port()}/library/busybox:latest",
+        ):
             started = time.monotonic()
             with self.assertRaises(errors.KukeonError) as caught:
                 await self.call("CreateCell", Doc=cell("c1", image))
             self.assertLess(time.monotonic() - started, 30)
             message = str(caught.exception)
             self.assertEqual(caught.exception.kind, "ImageNotFound")
-            self.assertIn(f"{image} is not in containerd namespace {self.ns} and pulling it "
-                          "failed: ", message)
+            self.assertIn(
+                f"{image} is not in containerd namespace {self.ns} and pulling it failed: ", message
+            )
             self.assertIn("kuke image load --realm r1", message)
             self.assertEqual(await self.rt.containerd.list_containers(self.ns), [])
             self.assertEqual([i.name for i in await self.rt.containerd.list_images(self.ns)], [])

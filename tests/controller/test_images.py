@@ -23,8 +23,9 @@ def tarball(kind: str = "oci") -> bytes:
 class GoTimeTests(SynchronousTestCase):
     def test_formats(self):
         self.assertEqual(go_time(None), "0001-01-01T00:00:00Z")
-        self.assertEqual(go_time(datetime(2025, 6, 1, 10, 0, 0, 500000, tzinfo=UTC)),
-                         "2025-06-01T10:00:00.5Z")
+        self.assertEqual(
+            go_time(datetime(2025, 6, 1, 10, 0, 0, 500000, tzinfo=UTC)), "2025-06-01T10:00:00.5Z"
+        )
         self.assertEqual(go_time(datetime(2025, 6, 1, 10, 0, 0)), "2025-06-01T10:00:00Z")
 
 
@@ -41,21 +42,41 @@ class ImageRPCTests(TestCase):
         reply = await self.call("LoadImage", {"Realm": " ", "Tarball": "AAAA"})
         self.assertEqual(err(reply), ("RealmNameRequired", "realm name is required"))
         for realm in ("nope", "../x"):
-            for method, extra in (("LoadImage", {"Tarball": "AAAA"}), ("ListImages", {}),
-                                  ("GetImage", {"Ref": REF}), ("DeleteImage", {"Ref": REF})):
+            for method, extra in (
+                ("LoadImage", {"Tarball": "AAAA"}),
+                ("ListImages", {}),
+                ("GetImage", {"Ref": REF}),
+                ("DeleteImage", {"Ref": REF}),
+            ):
                 reply = await self.call(method, {"Realm": realm, **extra})
                 self.assertEqual(err(reply), ("RealmNotFound", f"realm not found: {realm}"))
 
     async def test_image_not_found(self):
         await self.call.create_realm("default")
-        reply = await self.call("GetImage", {"Realm": "default",
-                                             "Ref": "docker.io/library/nope:latest"})
-        self.assertEqual(reply, {
-            "Result": {"Realm": "", "Namespace": "", "Image": {
-                "Name": "", "Size": 0, "CreatedAt": "0001-01-01T00:00:00Z", "Digest": "",
-                "MediaType": "", "Labels": None}},
-            "Err": {"Kind": "ImageNotFound",
-                    "Message": "image not found: docker.io/library/nope:latest"}})
+        reply = await self.call(
+            "GetImage", {"Realm": "default", "Ref": "docker.io/library/nope:latest"}
+        )
+        self.assertEqual(
+            reply,
+            {
+                "Result": {
+                    "Realm": "",
+                    "Namespace": "",
+                    "Image": {
+                        "Name": "",
+                        "Size": 0,
+                        "CreatedAt": "0001-01-01T00:00:00Z",
+                        "Digest": "",
+                        "MediaType": "",
+                        "Labels": None,
+                    },
+                },
+                "Err": {
+                    "Kind": "ImageNotFound",
+                    "Message": "image not found: docker.io/library/nope:latest",
+                },
+            },
+        )
         for method in ("GetImage", "DeleteImage"):
             reply = await self.call(method, {"Realm": "default", "Ref": ""})
             self.assertEqual(err(reply), ("ImageNotFound", "image not found"))
@@ -65,8 +86,9 @@ class ImageRPCTests(TestCase):
         reply = await self.call("LoadImage", {"Realm": "default", "Tarball": "bm90IGEgdGFy"})
         kind, message = err(reply)
         self.assertEqual(kind, "Unknown")
-        self.assertTrue(message.startswith(
-            "failed to load image: failed to import image tarball: "), message)
+        self.assertTrue(
+            message.startswith("failed to load image: failed to import image tarball: "), message
+        )
 
     async def test_round_trip(self):
         await self.call.create_realm("default", namespace="elsewhere")
@@ -78,8 +100,9 @@ async def check_round_trip(test, call, ns: str, kind: str) -> None:
     """Load, list, get and delete the busybox image through the RPCs."""
     reply = await call.ok("ListImages", {"Realm": "default"})
     test.assertEqual(reply["Result"], {"Realm": "default", "Namespace": ns, "Images": []})
-    reply = await call.ok("LoadImage", {"Realm": "default",
-                                        "Tarball": base64.b64encode(tarball(kind)).decode()})
+    reply = await call.ok(
+        "LoadImage", {"Realm": "default", "Tarball": base64.b64encode(tarball(kind)).decode()}
+    )
     test.assertEqual(reply["Result"], {"Realm": "default", "Namespace": ns, "Images": [REF]})
     listed = (await call.ok("ListImages", {"Realm": "default"}))["Result"]["Images"]
     test.assertEqual([i["Name"] for i in listed], [REF])

@@ -35,7 +35,8 @@ STATUS = """  "status": {
   }
 }"""
 
-PLAIN = """{
+PLAIN = (
+    """{
   "apiVersion": "sbsh/v1beta1",
   "kind": "Terminal",
   "metadata": {
@@ -66,7 +67,9 @@ PLAIN = """{
     "profileName": "",
     "stages": {}
   },
-""" + STATUS
+"""
+    + STATUS
+)
 
 FANCY_SPEC = """  "spec": {
     "id": "fa1b5482",
@@ -146,14 +149,14 @@ class TerminalDocTests(TestCase):
 
     def test_command_args_and_tty_settings(self):
         names = ("pr", "s", "k", "c1", "fancy")
-        got = render(fancy(), ["sh", "-c", "exec sh -i"], names, 0,
-                     ("fa1b5482", "dour_khazaddum"))
+        got = render(fancy(), ["sh", "-c", "exec sh -i"], names, 0, ("fa1b5482", "dour_khazaddum"))
         self.assertEqual(got, FANCY_HEAD + FANCY_SPEC % "" + STATUS)
 
     def test_a_kukeon_group_sets_modes_and_gids(self):
         names = ("pr", "s", "k", "c1", "fancy")
-        got = render(fancy(), ["sh", "-c", "exec sh -i"], names, 995,
-                     ("fa1b5482", "dour_khazaddum"))
+        got = render(
+            fancy(), ["sh", "-c", "exec sh -i"], names, 995, ("fa1b5482", "dour_khazaddum")
+        )
         self.assertEqual(got, FANCY_HEAD + FANCY_SPEC % GROUP_FIELDS + STATUS)
         # Without a log file, no log file mode or group either.
         doc = kuketty.terminal_doc(plain(), ["sh"], NAMES, 995)
@@ -173,8 +176,9 @@ class TerminalDocTests(TestCase):
 
     def test_empty_names_are_left_out_of_the_labels(self):
         doc = kuketty.terminal_doc(plain(), ["sh"], ("r", "", "", "", "x"))
-        self.assertEqual(doc["metadata"]["labels"],
-                         {"kukeon.io/container-id": "x", "kukeon.io/realm": "r"})
+        self.assertEqual(
+            doc["metadata"]["labels"], {"kukeon.io/container-id": "x", "kukeon.io/realm": "r"}
+        )
         doc = kuketty.terminal_doc(plain(), ["sh"], ("", "", "", "", ""))
         self.assertNotIn("labels", doc["metadata"])
 
@@ -207,8 +211,9 @@ class FilesTests(TestCase):
         kuketty.prepare_tty_dir(tty, 995)
         for path in (tty, os.path.dirname(tty)):
             st = os.stat(path)
-            self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid),
-                             (0o2750, 0, 995), path)
+            self.assertEqual(
+                (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), (0o2750, 0, 995), path
+            )
 
     def test_hand_over_to_the_container_uid(self):
         if os.geteuid() != 0:
@@ -281,7 +286,8 @@ class StagingTests(TestCase):
         self.assertEqual(
             str(caught.exception),
             f"kuketty binary not found in: {places[0]}, {places[1]}, $PATH/kuketty "
-            "(set --kuketty-binary or KUKEOND_KUKETTY_BINARY to its path)")
+            "(set --kuketty-binary or KUKEOND_KUKETTY_BINARY to its path)",
+        )
         missing = os.path.join(self.dir, "missing")
         with self.assertRaises(kuketty.KukettyNotFound) as caught:
             kuketty.stage(self.run, missing)
@@ -294,8 +300,9 @@ class StagingTests(TestCase):
         self.assertEqual(places, ["/bin/kuketty", os.path.join(venv_bin, "kuketty")])
         script = self.binary("kukeond", b"#!/bin/sh\n")
         places = kuketty.candidates("", "/usr/bin/python3", script)
-        self.assertEqual(places, ["/bin/kuketty", "/usr/bin/kuketty",
-                                  os.path.join(self.dir, "kuketty")])
+        self.assertEqual(
+            places, ["/bin/kuketty", "/usr/bin/kuketty", os.path.join(self.dir, "kuketty")]
+        )
         self.assertEqual(kuketty.candidates("/x/kuketty"), ["/x/kuketty"])
 
 
@@ -311,8 +318,9 @@ class SettingTests(TestCase):
     def test_flag_env_yaml_default(self):
         yaml_text = "kind: ServerConfiguration\nspec:\n  kukettyBinary: /yaml/kuketty\n"
         env = {"KUKEOND_KUKETTY_BINARY": "/env/kuketty"}
-        self.assertEqual(self.resolve({"kuketty-binary": "/flag/kuketty"}, env, yaml_text),
-                         "/flag/kuketty")
+        self.assertEqual(
+            self.resolve({"kuketty-binary": "/flag/kuketty"}, env, yaml_text), "/flag/kuketty"
+        )
         self.assertEqual(self.resolve({}, env, yaml_text), "/env/kuketty")
         self.assertEqual(self.resolve({}, {}, yaml_text), "/yaml/kuketty")
         self.assertEqual(self.resolve({}, {}), "")

@@ -32,12 +32,20 @@ class CreateRealmTests(TestCase):
         result = await self.call.create_realm("demo")
         ns = f"demo.{self.rt.suffix}"
         realm = result.pop("Realm")
-        self.assertEqual(result, {
-            "MetadataExistsPre": False, "MetadataExistsPost": True,
-            "CgroupExistsPre": False, "CgroupExistsPost": True, "CgroupCreated": True,
-            "ContainerdNamespaceExistsPre": False, "ContainerdNamespaceExistsPost": True,
-            "ContainerdNamespaceCreated": True, "Created": True,
-        })
+        self.assertEqual(
+            result,
+            {
+                "MetadataExistsPre": False,
+                "MetadataExistsPost": True,
+                "CgroupExistsPre": False,
+                "CgroupExistsPost": True,
+                "CgroupCreated": True,
+                "ContainerdNamespaceExistsPre": False,
+                "ContainerdNamespaceExistsPost": True,
+                "ContainerdNamespaceCreated": True,
+                "Created": True,
+            },
+        )
         group = f"{self.rt.cgroup_root}/demo"
         self.assertEqual(realm["apiVersion"], "v1beta1")
         self.assertEqual(realm["kind"], "Realm")
@@ -58,9 +66,15 @@ class CreateRealmTests(TestCase):
         await self.call.create_realm("demo")
         ns = f"demo.{self.rt.suffix}"
         await self.rt.containerd.delete_namespace(ns)
-        reply = await self.call.ok("CreateRealm", {"Doc": {
-            "metadata": {"name": " demo ", "labels": {"team": "x"}},
-            "spec": {"namespace": "other"}}})
+        reply = await self.call.ok(
+            "CreateRealm",
+            {
+                "Doc": {
+                    "metadata": {"name": " demo ", "labels": {"team": "x"}},
+                    "spec": {"namespace": "other"},
+                }
+            },
+        )
         result = reply["Result"]
         self.assertTrue(result["MetadataExistsPre"])
         self.assertTrue(result["CgroupExistsPre"])
@@ -74,10 +88,17 @@ class CreateRealmTests(TestCase):
         self.assertIn(ns, await self.rt.containerd.list_namespaces())
 
     async def test_user_labels_win(self):
-        reply = await self.call.ok("CreateRealm", {"Doc": {"metadata": {
-            "name": "demo", "labels": {"realm.kukeon.io": "mine", "a": "b"}}}})
-        self.assertEqual(reply["Result"]["Realm"]["metadata"]["labels"],
-                         {"a": "b", "realm.kukeon.io": "mine"})
+        reply = await self.call.ok(
+            "CreateRealm",
+            {
+                "Doc": {
+                    "metadata": {"name": "demo", "labels": {"realm.kukeon.io": "mine", "a": "b"}}
+                }
+            },
+        )
+        self.assertEqual(
+            reply["Result"]["Realm"]["metadata"]["labels"], {"a": "b", "realm.kukeon.io": "mine"}
+        )
 
     async def test_explicit_namespace(self):
         result = await self.call.create_realm("demo", namespace="custom-ns")
@@ -92,11 +113,14 @@ class CreateRealmTests(TestCase):
 
     async def test_invalid_name(self):
         reply = await self.call("CreateRealm", realm_doc("bad_name"))
-        self.assertEqual(err(reply), (
-            "Unknown",
-            "realm name is invalid: \"bad_name\" contains disallowed character "
-            "(must not contain '_' or '/')",
-        ))
+        self.assertEqual(
+            err(reply),
+            (
+                "Unknown",
+                'realm name is invalid: "bad_name" contains disallowed character '
+                "(must not contain '_' or '/')",
+            ),
+        )
         self.assertEqual(self.rt.store.children(()), [])
         self.assertEqual(await self.rt.containerd.list_namespaces(), [])
 
@@ -107,10 +131,13 @@ class CreateRealmTests(TestCase):
         self.assertEqual(os.listdir(self.rt.run_path), [])
 
     async def test_bad_api_version(self):
-        reply = await self.call("CreateRealm", {"Doc": {"apiVersion": "v2",
-                                                         "metadata": {"name": "x"}}})
-        self.assertEqual(err(reply), (
-            "ConversionFailed", "conversion failed: unsupported apiVersion for Realm: v2"))
+        reply = await self.call(
+            "CreateRealm", {"Doc": {"apiVersion": "v2", "metadata": {"name": "x"}}}
+        )
+        self.assertEqual(
+            err(reply),
+            ("ConversionFailed", "conversion failed: unsupported apiVersion for Realm: v2"),
+        )
 
     async def test_containerd_down(self):
         def unavailable(name, labels=None):
@@ -119,8 +146,10 @@ class CreateRealmTests(TestCase):
         patched = self.patch(self.rt.containerd, "ensure_namespace", unavailable)
         kind, message = err(await self.call("CreateRealm", realm_doc("demo")))
         self.assertEqual(kind, "CreateRealm")
-        self.assertTrue(message.startswith(
-            "failed to create realm: failed to create realm namespace: "), message)
+        self.assertTrue(
+            message.startswith("failed to create realm: failed to create realm namespace: "),
+            message,
+        )
         self.assertEqual(self.rt.store.get(("demo",))["status"]["state"], "Failed")
         patched.restore()
         result = await self.call.create_realm("demo")
@@ -136,9 +165,15 @@ class GetListRealmTests(TestCase):
     async def test_get_missing(self):
         reply = await self.call.ok("GetRealm", realm_doc("nope"))
         realm = dict(REALM_ZERO, apiVersion="v1beta1", kind="Realm")
-        self.assertEqual(reply["Result"], {
-            "Realm": realm, "MetadataExists": False, "CgroupExists": False,
-            "ContainerdNamespaceExists": False})
+        self.assertEqual(
+            reply["Result"],
+            {
+                "Realm": realm,
+                "MetadataExists": False,
+                "CgroupExists": False,
+                "ContainerdNamespaceExists": False,
+            },
+        )
 
     async def test_get_existing(self):
         await self.call.create_realm("demo")
@@ -164,8 +199,7 @@ class GetListRealmTests(TestCase):
         for name in ("zeta", "alpha", "mid"):
             await self.call.create_realm(name)
         reply = await self.call.ok("ListRealms", {})
-        self.assertEqual([r["metadata"]["name"] for r in reply["Realms"]],
-                         ["alpha", "mid", "zeta"])
+        self.assertEqual([r["metadata"]["name"] for r in reply["Realms"]], ["alpha", "mid", "zeta"])
 
     async def test_corrupt_metadata(self):
         await self.call.create_realm("good")
@@ -210,8 +244,11 @@ class DeleteRealmTests(TestCase):
         reply = await self.call.ok("DeleteRealm", with_flags(realm_doc("demo")))
         result = reply["Result"]
         self.assertEqual(result["Deleted"], ["metadata", "cgroup", "namespace"])
-        self.assertTrue(result["MetadataDeleted"] and result["CgroupDeleted"]
-                        and result["ContainerdNamespaceDeleted"])
+        self.assertTrue(
+            result["MetadataDeleted"]
+            and result["CgroupDeleted"]
+            and result["ContainerdNamespaceDeleted"]
+        )
         self.assertEqual(result["Realm"]["metadata"]["name"], "demo")
         self.assertFalse(self.rt.store.exists(("demo",)))
         self.assertFalse(self.rt.cgroups.exists(f"{self.rt.cgroup_root}/demo"))
@@ -221,11 +258,14 @@ class DeleteRealmTests(TestCase):
         await self.call.create_realm("demo")
         await self.call.create_space("demo", "s1")
         reply = await self.call("DeleteRealm", with_flags(realm_doc("demo")))
-        self.assertEqual(err(reply), (
-            "ResourceHasDependencies",
-            'failed to delete realm: resource has child resources: realm "demo" has 1 '
-            "space(s). Use --cascade to delete them or --force to skip validation",
-        ))
+        self.assertEqual(
+            err(reply),
+            (
+                "ResourceHasDependencies",
+                'failed to delete realm: resource has child resources: realm "demo" has 1 '
+                "space(s). Use --cascade to delete them or --force to skip validation",
+            ),
+        )
         self.assertEqual(reply["Result"]["Realm"], REALM_ZERO)
         self.assertIsNone(reply["Result"]["Deleted"])
         self.assertTrue(self.rt.store.exists(("demo",)))
@@ -245,8 +285,9 @@ class DeleteRealmTests(TestCase):
         await self.call.create_stack("demo", "s1", "k1")
         await make_cell(self.rt, "demo", "s1", "k1", "c1")
         reply = await self.call.ok("DeleteRealm", with_flags(realm_doc("demo"), cascade=True))
-        self.assertEqual(reply["Result"]["Deleted"],
-                         ["space:s1", "space:s2", "metadata", "cgroup", "namespace"])
+        self.assertEqual(
+            reply["Result"]["Deleted"], ["space:s1", "space:s2", "metadata", "cgroup", "namespace"]
+        )
         self.assertEqual(self.rt.store.keys(1) + self.rt.store.keys(2), [])
         self.assertEqual(await self.rt.containerd.list_namespaces(), [])
         self.assertFalse(os.path.exists(os.path.join(self.rt.run_path, "data", "demo", "s1")))
@@ -277,11 +318,14 @@ class PurgeRealmTests(TestCase):
         await self.call.create_realm("demo")
         await self.call.create_space("demo", "s1")
         reply = await self.call("PurgeRealm", with_flags(realm_doc("demo")))
-        self.assertEqual(err(reply), (
-            "ResourceHasDependencies",
-            'resource has child resources: realm "demo" has 1 space(s). '
-            "Use --cascade to purge them or --force to skip validation",
-        ))
+        self.assertEqual(
+            err(reply),
+            (
+                "ResourceHasDependencies",
+                'resource has child resources: realm "demo" has 1 space(s). '
+                "Use --cascade to purge them or --force to skip validation",
+            ),
+        )
         self.assertTrue(self.rt.store.exists(("demo", "s1")))
 
     async def test_cascade(self):
@@ -333,8 +377,9 @@ class RealHierarchyTests(TestCase):
         self.assertTrue(got["CgroupExists"] and got["ContainerdNamespaceExists"])
         await load_busybox(rt, "demo")
         reply = await call.ok("DeleteRealm", with_flags(realm_doc("demo"), cascade=True))
-        self.assertEqual(reply["Result"]["Deleted"],
-                         ["space:s1", "metadata", "cgroup", "namespace"])
+        self.assertEqual(
+            reply["Result"]["Deleted"], ["space:s1", "metadata", "cgroup", "namespace"]
+        )
         self.assertNotIn(ns, await rt.containerd.list_namespaces())
         self.assertFalse(rt.cgroups.exists(f"{rt.cgroup_root}/demo"))
         self.assertFalse(os.path.exists(os.path.join(rt.run_path, "data", "demo", "s1")))

@@ -36,13 +36,10 @@ class DeriveTests(SynchronousTestCase):
         doc = v1.CellDoc.from_wire(cell_doc(KEY, ("x", "y", "z", "w", "n")))
         live = LiveView(
             frozenset({"s_k_c_x", "s_k_c_y", "s_k_c_z", "s_k_c_w", "s_k_c_n"}),
-            {"s_k_c_x": "running", "s_k_c_y": "paused", "s_k_c_z": "created",
-             "s_k_c_w": "weird"},
+            {"s_k_c_x": "running", "s_k_c_y": "paused", "s_k_c_z": "created", "s_k_c_w": "weird"},
         )
         got = [s.state for s in live.statuses(doc)]
-        self.assertEqual(
-            got, [v1.STOPPED, v1.READY, v1.PAUSED, v1.PENDING, v1.UNKNOWN, v1.UNKNOWN]
-        )
+        self.assertEqual(got, [v1.STOPPED, v1.READY, v1.PAUSED, v1.PENDING, v1.UNKNOWN, v1.UNKNOWN])
 
     def test_workloads_decide(self):
         self.assertEqual(self.state(view(running=["s_k_c_root", "s_k_c_a"])), v1.READY)
@@ -88,7 +85,6 @@ class DeriveTests(SynchronousTestCase):
         self.assertIsNone(action())
         self.doc.status.state = v1.READY
         self.assertIsNone(action(cgroup_ok=False))
-
 
     def test_workloads_stopped_on_request_never_end_the_cell(self):
         def action(live):

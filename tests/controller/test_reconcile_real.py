@@ -13,16 +13,13 @@ from tests.controller.cellsupport import (
 
 
 class RealEventTests(RealCellTestCase):
-
     def stored_state(self, cell):
         raw = self.rt.store.get(("r1", "s1", "k1", cell))
         return raw and raw["status"]["state"]
 
     async def test_killed_workload_winds_down_cell(self):
         ns = await make_parents(self.rt)
-        created = await self.call(
-            "CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 300")])
-        )
+        created = await self.call("CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 300")]))
         self.assertEqual(created.Result.Cell.status.state, READY)
         await self.start_service()
         self.assertEqual(self.stored_state("c1"), READY)

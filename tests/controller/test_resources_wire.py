@@ -96,19 +96,32 @@ class WireExampleTests(TestCase):
             await self.check(section)
 
     async def test_reference_tree_is_read_unchanged(self):
-        for kind, key in (("realm", ("default",)), ("space", ("default", "default")),
-                          ("stack", ("default", "default", "default"))):
+        for kind, key in (
+            ("realm", ("default",)),
+            ("space", ("default", "default")),
+            ("stack", ("default", "default", "default")),
+        ):
             self.install_reference_file(kind, *key)
         self.rt.store.load()
         for kind, method, params, field in (
-            ("realm", "GetRealm", {"Doc": {"metadata": {"name": "default"}}},
-             "Realm"),
-            ("space", "GetSpace",
-             {"Doc": {"metadata": {"name": "default"}, "spec": {"realmId": "default"}}},
-             "Space"),
-            ("stack", "GetStack",
-             {"Doc": {"metadata": {"name": "default"},
-                      "spec": {"realmId": "default", "spaceId": "default"}}}, "Stack"),
+            ("realm", "GetRealm", {"Doc": {"metadata": {"name": "default"}}}, "Realm"),
+            (
+                "space",
+                "GetSpace",
+                {"Doc": {"metadata": {"name": "default"}, "spec": {"realmId": "default"}}},
+                "Space",
+            ),
+            (
+                "stack",
+                "GetStack",
+                {
+                    "Doc": {
+                        "metadata": {"name": "default"},
+                        "spec": {"realmId": "default", "spaceId": "default"},
+                    }
+                },
+                "Stack",
+            ),
         ):
             with open(os.path.join(FIXTURES, "metadata", f"{kind}.json")) as fh:
                 original = json.load(fh)
@@ -116,6 +129,7 @@ class WireExampleTests(TestCase):
             self.assertTrue(reply["Result"]["MetadataExists"])
             self.assertEqual(reply["Result"][field], original)
         spaces = (await self.call.ok("ListSpaces", {"RealmName": ""}))["Spaces"]
-        stacks = (await self.call.ok("ListStacks", {"RealmName": "default",
-                                                    "SpaceName": "default"}))["Stacks"]
+        stacks = (
+            await self.call.ok("ListStacks", {"RealmName": "default", "SpaceName": "default"})
+        )["Stacks"]
         self.assertEqual([s["metadata"]["name"] for s in spaces + stacks], ["default", "default"])

@@ -30,8 +30,14 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(parse_policy("on-failure:3"), RestartPolicy("on-failure", 3))
 
     def test_unknown_values(self):
-        for text in ("sometimes", "on-failure:", "on-failure:0", "on-failure:-1",
-                     "on-failure:x", "always:2"):
+        for text in (
+            "sometimes",
+            "on-failure:",
+            "on-failure:0",
+            "on-failure:-1",
+            "on-failure:x",
+            "always:2",
+        ):
             self.assertIsNone(parse_policy(text), text)
 
     def test_wants_restart(self):

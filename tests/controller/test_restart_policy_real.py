@@ -18,7 +18,6 @@ KEY = ("r1", "s1", "k1")
 
 
 class RealRestartTests(RealCellTestCase):
-
     def stored(self, cell):
         return self.rt.store.get((*KEY, cell))
 

@@ -31,23 +31,28 @@ class FormTests(SynchronousTestCase):
     def test_the_reference_checks(self):
         self.assertRefused("secret name is required (secrets[0])", {"fromEnv": "X"})
         self.assertRefused(
-            'secret requires exactly one of fromFile or fromEnv (secrets[0] "a")', {"name": "a"})
+            'secret requires exactly one of fromFile or fromEnv (secrets[0] "a")', {"name": "a"}
+        )
         self.assertRefused(
             'secret must not set both fromFile and fromEnv (secrets[0] "a")',
-            {"name": "a", "fromEnv": "X", "fromFile": "/x"})
+            {"name": "a", "fromEnv": "X", "fromFile": "/x"},
+        )
         self.assertRefused(
-            'secret mountPath must be an absolute container path '
+            "secret mountPath must be an absolute container path "
             '(secrets[0] "a" mountPath "rel/x")',
-            {"name": "a", "fromEnv": "X", "mountPath": "rel/x"})
+            {"name": "a", "fromEnv": "X", "mountPath": "rel/x"},
+        )
 
     def test_missing_sources_are_named(self):
         self.assertRefused(
             'secret fromEnv env var is not set on the daemon host (secret "a" env "NOPE")',
-            {"name": "a", "fromEnv": "NOPE"})
+            {"name": "a", "fromEnv": "NOPE"},
+        )
         self.assertRefused(
-            'secret fromFile path does not exist on the host '
+            "secret fromFile path does not exist on the host "
             '(secret "b" path "/nonexistent/kt-secret")',
-            {"name": "b", "fromFile": "/nonexistent/kt-secret"})
+            {"name": "b", "fromFile": "/nonexistent/kt-secret"},
+        )
         secrets.check(container({"name": "a", "fromEnv": "SET"}), {"SET": ""})
 
 
@@ -68,8 +73,10 @@ class StagingTests(SynchronousTestCase):
         self.assertEqual(out.env, ["TOKEN=tok"])
         staged = os.path.join(self.staging, "s_k_c_app", "key")
         self.assertEqual(out.files, [staged])
-        self.assertEqual([(m.source, m.destination, m.options) for m in out.mounts],
-                         [(staged, "/run/secrets/key", ("rbind", "ro"))])
+        self.assertEqual(
+            [(m.source, m.destination, m.options) for m in out.mounts],
+            [(staged, "/run/secrets/key", ("rbind", "ro"))],
+        )
         with open(staged) as f:
             self.assertEqual(f.read(), VALUE)
         self.assertEqual(stat.S_IMODE(os.stat(staged).st_mode), 0o400)
@@ -104,40 +111,58 @@ class CellSecretTests(TestCase):
 
     async def test_values_reach_the_container_and_nothing_else(self):
         ns = await make_parents(self.rt)
-        app = workload("app", "true", secrets=[
-            ContainerSecret(name="TOKEN", fromEnv="KT_SECRET_SRC"),
-            ContainerSecret(name="key", fromFile=self.source, mountPath="/run/secrets/key"),
-        ])
+        app = workload(
+            "app",
+            "true",
+            secrets=[
+                ContainerSecret(name="TOKEN", fromEnv="KT_SECRET_SRC"),
+                ContainerSecret(name="key", fromFile=self.source, mountPath="/run/secrets/key"),
+            ],
+        )
         reply = await self.call("CreateCell", Doc=cell_doc("c1", [app]))
         spec = self.fake._ns(ns).containers["s1_k1_c1_app"].spec
         self.assertIn(f"TOKEN={VALUE}", spec["process"]["env"])
         staged = os.path.join(self.rt.config.secrets_dir, "s1_k1_c1_app", "key")
-        self.assertIn({"destination": "/run/secrets/key", "type": "bind", "source": staged,
-                       "options": ["rbind", "ro"]}, spec["mounts"])
+        self.assertIn(
+            {
+                "destination": "/run/secrets/key",
+                "type": "bind",
+                "source": staged,
+                "options": ["rbind", "ro"],
+            },
+            spec["mounts"],
+        )
         with open(staged) as f:
             self.assertEqual(f.read(), VALUE)
         # The reference is kept, the value is not: not on disk, not in the reply.
         with open(self.rt.store.path(("r1", "s1", "k1", "c1"))) as f:
             stored = f.read()
         self.assertNotIn(VALUE, stored)
-        self.assertEqual(json.loads(stored)["spec"]["containers"][0]["secrets"][0],
-                         {"name": "TOKEN", "fromEnv": "KT_SECRET_SRC"})
+        self.assertEqual(
+            json.loads(stored)["spec"]["containers"][0]["secrets"][0],
+            {"name": "TOKEN", "fromEnv": "KT_SECRET_SRC"},
+        )
         self.assertNotIn(VALUE, gojson.dumps(reply.to_wire()))
         await self.call("DeleteCell", Doc=cell_doc("c1"))
         self.assertFalse(os.path.exists(os.path.dirname(staged)))
 
     async def test_a_missing_source_creates_nothing(self):
         ns = await make_parents(self.rt)
-        app = workload("app", "true", secrets=[
-            ContainerSecret(name="key", fromFile=self.source, mountPath="/k"),
-            ContainerSecret(name="db", fromEnv="KT_SECRET_UNSET"),
-        ])
+        app = workload(
+            "app",
+            "true",
+            secrets=[
+                ContainerSecret(name="key", fromFile=self.source, mountPath="/k"),
+                ContainerSecret(name="db", fromEnv="KT_SECRET_UNSET"),
+            ],
+        )
         with self.assertRaises(errors.KukeonError) as caught:
             await self.call("CreateCell", Doc=cell_doc("c1", [app]))
         self.assertEqual(
             str(caught.exception),
-            'failed to create cell: secret fromEnv env var is not set on the daemon host '
-            '(secret "db" env "KT_SECRET_UNSET")')
+            "failed to create cell: secret fromEnv env var is not set on the daemon host "
+            '(secret "db" env "KT_SECRET_UNSET")',
+        )
         self.assertIsNone(self.rt.store.get(("r1", "s1", "k1", "c1")))
         self.assertEqual(sorted(self.fake._ns(ns, create=False).containers), [])
         self.assertFalse(os.path.exists(self.rt.config.secrets_dir))
@@ -166,12 +191,15 @@ class RealSecretTests(TestCase):
 
         await make_parents(self.rt)
         app = workload(
-            "app", "trap 'exit 0' TERM; cat /run/secrets/key; echo; echo $TOKEN; id -u; "
-            "while :; do sleep 0.2; done", user="1000:1000",
+            "app",
+            "trap 'exit 0' TERM; cat /run/secrets/key; echo; echo $TOKEN; id -u; "
+            "while :; do sleep 0.2; done",
+            user="1000:1000",
             secrets=[
                 ContainerSecret(name="TOKEN", fromEnv="KT_SECRET_SRC"),
                 ContainerSecret(name="key", fromFile=self.source, mountPath="/run/secrets/key"),
-            ])
+            ],
+        )
         await self.call("CreateCell", Doc=cell_doc("c1", [app]))
         log = naming.container_log_path(self.rt.run_path, "r1", "s1", "k1", "c1", "app")
         wanted = [VALUE, "env-" + VALUE, "1000"]

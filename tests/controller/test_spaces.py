@@ -33,15 +33,24 @@ class CreateSpaceTests(SpaceTestCase):
     async def test_new_space(self):
         result = await self.call.create_space("r", "s")
         space = result.pop("Space")
-        self.assertEqual(result, {
-            "MetadataExistsPre": False, "MetadataExistsPost": True,
-            "CgroupExistsPre": False, "CgroupExistsPost": True, "CgroupCreated": True,
-            "CNINetworkExistsPre": False, "CNINetworkExistsPost": True,
-            "CNINetworkCreated": True, "Created": True,
-        })
+        self.assertEqual(
+            result,
+            {
+                "MetadataExistsPre": False,
+                "MetadataExistsPost": True,
+                "CgroupExistsPre": False,
+                "CgroupExistsPost": True,
+                "CgroupCreated": True,
+                "CNINetworkExistsPre": False,
+                "CNINetworkExistsPost": True,
+                "CNINetworkCreated": True,
+                "Created": True,
+            },
+        )
         conflist = self.space_path("network.conflist")
-        self.assertEqual(space["metadata"]["labels"],
-                         {"realm.kukeon.io": "r", "space.kukeon.io": "s"})
+        self.assertEqual(
+            space["metadata"]["labels"], {"realm.kukeon.io": "r", "space.kukeon.io": "s"}
+        )
         self.assertEqual(space["spec"], {"realmId": "r", "cniConfigPath": conflist})
         self.assertEqual(space["status"]["state"], "Ready")
         self.assertEqual(space["status"]["cgroupPath"], f"{self.rt.cgroup_root}/r/s")
@@ -86,22 +95,28 @@ class CreateSpaceTests(SpaceTestCase):
         reply = await self.call("CreateSpace", space_doc("r", "s", network={"egress": egress}))
         kind, message = err(reply)
         self.assertEqual(kind, "CreateSpace")
-        self.assertTrue(message.startswith(
-            "failed to create space: failed to apply egress policy: egress allow rule 0: "),
-            message)
+        self.assertTrue(
+            message.startswith(
+                "failed to create space: failed to apply egress policy: egress allow rule 0: "
+            ),
+            message,
+        )
         self.assertFalse(os.path.exists(self.space_path()))
 
     async def test_errors(self):
         cases = [
             (space_doc("r", ""), ("SpaceNameRequired", "space name is required")),
             (space_doc("", "s"), ("RealmNameRequired", "realm name is required")),
-            (space_doc("r", "a_b"), (
-                "Unknown", "name is invalid: space name \"a_b\" contains disallowed character "
-                "(must not contain '_' or '/')")),
-            (space_doc("nope", "s"), (
-                "RealmNotFound", "failed to create space: realm not found")),
-            (space_doc("..", "s"), (
-                "RealmNotFound", "failed to create space: realm not found")),
+            (
+                space_doc("r", "a_b"),
+                (
+                    "Unknown",
+                    'name is invalid: space name "a_b" contains disallowed character '
+                    "(must not contain '_' or '/')",
+                ),
+            ),
+            (space_doc("nope", "s"), ("RealmNotFound", "failed to create space: realm not found")),
+            (space_doc("..", "s"), ("RealmNotFound", "failed to create space: realm not found")),
         ]
         for params, expected in cases:
             reply = await self.call("CreateSpace", params)
@@ -114,9 +129,15 @@ class CreateSpaceTests(SpaceTestCase):
 class GetListSpaceTests(SpaceTestCase):
     async def test_get(self):
         missing = (await self.call.ok("GetSpace", space_doc("r", "s")))["Result"]
-        self.assertEqual(missing, {
-            "Space": dict(SPACE_ZERO, apiVersion="v1beta1", kind="Space"),
-            "MetadataExists": False, "CgroupExists": False, "CNINetworkExists": False})
+        self.assertEqual(
+            missing,
+            {
+                "Space": dict(SPACE_ZERO, apiVersion="v1beta1", kind="Space"),
+                "MetadataExists": False,
+                "CgroupExists": False,
+                "CNINetworkExists": False,
+            },
+        )
         await self.call.create_space("r", "s")
         found = (await self.call.ok("GetSpace", space_doc("r", "s")))["Result"]
         self.assertTrue(found["MetadataExists"])
@@ -160,8 +181,9 @@ class DeletePurgeSpaceTests(SpaceTestCase):
         result = reply["Result"]
         self.assertEqual(result["Deleted"], ["metadata", "cgroup", "network"])
         self.assertEqual((result["SpaceName"], result["RealmName"]), ("s", "r"))
-        self.assertTrue(result["MetadataDeleted"] and result["CgroupDeleted"]
-                        and result["CNINetworkDeleted"])
+        self.assertTrue(
+            result["MetadataDeleted"] and result["CgroupDeleted"] and result["CNINetworkDeleted"]
+        )
         self.assertFalse(os.path.exists(self.space_path()))
         self.assertFalse(self.rt.cgroups.exists(f"{self.rt.cgroup_root}/r/s"))
 
@@ -169,10 +191,14 @@ class DeletePurgeSpaceTests(SpaceTestCase):
         await self.call.create_space("r", "s")
         await self.call.create_stack("r", "s", "k")
         reply = await self.call("DeleteSpace", with_flags(space_doc("r", "s")))
-        self.assertEqual(err(reply), (
-            "ResourceHasDependencies",
-            'failed to delete space: resource has child resources: space "s" has 1 '
-            "stack(s). Use --cascade to delete them or --force to skip validation"))
+        self.assertEqual(
+            err(reply),
+            (
+                "ResourceHasDependencies",
+                'failed to delete space: resource has child resources: space "s" has 1 '
+                "stack(s). Use --cascade to delete them or --force to skip validation",
+            ),
+        )
         self.assertTrue(os.path.exists(self.space_path("network.conflist")))
 
     async def test_delete_cascade(self):
@@ -193,9 +219,13 @@ class DeletePurgeSpaceTests(SpaceTestCase):
         result = reply["Result"]
         self.assertFalse(result["PurgeSucceeded"])
         self.assertEqual(result["Deleted"], [])
-        self.assertEqual(result["Purged"], [
-            'purge-error:resource has child resources: space "s" has 1 stack(s). '
-            "Use --cascade to purge them or --force to skip validation"])
+        self.assertEqual(
+            result["Purged"],
+            [
+                'purge-error:resource has child resources: space "s" has 1 stack(s). '
+                "Use --cascade to purge them or --force to skip validation"
+            ],
+        )
         self.assertTrue(self.rt.store.exists(("r", "s")))
 
     async def test_purge_cascade(self):
@@ -207,7 +237,8 @@ class DeletePurgeSpaceTests(SpaceTestCase):
         self.assertTrue(result["PurgeSucceeded"])
         self.assertTrue(result["Cascade"])
         self.assertEqual(result["Deleted"], ["stack:k", "metadata", "cgroup", "network"])
-        self.assertEqual(result["Purged"],
-                         ["cni-network", "cni-cache", "orphaned-containers", "all-metadata"])
+        self.assertEqual(
+            result["Purged"], ["cni-network", "cni-cache", "orphaned-containers", "all-metadata"]
+        )
         self.assertFalse(os.path.exists(self.space_path()))
         self.assertEqual(self.rt.store.keys(4), [])

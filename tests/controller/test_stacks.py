@@ -39,13 +39,21 @@ class CreateStackTests(StackTestCase):
     async def test_new_stack(self):
         result = await self.call.create_stack("r", "s", "k")
         stack = result.pop("Stack")
-        self.assertEqual(result, {
-            "MetadataExistsPre": False, "MetadataExistsPost": True,
-            "CgroupExistsPre": False, "CgroupExistsPost": True, "CgroupCreated": True,
-            "Created": True,
-        })
-        self.assertEqual(stack["metadata"]["labels"], {
-            "realm.kukeon.io": "r", "space.kukeon.io": "s", "stack.kukeon.io": "k"})
+        self.assertEqual(
+            result,
+            {
+                "MetadataExistsPre": False,
+                "MetadataExistsPost": True,
+                "CgroupExistsPre": False,
+                "CgroupExistsPost": True,
+                "CgroupCreated": True,
+                "Created": True,
+            },
+        )
+        self.assertEqual(
+            stack["metadata"]["labels"],
+            {"realm.kukeon.io": "r", "space.kukeon.io": "s", "stack.kukeon.io": "k"},
+        )
         self.assertEqual(stack["spec"], {"id": "k", "realmId": "r", "spaceId": "s"})
         self.assertEqual(stack["status"]["state"], "Ready")
         self.assertEqual(stack["status"]["cgroupPath"], f"{self.rt.cgroup_root}/r/s/k")
@@ -70,13 +78,22 @@ class CreateStackTests(StackTestCase):
             (stack_doc("r", "s", ""), ("StackNameRequired", "stack name is required")),
             (stack_doc("", "s", "k"), ("RealmNameRequired", "realm name is required")),
             (stack_doc("r", "", "k"), ("SpaceNameRequired", "space name is required")),
-            (stack_doc("r", "s", "k/x"), (
-                "Unknown", "name is invalid: stack name \"k/x\" contains disallowed character "
-                "(must not contain '_' or '/')")),
-            (stack_doc("r", "nope", "k"), (
-                "SpaceNotFound",
-                f'failed to create stack: space "nope" not found at run-path "{run}": '
-                "space not found")),
+            (
+                stack_doc("r", "s", "k/x"),
+                (
+                    "Unknown",
+                    'name is invalid: stack name "k/x" contains disallowed character '
+                    "(must not contain '_' or '/')",
+                ),
+            ),
+            (
+                stack_doc("r", "nope", "k"),
+                (
+                    "SpaceNotFound",
+                    f'failed to create stack: space "nope" not found at run-path "{run}": '
+                    "space not found",
+                ),
+            ),
         ]
         for params, expected in cases:
             reply = await self.call("CreateStack", params)
@@ -88,9 +105,14 @@ class CreateStackTests(StackTestCase):
 class GetListStackTests(StackTestCase):
     async def test_get(self):
         missing = (await self.call.ok("GetStack", stack_doc("r", "s", "k")))["Result"]
-        self.assertEqual(missing, {
-            "Stack": dict(STACK_ZERO, apiVersion="v1beta1", kind="Stack"),
-            "MetadataExists": False, "CgroupExists": False})
+        self.assertEqual(
+            missing,
+            {
+                "Stack": dict(STACK_ZERO, apiVersion="v1beta1", kind="Stack"),
+                "MetadataExists": False,
+                "CgroupExists": False,
+            },
+        )
         await self.call.create_stack("r", "s", "k")
         found = (await self.call.ok("GetStack", stack_doc("r", "s", "k")))["Result"]
         self.assertTrue(found["MetadataExists"])
@@ -119,16 +141,18 @@ class DeletePurgeStackTests(StackTestCase):
     async def test_not_found(self):
         for method in ("DeleteStack", "PurgeStack"):
             reply = await self.call(method, with_flags(stack_doc("r", "s", "nope")))
-            self.assertEqual(err(reply), (
-                "Unknown", 'stack "nope" not found in realm "r", space "s"'))
+            self.assertEqual(
+                err(reply), ("Unknown", 'stack "nope" not found in realm "r", space "s"')
+            )
 
     async def test_delete(self):
         await self.call.create_stack("r", "s", "k")
         reply = await self.call.ok("DeleteStack", with_flags(stack_doc("r", "s", "k")))
         result = reply["Result"]
         self.assertEqual(result["Deleted"], ["metadata", "cgroup"])
-        self.assertEqual((result["StackName"], result["RealmName"], result["SpaceName"]),
-                         ("k", "r", "s"))
+        self.assertEqual(
+            (result["StackName"], result["RealmName"], result["SpaceName"]), ("k", "r", "s")
+        )
         self.assertTrue(result["MetadataDeleted"] and result["CgroupDeleted"])
         self.assertFalse(os.path.exists(self.stack_path()))
 
@@ -136,12 +160,15 @@ class DeletePurgeStackTests(StackTestCase):
         await self.call.create_stack("r", "s", "k")
         await make_cell(self.rt, "r", "s", "k", "c")
         reply = await self.call("DeleteStack", with_flags(stack_doc("r", "s", "k")))
-        self.assertEqual(err(reply), (
-            "ResourceHasDependencies",
-            'failed to delete stack: resource has child resources: stack "k" has 1 '
-            "cell(s). Use --cascade to delete them or --force to skip validation"))
-        reply = await self.call.ok("DeleteStack", with_flags(stack_doc("r", "s", "k"),
-                                                             force=True))
+        self.assertEqual(
+            err(reply),
+            (
+                "ResourceHasDependencies",
+                'failed to delete stack: resource has child resources: stack "k" has 1 '
+                "cell(s). Use --cascade to delete them or --force to skip validation",
+            ),
+        )
+        reply = await self.call.ok("DeleteStack", with_flags(stack_doc("r", "s", "k"), force=True))
         self.assertEqual(reply["Result"]["Deleted"], ["metadata", "cgroup"])
         self.assertFalse(self.rt.store.exists(("r", "s", "k")))
 
@@ -149,10 +176,10 @@ class DeletePurgeStackTests(StackTestCase):
         await self.call.create_stack("r", "s", "k")
         await make_cell(self.rt, "r", "s", "k", "c1")
         await make_cell(self.rt, "r", "s", "k", "c2")
-        reply = await self.call.ok("DeleteStack", with_flags(stack_doc("r", "s", "k"),
-                                                             cascade=True))
-        self.assertEqual(reply["Result"]["Deleted"],
-                         ["cell:c1", "cell:c2", "metadata", "cgroup"])
+        reply = await self.call.ok(
+            "DeleteStack", with_flags(stack_doc("r", "s", "k"), cascade=True)
+        )
+        self.assertEqual(reply["Result"]["Deleted"], ["cell:c1", "cell:c2", "metadata", "cgroup"])
         self.assertEqual(self.rt.store.keys(4), [])
         ns = f"r.{self.rt.suffix}"
         self.assertEqual(await self.rt.containerd.list_containers(ns), [])
@@ -163,15 +190,17 @@ class DeletePurgeStackTests(StackTestCase):
         await self.call.create_stack("r", "s", "k")
         await make_cell(self.rt, "r", "s", "k", "c")
         reply = await self.call.ok("PurgeStack", with_flags(stack_doc("r", "s", "k")))
-        self.assertEqual(reply["Result"]["Purged"], [
-            'purge-error:resource has child resources: stack "k" has 1 cell(s). '
-            "Use --cascade to purge them or --force to skip validation"])
-        reply = await self.call.ok("PurgeStack", with_flags(stack_doc("r", "s", "k"),
-                                                            cascade=True))
+        self.assertEqual(
+            reply["Result"]["Purged"],
+            [
+                'purge-error:resource has child resources: stack "k" has 1 cell(s). '
+                "Use --cascade to purge them or --force to skip validation"
+            ],
+        )
+        reply = await self.call.ok("PurgeStack", with_flags(stack_doc("r", "s", "k"), cascade=True))
         result = reply["Result"]
         self.assertEqual(result["Deleted"], ["cell:c", "metadata", "cgroup"])
-        self.assertEqual(result["Purged"],
-                         ["cni-resources", "orphaned-containers", "all-metadata"])
+        self.assertEqual(result["Purged"], ["cni-resources", "orphaned-containers", "all-metadata"])
         self.assertEqual(sorted(result), ["Deleted", "Purged", "Stack"])
         self.assertFalse(os.path.exists(self.stack_path()))
         ns = f"r.{self.rt.suffix}"

@@ -45,7 +45,8 @@ class StubbornStopTests(RealCellTestCase):
             await stopping.stop_task(self.rt.containerd, reactor, ns, cid, 0.3)
             info = await self.rt.containerd.task_state(ns, cid)
             self.assertEqual(
-                (info.status, info.exit_status), ("stopped", 128 + signal.SIGKILL),
+                (info.status, info.exit_status),
+                ("stopped", 128 + signal.SIGKILL),
                 f"round {round_}",
             )
             await runner.remove_container(ns, cid, 0.3)
@@ -65,7 +66,6 @@ class StubbornStopTests(RealCellTestCase):
 
 
 class UserStopVersusWindDownTests(RealCellTestCase):
-
     async def stop_start_twice(self, ns, cell, name):
         root = f"s1_k1_{cell}_root"
         for verb in ("StopContainer", "StartContainer", "StopContainer", "StartContainer"):
@@ -74,8 +74,10 @@ class UserStopVersusWindDownTests(RealCellTestCase):
             await pause(0.5)
             info = await self.rt.containerd.task_state(ns, root)
             self.assertEqual(info.status, "running", f"root after {verb} {name}")
-            self.assertEqual(self.rt.store.get((*KEY, cell))["status"]["state"],
-                             READY if verb == "StartContainer" or cell == "c1" else STOPPED)
+            self.assertEqual(
+                self.rt.store.get((*KEY, cell))["status"]["state"],
+                READY if verb == "StartContainer" or cell == "c1" else STOPPED,
+            )
         info = await self.rt.containerd.task_state(ns, f"s1_k1_{cell}_{name}")
         self.assertEqual(info.status, "running")
 

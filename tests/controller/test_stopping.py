@@ -46,9 +46,7 @@ class StopTaskTests(TestCase):
         await client.start_task(NS, CID)
 
     def stop(self, client, grace):
-        return defer.Deferred.fromCoroutine(
-            stopping.stop_task(client, self.clock, NS, CID, grace)
-        )
+        return defer.Deferred.fromCoroutine(stopping.stop_task(client, self.clock, NS, CID, grace))
 
     async def test_term_is_enough_for_a_willing_task(self):
         client = RecordingContainerd()

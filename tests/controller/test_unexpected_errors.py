@@ -37,9 +37,7 @@ class UnexpectedErrorTests(TestCase):
         self.real_create = self.rt.cgroups.create
 
     async def call(self, method: str, params: dict) -> dict:
-        result, error = await self.dispatcher.dispatch(
-            Request(f"KukeonV1.{method}", [params], "0")
-        )
+        result, error = await self.dispatcher.dispatch(Request(f"KukeonV1.{method}", [params], "0"))
         self.assertIsNone(error)
         return result
 
@@ -79,11 +77,16 @@ class UnexpectedErrorTests(TestCase):
 
     async def test_realm_left_creating_is_completed_by_the_next_create(self):
         # What a daemon that died (or hit a bug) between the two writes leaves behind.
-        await self.rt.store.put(("demo",), {
-            "apiVersion": "v1beta1", "kind": "Realm",
-            "metadata": {"name": "demo", "labels": None},
-            "spec": {"namespace": f"demo.{self.rt.suffix}"},
-            "status": {"state": "Creating"}})
+        await self.rt.store.put(
+            ("demo",),
+            {
+                "apiVersion": "v1beta1",
+                "kind": "Realm",
+                "metadata": {"name": "demo", "labels": None},
+                "spec": {"namespace": f"demo.{self.rt.suffix}"},
+                "status": {"state": "Creating"},
+            },
+        )
         reply = await self.call("CreateRealm", realm_doc("demo"))
         self.assertIsNone(reply["Err"])
         self.assertEqual(self.state("demo"), "Ready")
@@ -128,11 +131,14 @@ class UnexpectedErrorTests(TestCase):
     async def test_host_failure_is_an_api_error_without_traceback(self):
         self.break_cgroups(CgroupError("create cgroup demo: Permission denied"))
         reply = await self.call("CreateRealm", realm_doc("demo"))
-        self.assertEqual(err(reply), (
-            "CreateRealm",
-            "failed to create realm: failed to create realm cgroup: "
-            "create cgroup demo: Permission denied",
-        ))
+        self.assertEqual(
+            err(reply),
+            (
+                "CreateRealm",
+                "failed to create realm: failed to create realm cgroup: "
+                "create cgroup demo: Permission denied",
+            ),
+        )
         self.assert_nothing_logged()
         self.assertEqual(self.state("demo"), "Failed")
 
@@ -142,11 +148,14 @@ class UnexpectedErrorTests(TestCase):
 
         self.rt.containerd.ensure_namespace = unreachable
         reply = await self.call("CreateRealm", realm_doc("demo"))
-        self.assertEqual(err(reply), (
-            "CreateRealm",
-            "failed to create realm: failed to create realm namespace: "
-            "containerd is unavailable",
-        ))
+        self.assertEqual(
+            err(reply),
+            (
+                "CreateRealm",
+                "failed to create realm: failed to create realm namespace: "
+                "containerd is unavailable",
+            ),
+        )
         self.assert_nothing_logged()
 
     async def test_kukeon_error_is_not_logged(self):

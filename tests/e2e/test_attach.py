@@ -126,31 +126,36 @@ class AttachTests(TestCase):
         busybox_image()
 
     def ok(self, result, what=""):
-        self.assertEqual(result.code, 0,
-                         f"kuke {what}: stdout {result.stdout!r} stderr {result.stderr!r}")
+        self.assertEqual(
+            result.code, 0, f"kuke {what}: stdout {result.stdout!r} stderr {result.stderr!r}"
+        )
         return result
 
     async def kuke(self, *args, **kwargs):
         return self.ok(await threads.deferToThread(self.daemon.kuke, *args, **kwargs), args)
 
     def tty_path(self, container: str, name: str) -> str:
-        return os.path.join(naming.tty_dir(self.daemon.run_path, REALM, SPACE, STACK, CELL,
-                                           container), name)
+        return os.path.join(
+            naming.tty_dir(self.daemon.run_path, REALM, SPACE, STACK, CELL, container), name
+        )
 
     def session(self, container: str, keys: list[tuple[bytes, bytes]]) -> tuple[int | None, bytes]:
         """Attach to ``container``, type each ``keys`` line and wait for its answer, detach.
 
         Returns kuke's exit status and everything the terminal showed.
         """
-        term = Terminal(kuke_command(self.daemon.socket, "attach", CELL, *WHERE,
-                                     "--container", container))
+        term = Terminal(
+            kuke_command(self.daemon.socket, "attach", CELL, *WHERE, "--container", container)
+        )
         try:
             term.read_for(1.0)  # the client puts the terminal in raw mode and attaches
             for line, answer in keys:
                 term.type(line + b"\r")
                 if not term.wait_for(answer):
-                    self.fail(f"{answer!r} did not come back from {container}; "
-                              f"terminal showed {term.output[-2000:]!r}")
+                    self.fail(
+                        f"{answer!r} did not come back from {container}; "
+                        f"terminal showed {term.output[-2000:]!r}"
+                    )
             term.type(DETACH)
             return term.finish(), term.output
         finally:
@@ -161,26 +166,30 @@ class AttachTests(TestCase):
         deadline = time.monotonic() + timeout
         while not os.path.exists(path):
             if time.monotonic() > deadline:
-                self.fail(f"kuketty of {container} did not make {path}; "
-                          f"daemon log: {self.daemon.log_tail()}")
+                self.fail(
+                    f"kuketty of {container} did not make {path}; "
+                    f"daemon log: {self.daemon.log_tail()}"
+                )
             await threads.deferToThread(time.sleep, 0.1)
 
     async def container_state(self, container: str) -> str:
-        result = await self.kuke("get", "container", container, *WHERE, "--cell", CELL,
-                                 "-o", "json")
+        result = await self.kuke(
+            "get", "container", container, *WHERE, "--cell", CELL, "-o", "json"
+        )
         return json.loads(result.stdout)["status"]["state"]
 
     async def test_attach_detach_log_and_errors(self):
         os.environ["KUKEOND_KUKETTY_BINARY"] = self.kuketty
         try:
-            self.daemon = start_our_kukeond(self, self.containerd_socket,
-                                            spaces=((REALM, SPACE),))
+            self.daemon = start_our_kukeond(self, self.containerd_socket, spaces=((REALM, SPACE),))
         finally:
             del os.environ["KUKEOND_KUKETTY_BINARY"]
-        for args in (("create", "realm", REALM),
-                     ("create", "space", SPACE, "--realm", REALM),
-                     ("create", "stack", STACK, "--realm", REALM, "--space", SPACE),
-                     ("image", "load", busybox_image().oci_tar, "--realm", REALM)):
+        for args in (
+            ("create", "realm", REALM),
+            ("create", "space", SPACE, "--realm", REALM),
+            ("create", "stack", STACK, "--realm", REALM, "--space", SPACE),
+            ("image", "load", busybox_image().oci_tar, "--realm", REALM),
+        ):
             await self.kuke(*args)
         await self.kuke("apply", "-f", "-", input=cell_document())
         staged = naming.kuketty_binary_path(self.daemon.run_path)
@@ -189,20 +198,23 @@ class AttachTests(TestCase):
             await self.wait_for_socket(container)
 
         # Type a command, read its output, detach: the shell keeps running.
-        code, shown = await threads.deferToThread(self.session, "sh", [
-            (b"echo hello-$((6*7)); KEPT=still-here", b"hello-42")])
+        code, shown = await threads.deferToThread(
+            self.session, "sh", [(b"echo hello-$((6*7)); KEPT=still-here", b"hello-42")]
+        )
         self.assertEqual(code, 0, f"kuke attach did not exit cleanly: {shown[-2000:]!r}")
         self.assertEqual(await self.container_state("sh"), "Ready")
         # A second attach reaches the same shell.
-        code, shown = await threads.deferToThread(self.session, "sh", [
-            (b"echo $KEPT-$((1+1))", b"still-here-2")])
+        code, shown = await threads.deferToThread(
+            self.session, "sh", [(b"echo $KEPT-$((1+1))", b"still-here-2")]
+        )
         self.assertEqual(code, 0, f"second attach did not exit cleanly: {shown[-2000:]!r}")
 
         # A non-root workload: its helper owns the tty dir and serves the socket.
         st = os.stat(self.tty_path("user", "socket"))
         self.assertEqual(st.st_uid, 1000)
-        code, shown = await threads.deferToThread(self.session, "user", [
-            (b"echo id-$(id -u)", b"id-1000")])
+        code, shown = await threads.deferToThread(
+            self.session, "user", [(b"echo id-$(id -u)", b"id-1000")]
+        )
         self.assertEqual(code, 0, f"attach as 1000 did not exit cleanly: {shown[-2000:]!r}")
         self.assertIn(b"u$ ", shown)
 
@@ -212,17 +224,27 @@ class AttachTests(TestCase):
         self.assertIn("still-here-2", log.stdout)
 
         result = await threads.deferToThread(
-            self.daemon.kuke, "attach", CELL, *WHERE, "--container", "plain")
+            self.daemon.kuke, "attach", CELL, *WHERE, "--container", "plain"
+        )
         self.assertEqual(
             (result.code, result.stderr),
-            (1, 'Error: container "plain" in cell "c1" is not attachable: '
-                "container is not attachable; recreate with attachable=true\n"))
+            (
+                1,
+                'Error: container "plain" in cell "c1" is not attachable: '
+                "container is not attachable; recreate with attachable=true\n",
+            ),
+        )
 
         await self.kuke("stop", "container", "sh", *WHERE, "--cell", CELL)
         result = await threads.deferToThread(
-            self.daemon.kuke, "attach", CELL, *WHERE, "--container", "sh")
+            self.daemon.kuke, "attach", CELL, *WHERE, "--container", "sh"
+        )
         socket = self.tty_path("sh", "socket")
         self.assertEqual(
             (result.code, result.stderr),
-            (1, f"Error: error attaching client: ping failed: dial unix {socket}: "
-                "connect: no such file or directory\n"))
+            (
+                1,
+                f"Error: error attaching client: ping failed: dial unix {socket}: "
+                "connect: no such file or directory\n",
+            ),
+        )

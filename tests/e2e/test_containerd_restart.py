@@ -110,8 +110,10 @@ class DaemonSurvivesContainerdRestartTests(TestCase):
         return await self.client.call(method, args)
 
     def where(self, name: str, **spec):
-        return {"metadata": {"name": name},
-                "spec": {"realmId": self.realm, "spaceId": "web", "stackId": "front", **spec}}
+        return {
+            "metadata": {"name": name},
+            "spec": {"realmId": self.realm, "spaceId": "web", "stackId": "front", **spec},
+        }
 
     def stored_cell(self, name: str) -> dict:
         path = naming.metadata_path(self.run_path, self.realm, "web", "front", name)
@@ -120,15 +122,22 @@ class DaemonSurvivesContainerdRestartTests(TestCase):
 
     async def test_serves_through_a_containerd_restart(self):
         await self.call("CreateRealm", Doc={"metadata": {"name": self.realm}})
-        await self.call("CreateSpace", Doc={"metadata": {"name": "web"},
-                                            "spec": {"realmId": self.realm}})
-        await self.call("CreateStack", Doc={"metadata": {"name": "front"},
-                                            "spec": {"realmId": self.realm, "spaceId": "web"}})
+        await self.call(
+            "CreateSpace", Doc={"metadata": {"name": "web"}, "spec": {"realmId": self.realm}}
+        )
+        await self.call(
+            "CreateStack",
+            Doc={"metadata": {"name": "front"}, "spec": {"realmId": self.realm, "spaceId": "web"}},
+        )
         with open(busybox_image().oci_tar, "rb") as f:
             tarball = base64.b64encode(f.read()).decode()
         await self.call("LoadImage", Realm=self.realm, Tarball=tarball)
-        app = {"id": "app", "image": IMAGE, "command": "sh",
-               "args": ["-c", 'trap "exit 0" TERM; sleep 600 & wait']}
+        app = {
+            "id": "app",
+            "image": IMAGE,
+            "command": "sh",
+            "args": ["-c", 'trap "exit 0" TERM; sleep 600 & wait'],
+        }
         created = await self.call("CreateCell", Doc=self.where("shop", containers=[app]))
         self.assertEqual(created["Result"]["Cell"]["status"]["state"], READY)
         before = self.stored_cell("shop")
@@ -163,8 +172,9 @@ class DaemonSurvivesContainerdRestartTests(TestCase):
         # A cell made after the restart works, without restarting the daemon.
         other = await self.call("CreateCell", Doc=self.where("more", containers=[app]))
         self.assertEqual(other["Result"]["Cell"]["status"]["state"], READY)
-        await self.call("DeleteRealm", Doc={"metadata": {"name": self.realm}},
-                        Force=False, Cascade=True)
+        await self.call(
+            "DeleteRealm", Doc={"metadata": {"name": self.realm}}, Force=False, Cascade=True
+        )
         ns = f"{self.realm}.{self.suffix}"
         self.assertNotIn(ns, await self.containerd.list_namespaces())
 
@@ -196,8 +206,11 @@ class ContainerdStopsMidStartTests(TestCase):
     async def setUp(self):
         self.ctrd = RestartableContainerd(self)
         await self.ctrd.start()
-        self.patch(sys.modules["tests.support.containerd"], "get_containerd_socket",
-                   lambda: self.ctrd.socket)
+        self.patch(
+            sys.modules["tests.support.containerd"],
+            "get_containerd_socket",
+            lambda: self.ctrd.socket,
+        )
         self.rt = real_runtime(self)
         self.addCleanup(self.containerd_up)
         self.r = f"m{secrets.token_hex(3)}"
@@ -215,10 +228,12 @@ class ContainerdStopsMidStartTests(TestCase):
         root = naming.root_containerd_id("s1", "k1", "c1")
         self.rt.containerd = StopsOnRootTaskCreated(real, self.ctrd, root)
         with self.assertRaises(KukeonError) as failed:
-            await self.call("CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 300")],
-                                                      **where))
-        self.assertIn(f"failed to connect to containerd at unix://{self.ctrd.socket}",
-                      str(failed.exception))
+            await self.call(
+                "CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 300")], **where)
+            )
+        self.assertIn(
+            f"failed to connect to containerd at unix://{self.ctrd.socket}", str(failed.exception)
+        )
         stored = self.rt.store.get((self.r, "s1", "k1", "c1"))
         self.assertEqual(stored["status"]["state"], FAILED)
         self.assertTrue(stored["status"]["reason"])
@@ -232,5 +247,8 @@ class ContainerdStopsMidStartTests(TestCase):
         active = [s.key for s in await real.list_snapshots(ns) if s.kind == "active"]
         self.assertEqual(active, [])
         self.assertIsNone(self.rt.store.get((self.r, "s1", "k1", "c1")))
-        self.assertFalse(self.rt.cgroups.exists(
-            naming.cgroup_path(self.rt.cgroup_root, self.r, "s1", "k1", "c1")))
+        self.assertFalse(
+            self.rt.cgroups.exists(
+                naming.cgroup_path(self.rt.cgroup_root, self.r, "s1", "k1", "c1")
+            )
+        )

@@ -100,15 +100,24 @@ class CrashLeftoverTests(TestCase):
         client = BlockingClient(f"unix://{daemon.socket}")
         try:
             client.call("CreateRealm", {"Doc": {"metadata": {"name": "crash"}}})
-            client.call("CreateSpace", {"Doc": {"metadata": {"name": "s0"},
-                                                "spec": {"realmId": "crash"}}})
-            client.call("CreateStack", {"Doc": {"metadata": {"name": "k0"},
-                                                "spec": {"realmId": "crash", "spaceId": "s0"}}})
+            client.call(
+                "CreateSpace", {"Doc": {"metadata": {"name": "s0"}, "spec": {"realmId": "crash"}}}
+            )
+            client.call(
+                "CreateStack",
+                {
+                    "Doc": {
+                        "metadata": {"name": "k0"},
+                        "spec": {"realmId": "crash", "spaceId": "s0"},
+                    }
+                },
+            )
             with open(busybox_image().oci_tar, "rb") as f:
                 import base64
 
-                client.call("LoadImage", {"Realm": "crash",
-                                          "Tarball": base64.b64encode(f.read()).decode()})
+                client.call(
+                    "LoadImage", {"Realm": "crash", "Tarball": base64.b64encode(f.read()).decode()}
+                )
         finally:
             client.close()
         caught_at: list[str] = []

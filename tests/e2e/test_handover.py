@@ -151,18 +151,21 @@ class HandOverTests(TestCase):
     # helpers
 
     def ok(self, result, what=""):
-        self.assertEqual(result.code, 0,
-                         f"{what} stdout {result.stdout!r} stderr {result.stderr!r}")
+        self.assertEqual(
+            result.code, 0, f"{what} stdout {result.stdout!r} stderr {result.stderr!r}"
+        )
         return result
 
     async def kuke(self, daemon, *args, **kwargs):
         return self.ok(await threads.deferToThread(daemon.kuke, *args, **kwargs), args)
 
     async def populate(self, daemon) -> None:
-        for args in (("create", "realm", REALM),
-                     ("create", "space", SPACE, "--realm", REALM),
-                     ("create", "stack", STACK, "--realm", REALM, "--space", SPACE),
-                     ("image", "load", busybox_image().oci_tar, "--realm", REALM)):
+        for args in (
+            ("create", "realm", REALM),
+            ("create", "space", SPACE, "--realm", REALM),
+            ("create", "stack", STACK, "--realm", REALM, "--space", SPACE),
+            ("image", "load", busybox_image().oci_tar, "--realm", REALM),
+        ):
             await self.kuke(daemon, *args)
         for cell, containers in CELLS.items():
             await self.kuke(daemon, "apply", "-f", "-", input=cell_document(cell, containers))
@@ -185,14 +188,19 @@ class HandOverTests(TestCase):
     def assert_same_answers(self, before, after, first, second):
         for args, answer in before.items():
             self.assertEqual(
-                after[args], answer,
-                f"kuke get {' '.join(args)}: {second} answers differently from {first}")
+                after[args],
+                answer,
+                f"kuke get {' '.join(args)}: {second} answers differently from {first}",
+            )
 
     async def assert_cells_running(self, tasks, daemon):
         running = {cid for cid, (_pid, status) in tasks.items() if status == "running"}
         for cell, containers in CELLS.items():
-            self.assertIn(naming.root_containerd_id(SPACE, STACK, cell), running,
-                          f"the root of {cell} is not running under {daemon}")
+            self.assertIn(
+                naming.root_containerd_id(SPACE, STACK, cell),
+                running,
+                f"the root of {cell} is not running under {daemon}",
+            )
             for container in containers:
                 cid = naming.containerd_id(SPACE, STACK, cell, container)
                 if (cell, container) == STOPPED:
@@ -202,18 +210,27 @@ class HandOverTests(TestCase):
 
     async def assert_all_gone(self, daemon, who) -> None:
         namespace = f"{REALM}.{daemon.namespace_suffix}"
-        self.assertNotIn(namespace, await self.client.list_namespaces(),
-                         f"{who} left the realm's containerd namespace")
+        self.assertNotIn(
+            namespace,
+            await self.client.list_namespaces(),
+            f"{who} left the realm's containerd namespace",
+        )
         hierarchies = go_cgroup_hierarchies() if isinstance(daemon, GoKukeond) else ()
-        self.assertEqual(cgroups_of(daemon.cgroup_root, REALM, hierarchies), [],
-                         f"{who} left the realm's cgroups")
-        self.assertFalse(link_exists(naming.bridge_name(REALM, SPACE)),
-                         f"{who} left the space's bridge")
+        self.assertEqual(
+            cgroups_of(daemon.cgroup_root, REALM, hierarchies),
+            [],
+            f"{who} left the realm's cgroups",
+        )
+        self.assertFalse(
+            link_exists(naming.bridge_name(REALM, SPACE)), f"{who} left the space's bridge"
+        )
         nat = await threads.deferToThread(sh, "iptables", "-w", "-t", "nat", "-S", check=False)
         network = naming.network_name(REALM, SPACE)
         self.assertNotIn(f'name: "{network}"', nat, f"{who} left the space's nat rules")
-        self.assertFalse(os.path.exists(os.path.join(daemon.run_path, "data", REALM)),
-                         f"{who} left the realm in the run path")
+        self.assertFalse(
+            os.path.exists(os.path.join(daemon.run_path, "data", REALM)),
+            f"{who} left the realm in the run path",
+        )
 
     async def hand_over(self, first, start_second, first_name, second_name) -> None:
         await self.populate(first)
@@ -223,29 +240,36 @@ class HandOverTests(TestCase):
         pids = await self.tasks(first)
         await self.assert_cells_running(pids, first_name)
         await threads.deferToThread(first.stop)
-        self.assertEqual(await self.tasks(first), pids,
-                         f"stopping {first_name} changed the cells' tasks")
+        self.assertEqual(
+            await self.tasks(first), pids, f"stopping {first_name} changed the cells' tasks"
+        )
 
         second = start_second(first)
         after = await self.answers(second)
         self.assert_same_answers(before, after, first_name, second_name)
         await task.deferLater(reactor, 3.5, lambda: None)  # a few reconcile passes
-        self.assertEqual(await self.tasks(second), pids,
-                         f"{second_name} stopped or recreated a cell's task")
+        self.assertEqual(
+            await self.tasks(second), pids, f"{second_name} stopped or recreated a cell's task"
+        )
         self.assert_same_answers(before, await self.answers(second), first_name, second_name)
 
         for cell in CELLS:
             await self.kuke(second, "stop", "cell", cell, *WHERE, timeout=120)
-        self.assertEqual([t for t, (_pid, status) in (await self.tasks(second)).items()
-                          if status == "running"], [], f"{second_name} left tasks running")
-        deleted = await threads.deferToThread(second.kuke, "delete", "realm", REALM,
-                                              "--cascade", timeout=120)
+        self.assertEqual(
+            [t for t, (_pid, status) in (await self.tasks(second)).items() if status == "running"],
+            [],
+            f"{second_name} left tasks running",
+        )
+        deleted = await threads.deferToThread(
+            second.kuke, "delete", "realm", REALM, "--cascade", timeout=120
+        )
         if isinstance(second, GoKukeond) and "must be empty" in deleted.stderr:
             # v0.5.0 deletes the namespace while containerd may still be collecting the
             # image's snapshots it has just released; a second delete finds it empty.
             await task.deferLater(reactor, 2, lambda: None)
-            deleted = await threads.deferToThread(second.kuke, "delete", "realm", REALM,
-                                                  "--cascade", timeout=120)
+            deleted = await threads.deferToThread(
+                second.kuke, "delete", "realm", REALM, "--cascade", timeout=120
+            )
         self.ok(deleted, "delete realm --cascade")
         await self.assert_all_gone(second, second_name)
 
@@ -255,14 +279,24 @@ class HandOverTests(TestCase):
         go = start_go_kukeond(self, self.containerd_socket)
 
         def ours(first):
-            return start_our_kukeond(self, self.containerd_socket, reconcile_interval="1s",
-                                     spaces=((REALM, SPACE),), host=first)
+            return start_our_kukeond(
+                self,
+                self.containerd_socket,
+                reconcile_interval="1s",
+                spaces=((REALM, SPACE),),
+                host=first,
+            )
 
         await self.hand_over(go, ours, "the Go kukeond", "ours")
 
     async def test_the_go_daemon_takes_over_from_ours(self):
-        ours = start_our_kukeond(self, self.containerd_socket, reconcile_interval="1s",
-                                 spaces=((REALM, SPACE),), default_cni=True)
+        ours = start_our_kukeond(
+            self,
+            self.containerd_socket,
+            reconcile_interval="1s",
+            spaces=((REALM, SPACE),),
+            default_cni=True,
+        )
 
         def go(first):
             return start_go_kukeond(self, self.containerd_socket, host=first)

@@ -75,8 +75,10 @@ def kukeond_image() -> tuple[str, str]:
 
     if not IMAGE_TAR.exists():
         if shutil.which("mmdebstrap") is None:
-            reference.unavailable(f"{IMAGE_TAR} is missing and mmdebstrap is not installed "
-                                  "(apt-get install mmdebstrap; make oci-image)")
+            reference.unavailable(
+                f"{IMAGE_TAR} is missing and mmdebstrap is not installed "
+                "(apt-get install mmdebstrap; make oci-image)"
+            )
         try:
             build_oci_image.build(str(IMAGE_TAR), kuketty=build_oci_image.default_kuketty())
         except SystemExit as e:
@@ -145,14 +147,18 @@ class KukeInitTest(TestCase):
         self.addCleanup(remove_cgroup_tree, CGROUP_ROOT)
         self.netns = f"kukeon-init-{token}"
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
-        self.addCleanup(subprocess.run, ["ip", "netns", "delete", self.netns],
-                        capture_output=True)
+        self.addCleanup(subprocess.run, ["ip", "netns", "delete", self.netns], capture_output=True)
         self.mount_holder()
-        self.nsenter = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt",
-                        f"--net=/var/run/netns/{self.netns}", "--"]
+        self.nsenter = [
+            "nsenter",
+            f"--mount=/proc/{self.holder.pid}/ns/mnt",
+            f"--net=/var/run/netns/{self.netns}",
+            "--",
+        ]
         subprocess.run([*self.nsenter, "ip", "link", "set", "lo", "up"], check=True)
-        self.containerd = PrivateContainerd(os.path.join(self.dir, "ctrd"), binary=containerd,
-                                            wrapper=self.nsenter)
+        self.containerd = PrivateContainerd(
+            os.path.join(self.dir, "ctrd"), binary=containerd, wrapper=self.nsenter
+        )
         self.addCleanup(self.stop_containerd)
         try:
             self.address = self.containerd.start()
@@ -166,16 +172,30 @@ class KukeInitTest(TestCase):
         """A process holding the test's mount namespace, with the private tmpfs mounts."""
         ready = os.path.join(self.dir, "mounts-ready")
         self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNT_SCRIPT, "sh",
-             ready], stdin=subprocess.DEVNULL)
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                MOUNT_SCRIPT,
+                "sh",
+                ready,
+            ],
+            stdin=subprocess.DEVNULL,
+        )
 
         def stop_holder() -> None:
             self.holder.kill()
             self.holder.wait()
 
         self.addCleanup(stop_holder)
-        wait_until(lambda: os.path.exists(ready) or self.holder.poll() is not None, 10,
-                   "the mount namespace")
+        wait_until(
+            lambda: os.path.exists(ready) or self.holder.poll() is not None,
+            10,
+            "the mount namespace",
+        )
         if self.holder.poll() is not None:
             self.fail("could not make the test's mount namespace")
 
@@ -203,32 +223,48 @@ class KukeInitTest(TestCase):
 
     def ctr(self, *args: str, check: bool = True) -> str:
         """``ctr --address A ARGS``: its stdout."""
-        done = subprocess.run([self.ctr_bin, "--address", self.address, *args],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [self.ctr_bin, "--address", self.address, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check and done.returncode != 0:
             self.fail(f"ctr {' '.join(args)}: {done.stderr}")
         return done.stdout
 
-    def kuke(self, *args: str, daemon: bool = True, ok: bool = True,
-             timeout: float = 120) -> reference.KukeResult:
+    def kuke(
+        self, *args: str, daemon: bool = True, ok: bool = True, timeout: float = 120
+    ) -> reference.KukeResult:
         """The real ``kuke ARGS`` in the test's network namespace, with its own HOME.
 
         ``daemon``: against ``/run/kukeon/kukeond.sock``; otherwise with the run
         path and containerd socket (init, daemon, uninstall act in-process).
         """
-        where = (["--host", HOST] if daemon
-                 else ["--run-path", self.run_path, "--containerd-socket", self.address])
+        where = (
+            ["--host", HOST]
+            if daemon
+            else ["--run-path", self.run_path, "--containerd-socket", self.address]
+        )
         argv = [*self.nsenter, self.kuke_bin, *args, *where]
         env = dict(os.environ, HOME=self.home)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  env=env, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as e:
             self.fail(f"kuke {' '.join(args)} did not finish in {timeout:g} s: {e.stderr!r}")
         result = reference.KukeResult(done.returncode, done.stdout, done.stderr)
         if ok and result.code != 0:
-            self.fail(f"kuke {' '.join(args)} failed ({result.code}): {result.stderr}"
-                      f"{result.stdout}\n{self.daemon_logs()}")
+            self.fail(
+                f"kuke {' '.join(args)} failed ({result.code}): {result.stderr}"
+                f"{result.stdout}\n{self.daemon_logs()}"
+            )
         return result
 
     def daemon_logs(self) -> str:
@@ -238,29 +274,56 @@ class KukeInitTest(TestCase):
 
     def status(self) -> dict:
         """``KukeonV1.Status`` through our client."""
-        done = subprocess.run([*self.nsenter, sys.executable, "-m", "kukeond.client", "--host",
-                               HOST, "call", "Status"], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [
+                *self.nsenter,
+                sys.executable,
+                "-m",
+                "kukeond.client",
+                "--host",
+                HOST,
+                "call",
+                "Status",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         self.assertEqual(done.returncode, 0, f"Status: {done.stderr}")
         return json.loads(done.stdout)
 
     def pinged(self) -> bool:
         """Whether a daemon answers Ping on the socket."""
-        done = subprocess.run([*self.nsenter, sys.executable, "-m", "kukeond.client", "--host",
-                               HOST, "ping"], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [*self.nsenter, sys.executable, "-m", "kukeond.client", "--host", HOST, "ping"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         return done.returncode == 0
 
     def tasks(self, ns: str) -> dict[str, str]:
         """``{container id: pid}`` of the running tasks in ``ns``."""
         rows = self.ctr("-n", ns, "tasks", "list").splitlines()[1:]
-        return {row.split()[0]: row.split()[1] for row in rows
-                if row.split() and row.split()[2] == "RUNNING"}
+        return {
+            row.split()[0]: row.split()[1]
+            for row in rows
+            if row.split() and row.split()[2] == "RUNNING"
+        }
 
     # The test.
 
     def test_kuke_init_daemon_lifecycle_and_uninstall(self):
         started = time.monotonic()
-        init = self.kuke("init", "--kukeond-image", self.ref, "--server-configuration",
-                         self.config, daemon=False, timeout=180)
+        init = self.kuke(
+            "init",
+            "--kukeond-image",
+            self.ref,
+            "--server-configuration",
+            self.config,
+            daemon=False,
+            timeout=180,
+        )
         self.assertIn("kukeond is ready", init.stdout)
         realms = self.kuke("get", "realms").stdout
         for realm in ("default", "kuke-system"):
@@ -274,15 +337,23 @@ class KukeInitTest(TestCase):
 
         # A cell in the default realm, from inside the daemon's cell.
         self.kuke("apply", "-f", self.write("once.json", cell_document("once")))
-        wait_until(lambda: "default_default_once_app" in self.tasks(DEFAULT_NS), 30,
-                   "the applied cell's task")
+        wait_until(
+            lambda: "default_default_once_app" in self.tasks(DEFAULT_NS),
+            30,
+            "the applied cell's task",
+        )
         self.kuke("stop", "cell", "once")
         self.assertNotIn("default_default_once_app", self.tasks(DEFAULT_NS))
         self.kuke("start", "cell", "once")
-        wait_until(lambda: "hello-from-once" in self.kuke("log", "once", ok=False).stdout,
-                   30, "the cell's log line")
-        self.assertTrue(cgroup_dirs("default", "default", "default", "once"),
-                        "the cell's cgroup is in the host's hierarchies")
+        wait_until(
+            lambda: "hello-from-once" in self.kuke("log", "once", ok=False).stdout,
+            30,
+            "the cell's log line",
+        )
+        self.assertTrue(
+            cgroup_dirs("default", "default", "default", "once"),
+            "the cell's cgroup is in the host's hierarchies",
+        )
         cell = json.loads(self.kuke("get", "cell", "once", "-o", "json").stdout)
         self.assertEqual(cell["status"]["state"], "Ready", cell)
         self.kuke("delete", "cell", "once")
@@ -291,8 +362,9 @@ class KukeInitTest(TestCase):
 
         # The daemon, managed by kuke daemon; a cell runs on untouched.
         self.kuke("apply", "-f", self.write("keep.json", cell_document("keep")))
-        wait_until(lambda: "default_default_keep_app" in self.tasks(DEFAULT_NS), 30,
-                   "the keep cell's task")
+        wait_until(
+            lambda: "default_default_keep_app" in self.tasks(DEFAULT_NS), 30, "the keep cell's task"
+        )
         workloads = self.tasks(DEFAULT_NS)
         self.kuke("daemon", "stop", daemon=False)
         wait_until(lambda: not self.pinged(), 30, "the daemon stopped")
@@ -301,11 +373,14 @@ class KukeInitTest(TestCase):
         before = self.tasks(SYSTEM_NS)
         self.kuke("daemon", "restart", daemon=False)
         wait_until(self.pinged, 60, "the daemon restarted")
-        lo = subprocess.run([*self.nsenter, "ip", "-o", "link", "show", "lo"],
-                            capture_output=True, text=True).stdout
+        lo = subprocess.run(
+            [*self.nsenter, "ip", "-o", "link", "show", "lo"], capture_output=True, text=True
+        ).stdout
         if "UP" not in lo.split(">")[0]:  # kuke daemon restart v0.5.0 (../shared/bin/README.md)
-            print("kuke daemon restart took lo down in containerd's network namespace",
-                  file=sys.stderr)
+            print(
+                "kuke daemon restart took lo down in containerd's network namespace",
+                file=sys.stderr,
+            )
             subprocess.run([*self.nsenter, "ip", "link", "set", "lo", "up"], check=True)
         self.assertNotEqual(self.tasks(SYSTEM_NS), before, "restart made a new daemon task")
         self.status()

@@ -27,8 +27,9 @@ LOOP = "trap 'exit 0' TERM; while :; do sleep 0.2; done"
 
 def document(kind: str, name: str, **spec) -> str:
     """One YAML document (JSON is YAML) for ``kuke delete -f``."""
-    return json.dumps({"apiVersion": "v1beta1", "kind": kind, "metadata": {"name": name},
-                       "spec": spec})
+    return json.dumps(
+        {"apiVersion": "v1beta1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    )
 
 
 async def passes(seconds: float = 2.5) -> None:
@@ -80,45 +81,71 @@ class OtherWritersTests(TestCase):
 
     async def test_a_container_deleted_from_its_cell_stays_deleted(self):
         await self.make_cell("c1")
-        await self.delete_in_process(document(
-            "Container", "b", id="b", realmId=REALM, spaceId=SPACE, stackId=STACK, cellId="c1",
-            image=IMAGE))
+        await self.delete_in_process(
+            document(
+                "Container",
+                "b",
+                id="b",
+                realmId=REALM,
+                spaceId=SPACE,
+                stackId=STACK,
+                cellId="c1",
+                image=IMAGE,
+            )
+        )
         await passes()
         with open(self.file(REALM, SPACE, STACK, "c1")) as f:
             names = [c["id"] for c in json.load(f)["spec"]["containers"]]
         self.assertNotIn("b", names)
-        cell = json.loads(self.ok(await self.get(
-            "cell", "c1", "--realm", REALM, "--space", SPACE, "--stack", STACK)).stdout)
+        cell = json.loads(
+            self.ok(
+                await self.get("cell", "c1", "--realm", REALM, "--space", SPACE, "--stack", STACK)
+            ).stdout
+        )
         self.assertNotIn("b", [c["id"] for c in cell["spec"]["containers"]])
-        gone = await self.get("container", "b", "--realm", REALM, "--space", SPACE,
-                              "--stack", STACK, "--cell", "c1")
+        gone = await self.get(
+            "container", "b", "--realm", REALM, "--space", SPACE, "--stack", STACK, "--cell", "c1"
+        )
         self.assertNotEqual(gone.code, 0, gone.stdout)
 
     async def test_a_cell_deleted_stays_deleted(self):
         await self.make_cell("c2", ("a",))
-        await self.delete_in_process(document(
-            "Cell", "c2", id="c2", realmId=REALM, spaceId=SPACE, stackId=STACK,
-            containers=[{"id": "a", "image": IMAGE}]))
+        await self.delete_in_process(
+            document(
+                "Cell",
+                "c2",
+                id="c2",
+                realmId=REALM,
+                spaceId=SPACE,
+                stackId=STACK,
+                containers=[{"id": "a", "image": IMAGE}],
+            )
+        )
         await passes()
         self.assertFalse(os.path.exists(self.file(REALM, SPACE, STACK, "c2")))
-        listed = self.ok(await self.get(
-            "cell", "--realm", REALM, "--space", SPACE, "--stack", STACK)).stdout
+        listed = self.ok(
+            await self.get("cell", "--realm", REALM, "--space", SPACE, "--stack", STACK)
+        ).stdout
         self.assertNotIn('"c2"', listed)
-        gone = await self.get("cell", "c2", "--realm", REALM, "--space", SPACE,
-                              "--stack", STACK)
+        gone = await self.get("cell", "c2", "--realm", REALM, "--space", SPACE, "--stack", STACK)
         self.assertNotEqual(gone.code, 0, gone.stdout)
 
     async def test_a_stack_and_a_realm_deleted_stay_deleted(self):
         await self.make_cell("c3", ("a",))
-        await self.delete_in_process(document(
-            "Stack", STACK, id=STACK, realmId=REALM, spaceId=SPACE), "--cascade")
+        await self.delete_in_process(
+            document("Stack", STACK, id=STACK, realmId=REALM, spaceId=SPACE), "--cascade"
+        )
         await passes()
         self.assertFalse(os.path.exists(self.file(REALM, SPACE, STACK)))
         self.assertFalse(os.path.exists(self.file(REALM, SPACE, STACK, "c3")))
         stacks = self.ok(await self.get("stack", "--realm", REALM, "--space", SPACE)).stdout
         self.assertNotIn(f'"{STACK}"', stacks)
-        self.assertNotEqual((await self.get("cell", "--realm", REALM, "--space", SPACE,
-                                            "--stack", STACK)).stdout.count('"c3"'), 1)
+        self.assertNotEqual(
+            (
+                await self.get("cell", "--realm", REALM, "--space", SPACE, "--stack", STACK)
+            ).stdout.count('"c3"'),
+            1,
+        )
 
         await self.delete_in_process(document("Realm", REALM), "--cascade")
         await passes()

@@ -100,11 +100,25 @@ class ReadmeQuickStartTest(TestCase):
         env = dict(os.environ, KUKEON_CONTAINERD_SOCKET=self.containerd)
         with open(log_path, "wb") as log:
             self.devrun = subprocess.Popen(
-                [sys.executable, "-m", "tools.devrun", "--run-dir",
-                 os.path.join(self.pwd, ".run"), "--cgroup-root", self.cgroup_root,
-                 "--containerd-namespace-suffix", self.suffix, "--reconcile-interval", "0"],
-                cwd=self.pwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "tools.devrun",
+                    "--run-dir",
+                    os.path.join(self.pwd, ".run"),
+                    "--cgroup-root",
+                    self.cgroup_root,
+                    "--containerd-namespace-suffix",
+                    self.suffix,
+                    "--reconcile-interval",
+                    "0",
+                ],
+                cwd=self.pwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + 60
         while "'default' are ready" not in open(log_path).read():
             if self.devrun.poll() is not None or time.monotonic() > deadline:
@@ -147,10 +161,16 @@ class ReadmeQuickStartTest(TestCase):
             argv = [sys.executable, *argv[1:]]
         else:
             self.fail(f"the README's {shlex.join(argv)} is not known to this test")
-        done = subprocess.run(argv, cwd=self.pwd, capture_output=True, text=True, timeout=60,
-                              env=dict(os.environ, HOME=self.pwd), stdin=subprocess.DEVNULL)
-        self.assertEqual(done.returncode, 0,
-                         f"{shlex.join(argv)}: {done.stdout}{done.stderr}")
+        done = subprocess.run(
+            argv,
+            cwd=self.pwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, HOME=self.pwd),
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(done.returncode, 0, f"{shlex.join(argv)}: {done.stdout}{done.stderr}")
         return done.stdout
 
     def test_quick_start_commands_work_in_order(self):

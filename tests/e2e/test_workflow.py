@@ -139,24 +139,39 @@ class WorkflowTests(TestCase):
         realm = await self.call("CreateRealm", Doc={"metadata": {"name": self.realm}})
         self.assertTrue(realm["Result"]["ContainerdNamespaceCreated"])
         self.assertIn(ns, await self.containerd.list_namespaces())
-        await self.call("CreateSpace", Doc={"metadata": {"name": "web"},
-                                            "spec": {"realmId": self.realm}})
-        await self.call("CreateStack", Doc={"metadata": {"name": "front"},
-                                            "spec": {"realmId": self.realm, "spaceId": "web"}})
+        await self.call(
+            "CreateSpace", Doc={"metadata": {"name": "web"}, "spec": {"realmId": self.realm}}
+        )
+        await self.call(
+            "CreateStack",
+            Doc={"metadata": {"name": "front"}, "spec": {"realmId": self.realm, "spaceId": "web"}},
+        )
         with open(busybox_image().oci_tar, "rb") as f:
             tarball = base64.b64encode(f.read()).decode()
         loaded = await self.call("LoadImage", Realm=self.realm, Tarball=tarball)
         self.assertEqual(loaded["Result"]["Images"], [IMAGE])
 
-        workload = {"id": "app", "image": IMAGE, "command": "sh",
-                    "args": ["-c", "echo hello from $KUKEON_CELL_NAME; exec sleep 600"]}
+        workload = {
+            "id": "app",
+            "image": IMAGE,
+            "command": "sh",
+            "args": ["-c", "echo hello from $KUKEON_CELL_NAME; exec sleep 600"],
+        }
         created = await self.call("CreateCell", Doc=self.cell_doc("shop", [workload]))
         cell = created["Result"]["Cell"]
         self.assertEqual(cell["status"]["state"], "Ready")
-        logs = await self.call("LogContainer", Doc={
-            "metadata": {"name": "app"},
-            "spec": {"realmId": self.realm, "spaceId": "web", "stackId": "front",
-                     "cellId": "shop"}})
+        logs = await self.call(
+            "LogContainer",
+            Doc={
+                "metadata": {"name": "app"},
+                "spec": {
+                    "realmId": self.realm,
+                    "spaceId": "web",
+                    "stackId": "front",
+                    "cellId": "shop",
+                },
+            },
+        )
         log_path = logs["Result"]["HostLogPath"]
 
         async def logged():
@@ -169,8 +184,9 @@ class WorkflowTests(TestCase):
         self.start_daemon()
         again = await self.get_cell("shop")
         self.assertEqual(again["status"]["state"], "Ready")
-        listed = await self.call("ListCells", RealmName=self.realm, SpaceName="web",
-                                 StackName="front")
+        listed = await self.call(
+            "ListCells", RealmName=self.realm, SpaceName="web", StackName="front"
+        )
         self.assertEqual([c["metadata"]["name"] for c in listed["Cells"]], ["shop"])
 
         # A workload killed behind the daemon's back shows up without any RPC touching it.
@@ -186,11 +202,13 @@ class WorkflowTests(TestCase):
 
         # Deleting the realm with --cascade leaves nothing behind.
         with self.assertRaises(APIError) as refused:
-            await self.call("DeleteRealm", Doc={"metadata": {"name": self.realm}},
-                            Force=False, Cascade=False)
+            await self.call(
+                "DeleteRealm", Doc={"metadata": {"name": self.realm}}, Force=False, Cascade=False
+            )
         self.assertEqual(refused.exception.kind, "ResourceHasDependencies")
-        await self.call("DeleteRealm", Doc={"metadata": {"name": self.realm}},
-                        Force=False, Cascade=True)
+        await self.call(
+            "DeleteRealm", Doc={"metadata": {"name": self.realm}}, Force=False, Cascade=True
+        )
         self.assertNotIn(ns, await self.containerd.list_namespaces())
         self.assertFalse(detect_cgroups().exists(f"{self.cgroot}/{self.realm}"))
         self.assertFalse(link_exists(naming.bridge_name(self.realm, "web")))
@@ -200,10 +218,13 @@ class WorkflowTests(TestCase):
 
     async def make_parents(self):
         await self.call("CreateRealm", Doc={"metadata": {"name": self.realm}})
-        await self.call("CreateSpace", Doc={"metadata": {"name": "web"},
-                                            "spec": {"realmId": self.realm}})
-        await self.call("CreateStack", Doc={"metadata": {"name": "front"},
-                                            "spec": {"realmId": self.realm, "spaceId": "web"}})
+        await self.call(
+            "CreateSpace", Doc={"metadata": {"name": "web"}, "spec": {"realmId": self.realm}}
+        )
+        await self.call(
+            "CreateStack",
+            Doc={"metadata": {"name": "front"}, "spec": {"realmId": self.realm, "spaceId": "web"}},
+        )
 
     async def test_sigterm_lets_a_slow_request_finish(self):
         self.start_daemon()
@@ -211,8 +232,12 @@ class WorkflowTests(TestCase):
         with open(busybox_image().oci_tar, "rb") as f:
             tarball = base64.b64encode(f.read()).decode()
         await self.call("LoadImage", Realm=self.realm, Tarball=tarball)
-        stubborn = {"id": "app", "image": IMAGE, "command": "sh",
-                    "args": ["-c", 'trap "" TERM; while true; do sleep 1; done']}
+        stubborn = {
+            "id": "app",
+            "image": IMAGE,
+            "command": "sh",
+            "args": ["-c", 'trap "" TERM; while true; do sleep 1; done'],
+        }
         await self.call("CreateCell", Doc=self.cell_doc("slow", [stubborn]))
         # StopCell waits out the workload's grace period (it ignores SIGTERM);
         # the daemon is told to stop while that request is in flight.
@@ -238,5 +263,6 @@ class WorkflowTests(TestCase):
         self.assertTrue(ping["OK"])
         with self.assertRaises(APIError) as failed:
             yield defer.ensureDeferred(
-                self.call("CreateRealm", Doc={"metadata": {"name": self.realm}}))
+                self.call("CreateRealm", Doc={"metadata": {"name": self.realm}})
+            )
         self.assertIn("containerd", failed.exception.message.lower())

@@ -92,8 +92,9 @@ class FakeCgroupsTests(CgroupsFactoryMixin, SynchronousTestCase):
     def test_controllers(self):
         cg, root = self.make()
         self.assertEqual(cg.create(f"{root}/r"), ["cpu", "io", "memory", "pids"])
-        self.assertEqual(cg.create(f"{root}/n", all_controllers=True),
-                         ["cpu", "cpuset", "io", "memory", "pids"])
+        self.assertEqual(
+            cg.create(f"{root}/n", all_controllers=True), ["cpu", "cpuset", "io", "memory", "pids"]
+        )
 
     def test_payload_and_busy(self):
         cg, root = self.make()
@@ -123,8 +124,9 @@ class EmulatedV2Tests(CgroupsFactoryMixin, SynchronousTestCase):
         self.assertEqual(cg.create(f"{root}/r"), ["cpu", "io", "memory", "pids"])
         with open(os.path.join(self.mount, "kukeon-test", "r", "cgroup.subtree_control")) as fh:
             self.assertTrue(fh.read().startswith("+"))
-        self.assertEqual(cg.create(f"{root}/n", all_controllers=True),
-                         ["cpu", "cpuset", "io", "memory", "pids"])
+        self.assertEqual(
+            cg.create(f"{root}/n", all_controllers=True), ["cpu", "cpuset", "io", "memory", "pids"]
+        )
 
     def test_only_offered_controllers(self):
         cg, root = self.make(controllers="memory pids")
@@ -176,9 +178,11 @@ class EmulatedV1Tests(CgroupsFactoryMixin, SynchronousTestCase):
         base = self.mktemp()
         self.points = {}
         mounts = []
-        for name, fstype, opts in (("memory", "cgroup", ("rw", "memory")),
-                                   ("pids", "cgroup", ("rw", "pids")),
-                                   ("unified", "cgroup2", ("rw",))):
+        for name, fstype, opts in (
+            ("memory", "cgroup", ("rw", "memory")),
+            ("pids", "cgroup", ("rw", "pids")),
+            ("unified", "cgroup2", ("rw",)),
+        ):
             point = os.path.join(base, name)
             os.makedirs(point)
             self.points[name] = point
@@ -219,8 +223,10 @@ class DetectTests(SynchronousTestCase):
         )
         cg = cgroups.detect_cgroups(path)
         self.assertIsInstance(cg, CgroupV1)
-        self.assertEqual([m.point for m in cg.mounts],
-                         ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/unified"])
+        self.assertEqual(
+            [m.point for m in cg.mounts],
+            ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/unified"],
+        )
         self.assertEqual([m.is_cpuset for m in cg.mounts], [False, True, False])
 
     def test_pure_v2(self):

@@ -19,8 +19,7 @@ class InstanceFileTests(SynchronousTestCase):
         with open(self.path, "rb") as fh:
             self.assertEqual(
                 fh.read(),
-                b'{\n  "containerdNamespaceSuffix": "kukeon.io",\n'
-                b'  "cgroupRoot": "/kukeon"\n}\n',
+                b'{\n  "containerdNamespaceSuffix": "kukeon.io",\n  "cgroupRoot": "/kukeon"\n}\n',
             )
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o640)
         self.assertEqual(stat.S_IMODE(os.stat(self.run).st_mode) & 0o777, 0o750)
@@ -43,8 +42,9 @@ class InstanceFileTests(SynchronousTestCase):
             'containerdNamespaceSuffix="example.org" cgroupRoot="/kukeon": '
             "kukeon instance mismatch",
         )
-        self.assertRaises(instance.InstanceMismatch,
-                          instance.verify_or_write, self.run, "kukeon.io", "/other")
+        self.assertRaises(
+            instance.InstanceMismatch, instance.verify_or_write, self.run, "kukeon.io", "/other"
+        )
 
     def test_reads_reference_file_with_extra_keys(self):
         os.makedirs(self.run)

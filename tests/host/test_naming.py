@@ -11,7 +11,7 @@ class ValidateNameTests(SynchronousTestCase):
             naming.validate_realm_name("bad_name")
         self.assertEqual(
             str(ctx.exception),
-            "realm name is invalid: \"bad_name\" contains disallowed character "
+            'realm name is invalid: "bad_name" contains disallowed character '
             "(must not contain '_' or '/')",
         )
         self.assertEqual(ctx.exception.wire_kind, "Unknown")
@@ -45,10 +45,26 @@ class ValidateNameTests(SynchronousTestCase):
             self.assertEqual(naming.validate_name("cell", f" {name} "), name)
 
     def test_rejects_beyond_reference(self):
-        for bad in (".", "..", "a..b", ".a", "a.", "-a", "a-", "a b", "a\x00b", "a\nb",
-                    "caf\u00e9", "a\tb", "x" * (naming.MAX_NAME_LENGTH + 1),
-                    "metadata.json", "network.json", "network.conflist", "etc-hosts",
-                    "etc-hostname"):
+        for bad in (
+            ".",
+            "..",
+            "a..b",
+            ".a",
+            "a.",
+            "-a",
+            "a-",
+            "a b",
+            "a\x00b",
+            "a\nb",
+            "caf\u00e9",
+            "a\tb",
+            "x" * (naming.MAX_NAME_LENGTH + 1),
+            "metadata.json",
+            "network.json",
+            "network.conflist",
+            "etc-hosts",
+            "etc-hostname",
+        ):
             self.assertRaises(naming.InvalidName, naming.validate_name, "space", bad)
 
     def test_control_characters_quoted_like_go(self):
@@ -91,14 +107,16 @@ class GoQuoteTests(SynchronousTestCase):
 class IdentifierTests(SynchronousTestCase):
     def test_namespace(self):
         self.assertEqual(naming.realm_namespace("default"), "default.kukeon.io")
-        self.assertEqual(naming.realm_namespace("kuke-system", "kukeon.io"),
-                         "kuke-system.kukeon.io")
+        self.assertEqual(
+            naming.realm_namespace("kuke-system", "kukeon.io"), "kuke-system.kukeon.io"
+        )
         self.assertEqual(naming.realm_namespace("r", "example.org"), "r.example.org")
         self.assertEqual(naming.realm_namespace("r", "x", explicit="custom"), "custom")
 
     def test_containerd_ids(self):
-        self.assertEqual(naming.root_containerd_id("kukeon", "kukeon", "kukeond"),
-                         "kukeon_kukeon_kukeond_root")
+        self.assertEqual(
+            naming.root_containerd_id("kukeon", "kukeon", "kukeond"), "kukeon_kukeon_kukeond_root"
+        )
         self.assertEqual(naming.containerd_id("s", "k", "c", "x"), "s_k_c_x")
         self.assertEqual(naming.split_containerd_id("s_k_c_root"), ("s", "k", "c", "root"))
         self.assertIsNone(naming.split_containerd_id("s_k_c"))
@@ -139,20 +157,24 @@ class PathTests(SynchronousTestCase):
         run = "/opt/kukeon"
         self.assertEqual(naming.instance_file_path(run), "/opt/kukeon/.kukeon-instance.json")
         self.assertEqual(naming.metadata_path(run, "r"), "/opt/kukeon/data/r/metadata.json")
-        self.assertEqual(naming.metadata_path(run, "r", "s", "k", "c"),
-                         "/opt/kukeon/data/r/s/k/c/metadata.json")
+        self.assertEqual(
+            naming.metadata_path(run, "r", "s", "k", "c"), "/opt/kukeon/data/r/s/k/c/metadata.json"
+        )
         self.assertRaises(ValueError, naming.metadata_path, run, "r", "s", "k", "c", "x")
         self.assertRaises(ValueError, naming.resource_dir, run)
 
     def test_space_and_cell_files(self):
         run = "/run"
-        self.assertEqual(naming.network_conflist_path(run, "r", "s"),
-                         "/run/data/r/s/network.conflist")
+        self.assertEqual(
+            naming.network_conflist_path(run, "r", "s"), "/run/data/r/s/network.conflist"
+        )
         self.assertEqual(naming.network_state_path(run, "r", "s"), "/run/data/r/s/network.json")
-        self.assertEqual(naming.etc_hosts_path(run, "r", "s", "k", "c"),
-                         "/run/data/r/s/k/c/etc-hosts")
-        self.assertEqual(naming.etc_hostname_path(run, "r", "s", "k", "c"),
-                         "/run/data/r/s/k/c/etc-hostname")
+        self.assertEqual(
+            naming.etc_hosts_path(run, "r", "s", "k", "c"), "/run/data/r/s/k/c/etc-hosts"
+        )
+        self.assertEqual(
+            naming.etc_hostname_path(run, "r", "s", "k", "c"), "/run/data/r/s/k/c/etc-hostname"
+        )
 
     def test_container_files(self):
         args = ("/run", "r", "s", "k", "c", "x")
@@ -162,8 +184,9 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(naming.tty_socket_path(*args), "/run/data/r/s/k/c/x/tty/socket")
         self.assertEqual(naming.tty_capture_path(*args), "/run/data/r/s/k/c/x/tty/capture")
         self.assertEqual(naming.tty_log_path(*args), "/run/data/r/s/k/c/x/tty/log")
-        self.assertEqual(naming.kuketty_metadata_path(*args),
-                         "/run/data/r/s/k/c/x/kuketty-metadata.json")
+        self.assertEqual(
+            naming.kuketty_metadata_path(*args), "/run/data/r/s/k/c/x/kuketty-metadata.json"
+        )
         self.assertEqual(naming.kuketty_binary_path("/run"), "/run/bin/kuketty")
         self.assertEqual(naming.secrets_dir("s_k_c_x"), "/run/kukeon/secrets/s_k_c_x")
 

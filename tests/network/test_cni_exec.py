@@ -15,8 +15,11 @@ from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test
 
-RESULT = {"cniVersion": "0.4.0", "interfaces": [{"name": "eth0"}],
-          "ips": [{"version": "4", "address": "10.77.0.5/24", "gateway": "10.77.0.1"}]}
+RESULT = {
+    "cniVersion": "0.4.0",
+    "interfaces": [{"name": "eth0"}],
+    "ips": [{"version": "4", "address": "10.77.0.5/24", "gateway": "10.77.0.1"}],
+}
 
 RECORDER = """#!/bin/sh
 n=$(ls "{log}" | wc -l)
@@ -34,7 +37,9 @@ class PluginExecTests(TestCase):
         os.makedirs(self.plugins)
         os.makedirs(self.log)
         self.net = CniNetwork(
-            reactor, self.run_path, plugin_dirs=[self.plugins],
+            reactor,
+            self.run_path,
+            plugin_dirs=[self.plugins],
             cache_dir=os.path.join(self.run_path, "cache"),
             ipam_dir=os.path.join(self.run_path, "ipam"),
             legacy_results_dir=os.path.join(self.run_path, "results"),
@@ -68,8 +73,9 @@ class PluginExecTests(TestCase):
         await self.net.detach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
 
         calls = self.calls()
-        self.assertEqual([c[0] for c in calls],
-                         ["ADD-bridge", "ADD-loopback", "DEL-loopback", "DEL-bridge"])
+        self.assertEqual(
+            [c[0] for c in calls], ["ADD-bridge", "ADD-loopback", "DEL-loopback", "DEL-bridge"]
+        )
         add_bridge, add_loop = calls[0][1], calls[1][1]
         self.assertEqual((add_bridge["name"], add_bridge["cniVersion"]), ("r-s", "0.4.0"))
         self.assertNotIn("prevResult", add_bridge)
@@ -94,6 +100,7 @@ class PluginExecTests(TestCase):
             def record(*args, **kwargs):
                 threads.append((function.__name__, threading.current_thread().name))
                 return function(*args, **kwargs)
+
             return record
 
         for name in ("write_file_atomic", "_remove_file"):
@@ -111,16 +118,22 @@ class PluginExecTests(TestCase):
     @coroutine_test
     async def test_plugin_error_json_is_reported_and_add_rolled_back(self):
         self.plugin("bridge", f"[ \"$CNI_COMMAND\" = DEL ] && exit 0; echo '{json.dumps(RESULT)}'")
-        self.plugin("loopback", "[ \"$CNI_COMMAND\" = DEL ] && exit 0\n"
-                                "echo '{\"code\": 11, \"msg\": \"boom\", \"details\": \"why\"}'\n"
-                                "exit 1")
+        self.plugin(
+            "loopback",
+            '[ "$CNI_COMMAND" = DEL ] && exit 0\n'
+            'echo \'{"code": 11, "msg": "boom", "details": "why"}\'\n'
+            "exit 1",
+        )
         with self.assertRaises(CNIPluginError) as caught:
             await self.net.attach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
-        self.assertEqual(str(caught.exception),
-                         'plugin type="loopback" name="r-s" failed (add): boom; why')
+        self.assertEqual(
+            str(caught.exception), 'plugin type="loopback" name="r-s" failed (add): boom; why'
+        )
         self.assertEqual(caught.exception.code, 11)
-        self.assertEqual([c[0] for c in self.calls()],
-                         ["ADD-bridge", "ADD-loopback", "DEL-loopback", "DEL-bridge"])
+        self.assertEqual(
+            [c[0] for c in self.calls()],
+            ["ADD-bridge", "ADD-loopback", "DEL-loopback", "DEL-bridge"],
+        )
         self.assertFalse(os.path.exists(os.path.join(self.run_path, "cache", "results")))
 
     @coroutine_test
@@ -135,7 +148,8 @@ class ProcessRunnerTests(TestCase):
     @coroutine_test
     async def test_output_and_exit_code(self):
         code, out, err = await ProcessRunner(reactor)(
-            ["/bin/sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"hello")
+            ["/bin/sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"hello"
+        )
         self.assertEqual((code, out, err), (3, b"hello", b"oops\n"))
 
     @coroutine_test

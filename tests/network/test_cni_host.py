@@ -28,8 +28,9 @@ class HostAttachTests(TestCase):
         self.state = os.path.join(self.run_path, "cni-state")
         self.net = real_network(self, self.run_path, hostenv.free_parent_cidr())
         self.addCleanup(hostenv.sh, "ip", "link", "delete", self.bridge, check=False)
-        self.addCleanup(lambda: self.net.remove_space_network(self.realm, SPACE)
-                        .addErrback(lambda _: None))
+        self.addCleanup(
+            lambda: self.net.remove_space_network(self.realm, SPACE).addErrback(lambda _: None)
+        )
         self.sn = self.net.ensure_space_network(self.realm, SPACE, exclusive=True)
 
     async def attach(self, cid, net=None):
@@ -57,16 +58,31 @@ class HostAttachTests(TestCase):
         return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 
     def bridge_ports(self):
-        return hostenv.sh("ip", "-o", "link", "show", "master", self.bridge,
-                          check=False).strip().splitlines()
+        return (
+            hostenv.sh("ip", "-o", "link", "show", "master", self.bridge, check=False)
+            .strip()
+            .splitlines()
+        )
 
     def nat(self):
         return hostenv.sh("iptables", "-w", "-t", "nat", "-S")
 
     async def ping(self, netns, address):
         code, out, err = await ProcessRunner(reactor, timeout=30)(
-            ["/usr/bin/ip", "netns", "exec", hostenv.netns_name(netns),
-             "/usr/bin/busybox", "ping", "-c", "3", "-W", "2", address])
+            [
+                "/usr/bin/ip",
+                "netns",
+                "exec",
+                hostenv.netns_name(netns),
+                "/usr/bin/busybox",
+                "ping",
+                "-c",
+                "3",
+                "-W",
+                "2",
+                address,
+            ]
+        )
         return code
 
     @coroutine_test
@@ -84,8 +100,9 @@ class HostAttachTests(TestCase):
             routes = hostenv.sh("ip", "-n", hostenv.netns_name(ns), "-4", "route")
             self.assertIn(f"default via {gateway} dev eth0", routes)
         self.assertEqual(self.leases(), {a.ipv4: "s_k_a_root", b.ipv4: "s_k_b_root"})
-        self.assertEqual(self.cached(), [f"{self.name}-s_k_a_root-eth0",
-                                         f"{self.name}-s_k_b_root-eth0"])
+        self.assertEqual(
+            self.cached(), [f"{self.name}-s_k_a_root-eth0", f"{self.name}-s_k_b_root-eth0"]
+        )
         self.assertIn(masquerade_chain(self.name, "s_k_a_root"), self.nat())
 
         self.assertEqual(await self.ping(ns_a, b.ipv4), 0)
@@ -160,8 +177,9 @@ class HostEgressTests(TestCase):
         master_existed = self.iptables("-S", netpolicy.MASTER_CHAIN) is not None
         if not master_existed:
             self.addCleanup(self.drop_master_if_empty)
-        self.addCleanup(lambda: self.net.remove_space_network(self.realm, SPACE)
-                        .addErrback(lambda _: None))
+        self.addCleanup(
+            lambda: self.net.remove_space_network(self.realm, SPACE).addErrback(lambda _: None)
+        )
 
     def iptables(self, *args):
         try:

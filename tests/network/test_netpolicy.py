@@ -37,51 +37,124 @@ class PolicyTests(SynchronousTestCase):
         cases = [
             ({"default": "maybe"}, EgressInvalidDefault),
             ({"default": "deny", "allow": [{}]}, EgressRuleTargetRequired),
-            ({"default": "deny", "allow": [{"host": "a.b", "cidr": "1.2.3.0/24"}]},
-             EgressRuleTargetConflict),
+            (
+                {"default": "deny", "allow": [{"host": "a.b", "cidr": "1.2.3.0/24"}]},
+                EgressRuleTargetConflict,
+            ),
             ({"default": "deny", "allow": [{"cidr": "1.2.3/99"}]}, EgressInvalidCIDR),
             ({"default": "deny", "allow": [{"host": "a..b"}]}, EgressInvalidHost),
-            ({"default": "deny", "allow": [{"cidr": "1.2.3.0/24", "ports": [0]}]},
-             EgressInvalidPort),
+            (
+                {"default": "deny", "allow": [{"cidr": "1.2.3.0/24", "ports": [0]}]},
+                EgressInvalidPort,
+            ),
         ]
         for egress, kind in cases:
             self.assertRaises(kind, policy_from_spec, "r", "s", "k-1", egress)
 
     def test_rule_error_names_its_index(self):
         exc = self.assertRaises(
-            EgressInvalidCIDR, policy_from_spec, "r", "s", "k-1",
-            {"default": "deny", "allow": [{"cidr": "10.0.0.0/8"}, {"cidr": "bad"}]})
-        self.assertTrue(str(exc).startswith(
-            "egress allow rule 1: egress allow rule cidr is not a valid CIDR"))
+            EgressInvalidCIDR,
+            policy_from_spec,
+            "r",
+            "s",
+            "k-1",
+            {"default": "deny", "allow": [{"cidr": "10.0.0.0/8"}, {"cidr": "bad"}]},
+        )
+        self.assertTrue(
+            str(exc).startswith("egress allow rule 1: egress allow rule cidr is not a valid CIDR")
+        )
 
     def test_build_rules_order_and_comments(self):
-        policy = policy_from_spec("default", "default", "k-703e8b3a", {
-            "default": "deny",
-            "allow": [{"cidr": "10.1.0.0/16"},
-                      {"host": "db.example", "ports": [5432, 443, 443]}],
-        })
+        policy = policy_from_spec(
+            "default",
+            "default",
+            "k-703e8b3a",
+            {
+                "default": "deny",
+                "allow": [
+                    {"cidr": "10.1.0.0/16"},
+                    {"host": "db.example", "ports": [5432, 443, 443]},
+                ],
+            },
+        )
         policy.allow[1].ips = ["192.0.2.9"]
         tag = "kukeon:default:default"
-        self.assertEqual(build_rules(policy), [
-            ["-A", CHAIN, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-             "-m", "comment", "--comment", f"{tag}:established", "-j", "RETURN"],
-            ["-A", CHAIN, "-d", "10.1.0.0/16", "-m", "comment", "--comment",
-             f"{tag}:allow[0]:cidr=10.1.0.0/16", "-j", "RETURN"],
-            ["-A", CHAIN, "-d", "192.0.2.9/32", "-p", "tcp", "--dport", "443", "-m", "comment",
-             "--comment", f"{tag}:allow[1]:host=db.example", "-j", "RETURN"],
-            ["-A", CHAIN, "-d", "192.0.2.9/32", "-p", "tcp", "--dport", "5432", "-m", "comment",
-             "--comment", f"{tag}:allow[1]:host=db.example", "-j", "RETURN"],
-            ["-A", CHAIN, "-m", "comment", "--comment", f"{tag}:default", "-j", "DROP"],
-        ])
+        self.assertEqual(
+            build_rules(policy),
+            [
+                [
+                    "-A",
+                    CHAIN,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    f"{tag}:established",
+                    "-j",
+                    "RETURN",
+                ],
+                [
+                    "-A",
+                    CHAIN,
+                    "-d",
+                    "10.1.0.0/16",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    f"{tag}:allow[0]:cidr=10.1.0.0/16",
+                    "-j",
+                    "RETURN",
+                ],
+                [
+                    "-A",
+                    CHAIN,
+                    "-d",
+                    "192.0.2.9/32",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "443",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    f"{tag}:allow[1]:host=db.example",
+                    "-j",
+                    "RETURN",
+                ],
+                [
+                    "-A",
+                    CHAIN,
+                    "-d",
+                    "192.0.2.9/32",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "5432",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    f"{tag}:allow[1]:host=db.example",
+                    "-j",
+                    "RETURN",
+                ],
+                ["-A", CHAIN, "-m", "comment", "--comment", f"{tag}:default", "-j", "DROP"],
+            ],
+        )
 
     def test_allow_default_with_rules_ends_in_return(self):
-        policy = policy_from_spec("r", "s", "k-1",
-                                  {"default": "allow", "allow": [{"cidr": "10.0.0.0/8"}]})
+        policy = policy_from_spec(
+            "r", "s", "k-1", {"default": "allow", "allow": [{"cidr": "10.0.0.0/8"}]}
+        )
         self.assertEqual(build_rules(policy)[-1][-2:], ["-j", "RETURN"])
 
     def test_parse_drop_counter(self):
-        listing = ("Chain X (1 references)\n    pkts      bytes target     prot\n"
-                   "       3      180 RETURN     all\n      12      720 DROP       all\n")
+        listing = (
+            "Chain X (1 references)\n    pkts      bytes target     prot\n"
+            "       3      180 RETURN     all\n      12      720 DROP       all\n"
+        )
         self.assertEqual(netpolicy.parse_drop_counter(listing), (12, 720))
         self.assertIsNone(netpolicy.parse_drop_counter("nothing here"))
 
@@ -90,9 +163,12 @@ class EnforcerTests(SynchronousTestCase):
     def setUp(self):
         self.ipt = FakeIptables()
         self.enforcer = IptablesEnforcer(
-            self.ipt, fixed_resolver({"db.example": ["192.0.2.7", "192.0.2.7", "2001:db8::1"]}))
-        self.policy_spec = {"default": "deny",
-                            "allow": [{"host": "db.example"}, {"cidr": "10.9.0.0/16"}]}
+            self.ipt, fixed_resolver({"db.example": ["192.0.2.7", "192.0.2.7", "2001:db8::1"]})
+        )
+        self.policy_spec = {
+            "default": "deny",
+            "allow": [{"host": "db.example"}, {"cidr": "10.9.0.0/16"}],
+        }
 
     def apply(self, realm="default", space="default", spec=None):
         policy = policy_from_spec(realm, space, "k-703e8b3a", spec or self.policy_spec)
@@ -128,8 +204,9 @@ class EnforcerTests(SynchronousTestCase):
         self.assertEqual(self.ipt.calls, [])
 
     def test_unresolvable_host(self):
-        policy = policy_from_spec("r", "s", "k-1",
-                                  {"default": "deny", "allow": [{"host": "nowhere.example"}]})
+        policy = policy_from_spec(
+            "r", "s", "k-1", {"default": "deny", "allow": [{"host": "nowhere.example"}]}
+        )
         self.failureResultOf(run(self.enforcer.apply(policy)), EgressHostResolution)
         self.assertEqual(self.ipt.calls, [])
 

@@ -80,8 +80,9 @@ class NetworkContract:
         again = self.space()
         self.assertFalse(again.created)
         self.assertEqual(again.subnet, first.subnet)
-        self.assertRaises(NetworkAlreadyExists, self.net.ensure_space_network,
-                          self.realm, SPACE, exclusive=True)
+        self.assertRaises(
+            NetworkAlreadyExists, self.net.ensure_space_network, self.realm, SPACE, exclusive=True
+        )
 
     def test_ensure_repairs_wrong_bridge_keeping_subnet(self):
         sn = self.space()
@@ -146,10 +147,13 @@ class NetworkContract:
         self.assertIn("conflist", removed)
         self.assertIn("subnet", removed)
         self.assertFalse(self.net.space_network_exists(self.realm, SPACE))
-        self.assertFalse(os.path.exists(
-            naming.network_state_path(self.run_path, self.realm, SPACE)))
-        self.assertEqual(await self.net.remove_space_network(self.realm, SPACE), ["egress"]
-                         if isinstance(self.net, CniNetwork) else [])
+        self.assertFalse(
+            os.path.exists(naming.network_state_path(self.run_path, self.realm, SPACE))
+        )
+        self.assertEqual(
+            await self.net.remove_space_network(self.realm, SPACE),
+            ["egress"] if isinstance(self.net, CniNetwork) else [],
+        )
 
     @coroutine_test
     async def test_missing_plugin(self):
@@ -158,10 +162,13 @@ class NetworkContract:
         with self.assertRaises(CNIPluginNotFound) as caught:
             await self.attach("s_k_a_root", self.make_netns(), net=net)
         text = str(caught.exception)
-        self.assertTrue(text.startswith(
-            "cni plugin not found: required CNI plugin missing on host — install the standard "
-            f'CNI plugins (e.g. apt install containernetworking-plugins) so "{self.name}" '
-            "resolves: "))
+        self.assertTrue(
+            text.startswith(
+                "cni plugin not found: required CNI plugin missing on host — install the standard "
+                f'CNI plugins (e.g. apt install containernetworking-plugins) so "{self.name}" '
+                "resolves: "
+            )
+        )
         self.assertIn("failed to find plugin", text)
 
     @coroutine_test
@@ -188,7 +195,8 @@ def real_network(testcase, run_path, parent, plugin_dirs=(hostenv.PLUGIN_DIR,)):
     """A CniNetwork whose CNI state lives in the test's temp dir."""
     state = os.path.join(run_path, "cni-state")
     return CniNetwork(
-        reactor, run_path,
+        reactor,
+        run_path,
         plugin_dirs=list(plugin_dirs),
         cache_dir=os.path.join(state, "cache"),
         ipam_dir=os.path.join(state, "ipam"),
@@ -205,8 +213,9 @@ class CniNetworkTests(NetworkContract, TestCase):
         super().setUp()
         bridge = naming.bridge_name(self.realm, SPACE)
         self.addCleanup(hostenv.sh, "ip", "link", "delete", bridge, check=False)
-        self.addCleanup(lambda: self.net.remove_space_network(self.realm, SPACE)
-                        .addErrback(lambda _: None))
+        self.addCleanup(
+            lambda: self.net.remove_space_network(self.realm, SPACE).addErrback(lambda _: None)
+        )
 
     def make_network(self, missing_plugin=False):
         dirs = [self.mktemp()] if missing_plugin else [hostenv.PLUGIN_DIR]
@@ -217,4 +226,3 @@ class CniNetworkTests(NetworkContract, TestCase):
 
     def vanish(self, netns):
         hostenv.sh("ip", "netns", "delete", hostenv.netns_name(netns))
-

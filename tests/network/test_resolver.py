@@ -17,8 +17,14 @@ class ScriptedResolver:
         self.addresses = addresses
         self.asked = []
 
-    def resolveHostName(self, receiver, host, portNumber=0, addressTypes=None,  # noqa: N802
-                        transportSemantics="TCP"):
+    def resolveHostName(
+        self,
+        receiver,
+        host,
+        portNumber=0,
+        addressTypes=None,  # noqa: N802
+        transportSemantics="TCP",
+    ):
         self.asked.append(host)
         receiver.resolutionBegan(object())
         if self.addresses is None:
@@ -38,8 +44,11 @@ class ResolverReactor(Clock):
 
 class ReactorResolverTests(unittest.SynchronousTestCase):
     def test_answers_with_ipv4_addresses(self):
-        reactor = ResolverReactor(ScriptedResolver([
-            IPv4Address("TCP", "192.0.2.1", 0), IPv6Address("TCP", "2001:db8::1", 0)]))
+        reactor = ResolverReactor(
+            ScriptedResolver(
+                [IPv4Address("TCP", "192.0.2.1", 0), IPv6Address("TCP", "2001:db8::1", 0)]
+            )
+        )
         d = defer.Deferred.fromCoroutine(reactor_resolver(reactor)("db.example"))
         self.assertEqual(self.successResultOf(d), ["192.0.2.1"])
         self.assertEqual(reactor.nameResolver.asked, ["db.example"])

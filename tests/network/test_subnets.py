@@ -35,8 +35,11 @@ class SubnetAllocatorTests(SynchronousTestCase):
         self.assertEqual(self.alloc.load_assigned("r", "a"), first)
 
     def test_distinct_spaces_distinct_blocks_across_realms(self):
-        got = [self.alloc.allocate("r1", "a"), self.alloc.allocate("r2", "a"),
-               self.alloc.allocate("r1", "b")]
+        got = [
+            self.alloc.allocate("r1", "a"),
+            self.alloc.allocate("r2", "a"),
+            self.alloc.allocate("r1", "b"),
+        ]
         self.assertEqual(got, ["10.88.0.0/24", "10.88.1.0/24", "10.88.2.0/24"])
 
     def test_release_frees_block_for_reuse(self):
@@ -71,10 +74,8 @@ class SubnetAllocatorTests(SynchronousTestCase):
         self.assertTrue(str(exc).startswith("no free subnet available in parent CIDR"))
 
     def test_preferred_subnet_used_only_when_free(self):
-        self.assertEqual(self.alloc.allocate("r", "a", preferred="10.88.7.0/24"),
-                         "10.88.7.0/24")
-        self.assertEqual(self.alloc.allocate("r", "b", preferred="10.88.7.0/24"),
-                         "10.88.0.0/24")
+        self.assertEqual(self.alloc.allocate("r", "a", preferred="10.88.7.0/24"), "10.88.7.0/24")
+        self.assertEqual(self.alloc.allocate("r", "b", preferred="10.88.7.0/24"), "10.88.0.0/24")
 
     def test_invalid_parent(self):
         self.assertRaises(InvalidSubnetCIDR, SubnetAllocator, self.root, "nonsense")

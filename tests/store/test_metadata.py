@@ -86,13 +86,25 @@ class ReferenceFileTests(StoreTestMixin, SynchronousTestCase):
     def test_stamping(self):
         store = self.make_store()
         store.load()
-        doc = {"status": {"state": "Pending", "createdAt": "0001-01-01T00:00:00Z",
-                          "updatedAt": "0001-01-01T00:00:00Z", "readyAt": "0001-01-01T00:00:00Z"}}
+        doc = {
+            "status": {
+                "state": "Pending",
+                "createdAt": "0001-01-01T00:00:00Z",
+                "updatedAt": "0001-01-01T00:00:00Z",
+                "readyAt": "0001-01-01T00:00:00Z",
+            }
+        }
         stored = result(store.put(("r",), doc))
         self.assertEqual(doc["status"]["createdAt"], "0001-01-01T00:00:00Z")
-        self.assertEqual(stored["status"], {"state": "Pending", "createdAt": NOW,
-                                            "updatedAt": NOW,
-                                            "readyAt": "0001-01-01T00:00:00Z"})
+        self.assertEqual(
+            stored["status"],
+            {
+                "state": "Pending",
+                "createdAt": NOW,
+                "updatedAt": NOW,
+                "readyAt": "0001-01-01T00:00:00Z",
+            },
+        )
         stored["status"]["state"] = "Ready"
         stored["status"]["createdAt"] = "2020-01-01T00:00:00Z"
         again = result(store.put(("r",), stored))
@@ -207,8 +219,14 @@ class IndexTests(StoreTestMixin, SynchronousTestCase):
     def test_index_matches_disk_after_writes(self):
         store = self.make_store()
         store.load()
-        for key in [("r",), ("r", "s"), ("r", "s", "k"), ("r", "s", "k", "c1"),
-                    ("r", "s", "k", "c0"), ("r2",)]:
+        for key in [
+            ("r",),
+            ("r", "s"),
+            ("r", "s", "k"),
+            ("r", "s", "k", "c1"),
+            ("r", "s", "k", "c0"),
+            ("r2",),
+        ]:
             result(store.put(key, {"key": list(key)}))
         self.assertEqual(store.children(("r", "s", "k")), ["c0", "c1"])
         self.assertTrue(result(store.delete(("r", "s", "k", "c1"))))
@@ -434,9 +452,11 @@ class KeyedLockTests(SynchronousTestCase):
                 await gates[name]
                 order.append(f"{name}-")
 
-        runs = [Deferred.fromCoroutine(worker("a1", ("r", "a"))),
-                Deferred.fromCoroutine(worker("a2", ("r", "a"))),
-                Deferred.fromCoroutine(worker("b", ("r", "b")))]
+        runs = [
+            Deferred.fromCoroutine(worker("a1", ("r", "a"))),
+            Deferred.fromCoroutine(worker("a2", ("r", "a"))),
+            Deferred.fromCoroutine(worker("b", ("r", "b"))),
+        ]
         self.assertEqual(order, ["a1+", "b+"])
         self.assertTrue(locks.locked(("r", "a")))
         gates["b"].callback(None)

@@ -85,8 +85,9 @@ def get_containerd_socket() -> str:
     if reason:
         _state["skip"] = reason
         raise SkipTest(reason)
-    _state["socket"] = _start(private_containerd(tempfile.mkdtemp(prefix="kukeond-ctrd-")),
-                              _state, ci_fails=False)
+    _state["socket"] = _start(
+        private_containerd(tempfile.mkdtemp(prefix="kukeond-ctrd-")), _state, ci_fails=False
+    )
     return _state["socket"]
 
 
@@ -132,9 +133,11 @@ def _ctr_for(daemon: PrivateContainerd) -> str:
 
 def _clean_namespaces(socket: str, ctr_binary: str = "ctr") -> None:
     """Delete what tests left in their namespaces (best effort, via ctr)."""
+
     def ctr(*args: str) -> str:
-        done = subprocess.run([ctr_binary, "--address", socket, *args], capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [ctr_binary, "--address", socket, *args], capture_output=True, text=True, timeout=60
+        )
         return done.stdout
 
     for ns in ctr("namespaces", "list", "-q").split():
@@ -165,7 +168,8 @@ def _stop(daemon: PrivateContainerd) -> None:
 
 _USES_CONTAINERD = re.compile(
     r"\b(get_containerd_socket|real_runtime|private_containerd|RestartableContainerd)\("
-    r"|\(RealCellTestCase\)")
+    r"|\(RealCellTestCase\)"
+)
 
 
 def containerd_test_modules(root: Path = reference.REPO_ROOT) -> list[str]:
@@ -224,8 +228,11 @@ def _on_2(trial_args: list[str]) -> int:
             print(f"{PART_MARK}containerd 2.2", flush=True)
             print(f"error: {reason} (CI=true: the containerd 2.2 run is required)", flush=True)
             return 1
-        print(f"containerd 2.2 run skipped: {reason}, "
-              f"or set {ENV_SOCKET2} to the socket of a running containerd 2.x", flush=True)
+        print(
+            f"containerd 2.2 run skipped: {reason}, "
+            f"or set {ENV_SOCKET2} to the socket of a running containerd 2.x",
+            flush=True,
+        )
         return 0
     daemon = None
     if not socket:
@@ -243,8 +250,11 @@ def _on_2(trial_args: list[str]) -> int:
         env[ENV_BINARY] = binary
     print(f"{PART_MARK}containerd 2.2 ({socket}): {' '.join(modules)}", flush=True)
     try:
-        return subprocess.call([sys.executable, "-m", "twisted.trial", "-j2", *modules],
-                               env=env, stdin=subprocess.DEVNULL)
+        return subprocess.call(
+            [sys.executable, "-m", "twisted.trial", "-j2", *modules],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         if daemon is not None:
             _stop(daemon)
@@ -256,8 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     keep = sub.add_parser("keep", help="run a private containerd until SIGTERM")
     keep.add_argument("directory")
-    keep.add_argument("--reference", action="store_true",
-                      help="run the reference containerd 2.2 instead of the one on PATH")
+    keep.add_argument(
+        "--reference",
+        action="store_true",
+        help="run the reference containerd 2.2 instead of the one on PATH",
+    )
     on2 = sub.add_parser("on-2", help="run trial against containerd 2.2")
     on2.add_argument("trial_args", nargs=argparse.REMAINDER)
     sub.add_parser("modules", help="list the test modules that use a real containerd")

@@ -28,8 +28,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 class OurKukeond:
     """One ``kukeond serve`` process and the host state it owns."""
 
-    def __init__(self, directory: str, containerd_socket: str, reconcile_interval: str,
-                 subnet_pool: str | None, host=None) -> None:
+    def __init__(
+        self,
+        directory: str,
+        containerd_socket: str,
+        reconcile_interval: str,
+        subnet_pool: str | None,
+        host=None,
+    ) -> None:
         token = secrets.token_hex(3)
         self.directory = directory
         self.containerd_socket = containerd_socket
@@ -66,7 +72,9 @@ class OurKukeond:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "kukeond.cli", "serve", *self.flags],
-                cwd=self.directory, stdout=subprocess.DEVNULL, stderr=log,
+                cwd=self.directory,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
                 stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
@@ -110,16 +118,20 @@ class OurKukeond:
 
         A Deferred (it runs in a thread) firing with the ``KukeResult``.
         """
-        argv = [*args, "--run-path", self.run_path, "--containerd-socket",
-                self.containerd_socket]
+        argv = [*args, "--run-path", self.run_path, "--containerd-socket", self.containerd_socket]
         return threads.deferToThread(
             reference.run_kuke, self.socket, *argv, env=self.in_process_env(), **kwargs
         )
 
 
-def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0",
-                      spaces: tuple[tuple[str, str], ...] = (), host=None,
-                      default_cni: bool = False) -> OurKukeond:
+def start_our_kukeond(
+    test,
+    containerd_socket: str,
+    reconcile_interval: str = "0",
+    spaces: tuple[tuple[str, str], ...] = (),
+    host=None,
+    default_cni: bool = False,
+) -> OurKukeond:
     """Start our daemon for ``test``; everything it made is removed at cleanup.
 
     ``spaces`` lists the ``(realm, space)`` pairs whose bridges the test makes,
@@ -146,8 +158,13 @@ def start_our_kukeond(test, containerd_socket: str, reconcile_interval: str = "0
         raise SkipTest("our daemon as a process on a real containerd needs root")
     hold_host_network(test)
     preserve_ip_forward(test)
-    daemon = OurKukeond(short_tmpdir(test, "ko-"), containerd_socket, reconcile_interval,
-                        None if (host or default_cni) else free_parent_cidr(), host)
+    daemon = OurKukeond(
+        short_tmpdir(test, "ko-"),
+        containerd_socket,
+        reconcile_interval,
+        None if (host or default_cni) else free_parent_cidr(),
+        host,
+    )
 
     async def cleanup() -> None:
         await purge_daemon_host(daemon)

@@ -148,9 +148,14 @@ class FakeContainerd:
     # images
 
     @_deferred
-    def import_image(self, namespace: str, source: str | os.PathLike[str] | BinaryIO,
-                     name: str | None = None, unpack: bool = True,
-                     snapshotter: str | None = None) -> list[ImageInfo]:
+    def import_image(
+        self,
+        namespace: str,
+        source: str | os.PathLike[str] | BinaryIO,
+        name: str | None = None,
+        unpack: bool = True,
+        snapshotter: str | None = None,
+    ) -> list[ImageInfo]:
         """See ``IContainerd``."""
         ns = self._ns(namespace)
         with open_archive(source, name) as archive:
@@ -160,8 +165,16 @@ class FakeContainerd:
                 previous = ns.images.get(image.name)
                 created = previous[0].created_at if previous else _now()
                 size = sum(b.descriptor.size for b in image.blobs)
-                info = ImageInfo(image.name, image.target.digest, image.target.media_type,
-                                 image.target.size, size, created, _now(), {})
+                info = ImageInfo(
+                    image.name,
+                    image.target.digest,
+                    image.target.media_type,
+                    image.target.size,
+                    size,
+                    created,
+                    _now(),
+                    {},
+                )
                 ns.images[image.name] = (info, chain_ids(image.manifest.diff_ids))
                 plan = image.manifest
                 config = json.loads(b"".join(archive.chunks(plan.config)))
@@ -195,15 +208,15 @@ class FakeContainerd:
         return entry[0]
 
     @_deferred
-    def image_runtime_config(self, namespace: str, ref: str,
-                             files: Sequence[str] = ()) -> ImageRuntimeConfig:
+    def image_runtime_config(
+        self, namespace: str, ref: str, files: Sequence[str] = ()
+    ) -> ImageRuntimeConfig:
         """See ``IContainerd``."""
         ns = self._ns(namespace, create=False)
         if ref not in ns.images:
             raise errors.NotFound(f"image {ref!r}: not found")
         config, layers = ns.image_content[ref]
-        found = rootfs.read_files(((t, io.BytesIO(b)) for t, b in layers), files) if files \
-            else {}
+        found = rootfs.read_files(((t, io.BytesIO(b)) for t, b in layers), files) if files else {}
         return ImageRuntimeConfig(ref, copy.deepcopy(config), found)
 
     @_deferred
@@ -223,9 +236,16 @@ class FakeContainerd:
     # containers
 
     @_deferred
-    def create_container(self, namespace: str, container_id: str, image: str,
-                         spec: Mapping[str, Any], labels: Mapping[str, str] | None = None,
-                         snapshotter: str | None = None, runtime: str = RUNC_V2) -> ContainerInfo:
+    def create_container(
+        self,
+        namespace: str,
+        container_id: str,
+        image: str,
+        spec: Mapping[str, Any],
+        labels: Mapping[str, str] | None = None,
+        snapshotter: str | None = None,
+        runtime: str = RUNC_V2,
+    ) -> ContainerInfo:
         """See ``IContainerd``."""
         ns = self._ns(namespace)
         if container_id in ns.containers:
@@ -238,8 +258,17 @@ class FakeContainerd:
             raise errors.AlreadyExists(f"snapshot {container_id} already exists")
         ns.snapshots[(snap, container_id)] = SnapshotInfo(container_id, top, "active")
         now = _now()
-        info = ContainerInfo(container_id, image, dict(labels or {}), runtime, snap,
-                             container_id, dict(spec), now, now)
+        info = ContainerInfo(
+            container_id,
+            image,
+            dict(labels or {}),
+            runtime,
+            snap,
+            container_id,
+            dict(spec),
+            now,
+            now,
+        )
         ns.containers[container_id] = info
         return info
 
@@ -252,16 +281,21 @@ class FakeContainerd:
         return info
 
     @_deferred
-    def list_containers(self, namespace: str,
-                        labels: Mapping[str, str] | None = None) -> list[ContainerInfo]:
+    def list_containers(
+        self, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> list[ContainerInfo]:
         """See ``IContainerd``."""
         want = dict(labels or {})
-        return [c for _, c in sorted(self._ns(namespace, create=False).containers.items())
-                if all(c.labels.get(k) == v for k, v in want.items())]
+        return [
+            c
+            for _, c in sorted(self._ns(namespace, create=False).containers.items())
+            if all(c.labels.get(k) == v for k, v in want.items())
+        ]
 
     @_deferred
-    def update_container_labels(self, namespace: str, container_id: str,
-                                labels: Mapping[str, str | None]) -> ContainerInfo:
+    def update_container_labels(
+        self, namespace: str, container_id: str, labels: Mapping[str, str | None]
+    ) -> ContainerInfo:
         """See ``IContainerd``."""
         ns = self._ns(namespace)
         info = ns.containers.get(container_id)
@@ -273,14 +307,24 @@ class FakeContainerd:
                 merged.pop(key, None)
             else:
                 merged[key] = value
-        info = ContainerInfo(info.id, info.image, merged, info.runtime, info.snapshotter,
-                             info.snapshot_key, info.spec, info.created_at, _now())
+        info = ContainerInfo(
+            info.id,
+            info.image,
+            merged,
+            info.runtime,
+            info.snapshotter,
+            info.snapshot_key,
+            info.spec,
+            info.created_at,
+            _now(),
+        )
         ns.containers[container_id] = info
         return info
 
     @_deferred
-    def delete_container(self, namespace: str, container_id: str,
-                         delete_snapshot: bool = True) -> None:
+    def delete_container(
+        self, namespace: str, container_id: str, delete_snapshot: bool = True
+    ) -> None:
         """See ``IContainerd``."""
         ns = self._ns(namespace)
         info = ns.containers.pop(container_id, None)
@@ -297,8 +341,9 @@ class FakeContainerd:
         return [Mount("bind", f"/fake/snapshots/{key}", ("rbind", "rw"))]
 
     @_deferred
-    def snapshot_mounts(self, namespace: str, key: str,
-                        snapshotter: str | None = None) -> list[Mount]:
+    def snapshot_mounts(
+        self, namespace: str, key: str, snapshotter: str | None = None
+    ) -> list[Mount]:
         """See ``IContainerd``."""
         if (snapshotter or self.snapshotter, key) not in self._ns(namespace).snapshots:
             raise errors.NotFound(f"snapshot {key}: not found")
@@ -339,9 +384,14 @@ class FakeContainerd:
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
             open(log_path, "ab").close()
         self._next_pid += 1
-        ns.tasks[container_id] = {"pid": self._next_pid, "status": "created",
-                                  "exit": 0, "exited_at": None, "waiters": [],
-                                  "ignored": set()}
+        ns.tasks[container_id] = {
+            "pid": self._next_pid,
+            "status": "created",
+            "exit": 0,
+            "exited_at": None,
+            "waiters": [],
+            "ignored": set(),
+        }
         return self._next_pid
 
     @_deferred
@@ -363,16 +413,22 @@ class FakeContainerd:
         waiters, task["waiters"] = task["waiters"], []
         for waiter in waiters:
             waiter.callback(status)
-        self._emit(namespace, "/tasks/exit", task_pb2.TaskExit(
-            container_id=container_id, id=container_id, pid=task["pid"], exit_status=exit_code))
+        self._emit(
+            namespace,
+            "/tasks/exit",
+            task_pb2.TaskExit(
+                container_id=container_id, id=container_id, pid=task["pid"], exit_status=exit_code
+            ),
+        )
 
     def ignore_signal(self, namespace: str, container_id: str, signal: int) -> None:
         """Test hook: the task's process traps ``signal`` and goes on running."""
         self._task(namespace, container_id)["ignored"].add(signal)
 
     @_deferred
-    def kill_task(self, namespace: str, container_id: str, signal: int = 15,
-                  all: bool = True) -> None:
+    def kill_task(
+        self, namespace: str, container_id: str, signal: int = 15, all: bool = True
+    ) -> None:
         """See ``IContainerd``: any signal but 0 (or an ignored one) ends the task."""
         task = self._task(namespace, container_id)
         if task["status"] == "stopped":
@@ -380,8 +436,9 @@ class FakeContainerd:
         if signal != 0 and signal not in task["ignored"]:
             self.exit_task(namespace, container_id, 128 + signal)
 
-    def wait_task(self, namespace: str, container_id: str,
-                  timeout: float = 10.0) -> defer.Deferred[ExitStatus]:
+    def wait_task(
+        self, namespace: str, container_id: str, timeout: float = 10.0
+    ) -> defer.Deferred[ExitStatus]:
         """See ``IContainerd``; the deadline uses the global reactor."""
         try:
             task = self._task(namespace, container_id)
@@ -397,16 +454,18 @@ class FakeContainerd:
         def expired() -> None:
             if waiter in task["waiters"]:
                 task["waiters"].remove(waiter)
-                waiter.errback(errors.DeadlineExceeded(
-                    f"Tasks.Wait: {container_id} still running after {timeout}s"))
+                waiter.errback(
+                    errors.DeadlineExceeded(
+                        f"Tasks.Wait: {container_id} still running after {timeout}s"
+                    )
+                )
 
         call = reactor.callLater(timeout, expired)  # type: ignore[attr-defined]
         waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
         return waiter
 
     def _info(self, container_id: str, task: dict[str, Any]) -> TaskInfo:
-        return TaskInfo(container_id, task["pid"], task["status"], task["exit"],
-                        task["exited_at"])
+        return TaskInfo(container_id, task["pid"], task["status"], task["exit"], task["exited_at"])
 
     @_deferred
     def task_state(self, namespace: str, container_id: str) -> TaskInfo:
@@ -426,9 +485,16 @@ class FakeContainerd:
         if task["status"] == "running":
             raise errors.FailedPrecondition(f"task {container_id} must be stopped")
         del self._ns(namespace).tasks[container_id]
-        self._emit(namespace, "/tasks/delete", task_pb2.TaskDelete(
-            container_id=container_id, id=container_id, pid=task["pid"],
-            exit_status=task["exit"]))
+        self._emit(
+            namespace,
+            "/tasks/delete",
+            task_pb2.TaskDelete(
+                container_id=container_id,
+                id=container_id,
+                pid=task["pid"],
+                exit_status=task["exit"],
+            ),
+        )
         return ExitStatus(task["exit"], task["exited_at"])
 
     @_deferred
@@ -443,9 +509,13 @@ class FakeContainerd:
         self._ns(namespace, create=False)
         return []
 
-    def subscribe(self, callback: Callable[[Event], Any], namespace: str | None = None,
-                  topics: Sequence[str] | None = None,
-                  on_resubscribe: Callable[[], Any] | None = None) -> ISubscription:
+    def subscribe(
+        self,
+        callback: Callable[[Event], Any],
+        namespace: str | None = None,
+        topics: Sequence[str] | None = None,
+        on_resubscribe: Callable[[], Any] | None = None,
+    ) -> ISubscription:
         """See ``IContainerd``; events are delivered synchronously."""
         sub = _FakeSubscription(self, callback, namespace, list(topics or []))
         self._subscribers.append(sub)
@@ -454,8 +524,13 @@ class FakeContainerd:
 
 @implementer(ISubscription)
 class _FakeSubscription:
-    def __init__(self, owner: FakeContainerd, callback: Callable[[Event], Any],
-                 namespace: str | None, topics: list[str]) -> None:
+    def __init__(
+        self,
+        owner: FakeContainerd,
+        callback: Callable[[Event], Any],
+        namespace: str | None,
+        topics: list[str],
+    ) -> None:
         self._owner = owner
         self._callback = callback
         self._namespace = namespace

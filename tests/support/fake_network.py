@@ -48,9 +48,7 @@ class FakeNetwork:
         self.bridges: set[str] = set()
         self.policies: dict[tuple[str, str], netpolicy.Policy] = {}
 
-    def ensure_space_network(
-        self, realm: str, space: str, exclusive: bool = False
-    ) -> SpaceNetwork:
+    def ensure_space_network(self, realm: str, space: str, exclusive: bool = False) -> SpaceNetwork:
         """See INetwork.ensure_space_network."""
         return self._files.ensure(realm, space, exclusive)
 
@@ -61,8 +59,7 @@ class FakeNetwork:
     def apply_egress(self, realm: str, space: str, egress: Any) -> defer.Deferred:
         """See INetwork.apply_egress."""
         try:
-            policy = netpolicy.policy_from_spec(
-                realm, space, bridge_name(realm, space), egress)
+            policy = netpolicy.policy_from_spec(realm, space, bridge_name(realm, space), egress)
         except netpolicy.EgressError:
             return defer.fail()
         if policy is not None:
@@ -112,8 +109,11 @@ class FakeNetwork:
         for plugin in doc["plugins"]:
             if plugin.get("type") in self.missing_plugins:
                 kind = plugin.get("type")
-                raise CNIPluginNotFound(name, f'plugin type="{kind}" name="{name}" failed '
-                                              f'(add): failed to find plugin "{kind}" in path')
+                raise CNIPluginNotFound(
+                    name,
+                    f'plugin type="{kind}" name="{name}" failed '
+                    f'(add): failed to find plugin "{kind}" in path',
+                )
         key = (name, container_id, ifname)
         plugin = _SpaceFiles.bridge_plugin(doc)
         subnet = ipaddress.IPv4Network(_conflist_subnet(plugin) or "", strict=False)
@@ -126,8 +126,10 @@ class FakeNetwork:
                 self.attached[key] = str(host)
                 self.bridges.add(str(plugin.get("bridge")))
                 return AttachResult(str(host), _fake_result(str(host), subnet, ifname))
-        raise CNIPluginError(f'plugin type="bridge" name="{name}" failed (add): '
-                             f"no IP addresses available in range set")
+        raise CNIPluginError(
+            f'plugin type="bridge" name="{name}" failed (add): '
+            f"no IP addresses available in range set"
+        )
 
     def detach(
         self, container_id: str, netns: str, conflist: str, ifname: str = "eth0"
@@ -135,8 +137,7 @@ class FakeNetwork:
         """See INetwork.detach."""
         doc = self._files.read_conflist(conflist)
         if doc is None:
-            return defer.fail(NetworkConfigNotLoaded(
-                f"failed to load CNI config list {conflist}"))
+            return defer.fail(NetworkConfigNotLoaded(f"failed to load CNI config list {conflist}"))
         self.attached.pop((str(doc.get("name", "")), container_id, ifname), None)
         return defer.succeed(None)
 
@@ -151,8 +152,14 @@ def _fake_result(ip: str, subnet: ipaddress.IPv4Network, ifname: str) -> dict[st
     return {
         "cniVersion": CNI_VERSION,
         "interfaces": [{"name": ifname, "sandbox": ""}],
-        "ips": [{"version": "4", "interface": 0,
-                 "address": f"{ip}/{subnet.prefixlen}", "gateway": gateway}],
+        "ips": [
+            {
+                "version": "4",
+                "interface": 0,
+                "address": f"{ip}/{subnet.prefixlen}",
+                "gateway": gateway,
+            }
+        ],
         "routes": [{"dst": "0.0.0.0/0"}],
         "dns": {},
     }

@@ -63,8 +63,15 @@ def layer_tar() -> bytes:
     with open(BUSYBOX, "rb") as f:
         binary = f.read()
     entries: list[tuple[tarfile.TarInfo, bytes | None]] = []
-    for directory, mode in [("bin", 0o755), ("dev", 0o755), ("etc", 0o755), ("proc", 0o555),
-                            ("root", 0o700), ("sys", 0o555), ("tmp", 0o1777)]:
+    for directory, mode in [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("proc", 0o555),
+        ("root", 0o700),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ]:
         entries.append((_info(directory + "/", tarfile.DIRTYPE, mode), None))
     entries.append((_info("bin/busybox", mode=0o755), binary))
     for applet in _applets():
@@ -85,13 +92,16 @@ def build(out: str) -> BusyboxImage:
     layer = ocilayout.layer_blob(raw_layer)
     diff_id = layer.diff_id
     os_name, arch = host_platform()
-    config_blob, manifest_blob = ocilayout.image_blobs({
-        "architecture": arch,
-        "os": os_name,
-        "created": "1970-01-01T00:00:00Z",
-        "config": {"Env": [PATH_ENV], "Cmd": ["sh"]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "busybox-static"}],
-    }, [layer])
+    config_blob, manifest_blob = ocilayout.image_blobs(
+        {
+            "architecture": arch,
+            "os": os_name,
+            "created": "1970-01-01T00:00:00Z",
+            "config": {"Env": [PATH_ENV], "Cmd": ["sh"]},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "busybox-static"}],
+        },
+        [layer],
+    )
     config = config_blob.data
     oci_dir = os.path.join(out, "busybox-oci")
     shutil.rmtree(oci_dir, ignore_errors=True)
@@ -99,11 +109,15 @@ def build(out: str) -> BusyboxImage:
     oci_tar = os.path.join(out, "busybox-oci.tar")
     ocilayout.write_layout_tar(oci_tar, REF, config_blob, manifest_blob, [layer])
     layer_id = _digest(raw_layer)[7:]
-    docker_manifest = json.dumps([{
-        "Config": f"{_digest(config)[7:]}.json",
-        "RepoTags": ["busybox:latest"],
-        "Layers": [f"{layer_id}/layer.tar"],
-    }]).encode()
+    docker_manifest = json.dumps(
+        [
+            {
+                "Config": f"{_digest(config)[7:]}.json",
+                "RepoTags": ["busybox:latest"],
+                "Layers": [f"{layer_id}/layer.tar"],
+            }
+        ]
+    ).encode()
     docker_entries: list[tuple[tarfile.TarInfo, bytes | None]] = [
         (_info(f"{layer_id}/", tarfile.DIRTYPE, 0o755), None),
         (_info(f"{layer_id}/layer.tar"), raw_layer),
@@ -114,8 +128,16 @@ def build(out: str) -> BusyboxImage:
     docker_tar = os.path.join(out, "busybox-docker.tar")
     with open(docker_tar, "wb") as f:
         f.write(_tar(docker_entries))
-    return BusyboxImage(REF, oci_tar, docker_tar, oci_dir, manifest_blob.digest,
-                        config_blob.digest, layer.digest, diff_id)
+    return BusyboxImage(
+        REF,
+        oci_tar,
+        docker_tar,
+        oci_dir,
+        manifest_blob.digest,
+        config_blob.digest,
+        layer.digest,
+        diff_id,
+    )
 
 
 @functools.cache

@@ -60,8 +60,10 @@ def missing_reason(name: str) -> str | None:
     path = os.path.join(reference_dir(), name)
     if os.path.isfile(path) and os.access(path, os.X_OK):
         return None
-    return (f"reference binary {name!r} not found in {reference_dir()} "
-            f"(set {ENV_BIN} to the directory holding it)")
+    return (
+        f"reference binary {name!r} not found in {reference_dir()} "
+        f"(set {ENV_BIN} to the directory holding it)"
+    )
 
 
 def reference_bin(name: str) -> str:
@@ -109,17 +111,30 @@ def kuke_command(host: str, *args: str) -> list[str]:
     return [reference_bin("kuke"), "--host", endpoint, *args]
 
 
-def run_kuke(host: str, *args: str, timeout: float = 60.0, input: str | None = None,
-             env: dict[str, str] | None = None) -> KukeResult:
+def run_kuke(
+    host: str,
+    *args: str,
+    timeout: float = 60.0,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> KukeResult:
     """Run the real ``kuke --host unix://HOST ARGS`` (blocking); fail the test on timeout."""
     argv = kuke_command(host, *args)
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              input=input, env=env,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=env,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as e:
-        raise FailTest(f"{' '.join(argv[1:])} did not finish in {timeout:g} s; "
-                       f"stdout {e.stdout!r}, stderr {e.stderr!r}") from None
+        raise FailTest(
+            f"{' '.join(argv[1:])} did not finish in {timeout:g} s; "
+            f"stdout {e.stdout!r}, stderr {e.stderr!r}"
+        ) from None
     return KukeResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -131,8 +146,14 @@ def run_kuke_async(host: str, *args: str, **kwargs) -> defer.Deferred:
 class GoKukeond:
     """The reference daemon, running; made by ``start_go_kukeond``."""
 
-    def __init__(self, directory: str, containerd_socket: str, token: str,
-                 extra_args: Sequence[str] = (), host=None) -> None:
+    def __init__(
+        self,
+        directory: str,
+        containerd_socket: str,
+        token: str,
+        extra_args: Sequence[str] = (),
+        host=None,
+    ) -> None:
         self.directory = directory
         self.socket = os.path.join(directory, "kukeond.sock")
         self.run_path = host.run_path if host else os.path.join(directory, "run")
@@ -145,10 +166,22 @@ class GoKukeond:
         link = os.path.join(directory, "kukeond")
         os.symlink(reference_bin("kuke"), link)
         self.argv = [
-            *self.cni_mounts(), link, "--configuration", os.path.join(directory, "absent.yaml"),
-            "serve", "--socket", self.socket, "--run-path", self.run_path,
-            "--containerd-socket", containerd_socket, "--cgroup-root", self.cgroup_root,
-            "--containerd-namespace-suffix", self.namespace_suffix, *extra_args,
+            *self.cni_mounts(),
+            link,
+            "--configuration",
+            os.path.join(directory, "absent.yaml"),
+            "serve",
+            "--socket",
+            self.socket,
+            "--run-path",
+            self.run_path,
+            "--containerd-socket",
+            containerd_socket,
+            "--cgroup-root",
+            self.cgroup_root,
+            "--containerd-namespace-suffix",
+            self.namespace_suffix,
+            *extra_args,
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -162,8 +195,9 @@ class GoKukeond:
         neither needed nor changed, and our daemon can be given the same two
         directories.
         """
-        plugins = next((d for d in CNI_PLUGIN_DIRS if os.path.exists(os.path.join(d, "bridge"))),
-                       None)
+        plugins = next(
+            (d for d in CNI_PLUGIN_DIRS if os.path.exists(os.path.join(d, "bridge"))), None
+        )
         binds = os.path.join(self.directory, "cni-bin")
         for path in (binds, self.cni_cache_dir, self.cni_ipam_dir):
             os.makedirs(path, exist_ok=True)
@@ -184,8 +218,13 @@ class GoKukeond:
         from tools.private_containerd import _accepts
 
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not _accepts(self.socket):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -207,8 +246,9 @@ class GoKukeond:
         return run_kuke(self.socket, *args, **kwargs)
 
 
-def start_go_kukeond(test, containerd_socket: str | None = None,
-                     extra_args: Sequence[str] = (), host=None) -> GoKukeond:
+def start_go_kukeond(
+    test, containerd_socket: str | None = None, extra_args: Sequence[str] = (), host=None
+) -> GoKukeond:
     """Start the Go kukeond for ``test``; it is stopped and cleaned up at the test's cleanup.
 
     Without ``containerd_socket`` it runs on the test containerd 2.2
@@ -227,8 +267,9 @@ def start_go_kukeond(test, containerd_socket: str | None = None,
         raise SkipTest("the Go kukeond needs root")
     reference_bin("kuke")
     socket = containerd_socket or get_containerd2_socket()
-    daemon = GoKukeond(short_tmpdir(test, "kg-"), socket, f"g{secrets.token_hex(3)}",
-                       extra_args, host)
+    daemon = GoKukeond(
+        short_tmpdir(test, "kg-"), socket, f"g{secrets.token_hex(3)}", extra_args, host
+    )
 
     test.addCleanup(purge_daemon_host, daemon)
     daemon.start()

@@ -6,6 +6,4 @@ may hold an ``__init__.py``, or they would shadow Twisted's own.
 
 from twisted.application.service import ServiceMaker
 
-kukeond = ServiceMaker(
-    "kukeond", "kukeond.tap", "The kukeon container runtime daemon.", "kukeond"
-)
+kukeond = ServiceMaker("kukeond", "kukeond.tap", "The kukeon container runtime daemon.", "kukeond")
