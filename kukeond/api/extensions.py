@@ -7,67 +7,61 @@ client (it never calls it); the Go-shaped structs follow the same rules as
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from kukeond.api.kukeonv1 import APIError, Reply
-from kukeond.api.structs import BOOL, INT, INT64, STRING, TIME, GoStruct, Ptr, Slice
+from kukeond.api.structs import INT64, TIME
+from kukeond.api.wire_results import WireStruct
 
 
-class StatusArgs(GoStruct):
+class StatusArgs(WireStruct):
     """Arguments of ``KukeonV1.Status`` (none)."""
 
-    go_name = "kukeonv1.StatusArgs"
-    fields = ()
 
-
-class ReconcileStatus(GoStruct):
+class ReconcileStatus(WireStruct):
     """The last reconcile pass: when, how long, and its counters."""
 
-    go_name = "kukeonv1.ReconcileStatus"
-    fields = (
-        ("Enabled", BOOL),
-        ("Interval", STRING),
-        ("LastPassAt", TIME),
-        ("LastPassMillis", INT64),
-        ("CellsScanned", INT),
-        ("CellsUpdated", INT),
-        ("CellsDeleted", INT),
-        ("CellsErrored", INT),
-        ("ContainerdDown", BOOL),
-        ("Errors", Slice(STRING)),
-    )
+    Enabled: bool
+    Interval: str
+    LastPassAt: Annotated[str, TIME]
+    LastPassMillis: Annotated[int, INT64]
+    CellsScanned: int
+    CellsUpdated: int
+    CellsDeleted: int
+    CellsErrored: int
+    ContainerdDown: bool
+    Errors: list[str] | None
 
 
-class StatusResult(GoStruct):
+class StatusResult(WireStruct):
     """Whether the daemon can do work: containerd, the reconciler, requests, resources."""
 
-    go_name = "kukeonv1.StatusResult"
-    fields = (
-        ("Version", STRING),
-        ("StartedAt", TIME),
-        ("Socket", STRING),
-        ("RunPath", STRING),
-        ("ContainerdSocket", STRING),
-        ("ContainerdReachable", BOOL),
-        ("ContainerdVersion", STRING),
-        ("ContainerdError", STRING),
-        ("Reconcile", ReconcileStatus),
-        ("Connections", INT),
-        ("RequestsInFlight", INT),
-        ("RequestsServed", INT64),
-        ("Realms", INT),
-        ("Spaces", INT),
-        ("Stacks", INT),
-        ("Cells", INT),
-    )
+    Version: str
+    StartedAt: Annotated[str, TIME]
+    Socket: str
+    RunPath: str
+    ContainerdSocket: str
+    ContainerdReachable: bool
+    ContainerdVersion: str
+    ContainerdError: str
+    Reconcile: ReconcileStatus
+    Connections: int
+    RequestsInFlight: int
+    RequestsServed: Annotated[int, INT64]
+    Realms: int
+    Spaces: int
+    Stacks: int
+    Cells: int
 
 
 class StatusReply(Reply):
     """Reply of ``KukeonV1.Status``."""
 
-    go_name = "kukeonv1.StatusReply"
-    fields = (("Result", StatusResult), ("Err", Ptr(APIError)))
+    Result: StatusResult
+    Err: APIError | None
 
 
-EXTENSION_METHODS: dict[str, tuple[type[GoStruct], type[Reply]]] = {
+EXTENSION_METHODS: dict[str, tuple[type[WireStruct], type[Reply]]] = {
     "Status": (StatusArgs, StatusReply),
 }
 """Bare method name → ``(ArgsCls, ReplyCls)`` of the methods beyond the reference's."""

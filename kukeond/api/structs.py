@@ -1,14 +1,20 @@
 """A declarative mirror of Go structs and their ``encoding/json`` behaviour.
 
-Each Go struct is a :class:`GoStruct` subclass with a field table in Go
-declaration order::
+Each Go struct is a :class:`GoStruct` subclass whose annotated attributes are
+its fields, in Go declaration order and named by their JSON keys::
 
-    class RealmMetadata(GoStruct):
-        go_name = "v1beta1.RealmMetadata"
-        fields = (("name", STRING), ("labels", Map(STRING)))
+    class RealmStatus(GoStruct):
+        go_package = "v1beta1"
+        state: Annotated[str, REALM_STATE]
+        cgroupPath: Annotated[str, OMIT]
+        subtreeControllers: Annotated[list[str] | None, OMIT]
 
-Attributes are named by the JSON key (``doc.metadata.name``, ``reply.Err``).
-``Cls()`` is the Go zero value, ``obj.to_wire()`` the Go-ordered dict ready for
+The Go type comes from the annotation (``str``, ``bool``, ``int``, ``bytes |
+None`` for ``[]byte``, a struct by value, ``X | None`` for a pointer,
+``list[X] | None`` for a slice, ``dict[str, X] | None`` for a map) unless an
+``Annotated`` entry names it (``TIME``, ``INT64``, an :class:`Enum`, ...);
+:data:`OMIT` in ``Annotated`` is ``omitempty``. ``Cls()`` is the Go zero
+value, ``obj.to_wire()`` the Go-ordered dict ready for
 :func:`kukeond.base.gojson.dumps`, and ``Cls.from_wire(obj)`` decodes a parsed
 JSON value the way Go's decoder fills a zero value (exact key first, then
 case-insensitive; unknown keys ignored; ``null`` leaves the zero value).
@@ -25,8 +31,10 @@ import base64
 import binascii
 import json
 import re
+import sys
+import types
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self, Union, get_args, get_origin
 
 from kukeond.base import gojson
 
@@ -318,11 +326,7 @@ class _StructType(GoType):
         return self.cls()
 
     def decode(self, raw: Any) -> GoStruct:
-        if isinstance(raw, dict):
-            return self.cls._decode(raw)
-        if raw is None:
-            return self.cls()
-        raise _Mismatch(json_kind(raw), self.go_type)
+        return self.cls._decode_value(raw)
 
     @staticmethod
     def encode(value: GoStruct) -> dict:
@@ -352,15 +356,72 @@ def as_type(t: Any) -> GoType:
     raise TypeError(f"not a Go type: {t!r}")
 
 
-class GoStruct:
-    """Base of every mirrored Go struct; subclasses declare ``go_name`` and ``fields``.
+class _OmitEmpty:
+    def __repr__(self) -> str:
+        return "OMIT"
 
-    ``fields`` entries are ``(json_key, type)`` or ``(json_key, type, True)``
-    for ``omitempty``, in Go declaration order.
+
+OMIT = _OmitEmpty()
+"""``Annotated[T, OMIT]``: the field is tagged ``omitempty``."""
+
+
+def _derived_type(hint: Any) -> GoType:
+    """The Go type a plain annotation stands for (see the module docstring)."""
+    if hint is str:
+        return STRING
+    if hint is bool:
+        return BOOL
+    if hint is int:
+        return INT
+    if isinstance(hint, type) and issubclass(hint, GoStruct):
+        return as_type(hint)
+    args = get_args(hint)
+    if get_origin(hint) in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        origin = get_origin(inner)
+        if inner is bytes:
+            return BYTES
+        if origin is list:
+            return Slice(_derived_type(get_args(inner)[0]))
+        if origin is dict:
+            return Map(_derived_type(get_args(inner)[1]))
+        return Ptr(_derived_type(inner))
+    raise TypeError(f"no Go type for annotation {hint!r}")
+
+
+def _declared_fields(cls: type) -> list[tuple[str, GoType, bool]]:
+    """Read ``cls``'s own annotated fields, in declaration order."""
+    fields = []
+    namespace = vars(sys.modules[cls.__module__])
+    for key, hint in cls.__dict__.get("__annotations__", {}).items():
+        if isinstance(hint, str):
+            if hint.startswith("ClassVar"):
+                continue
+            hint = eval(hint, namespace, {cls.__name__: cls})  # noqa: S307 - our own source
+        go_type, omitempty = None, False
+        if get_origin(hint) is Annotated:
+            hint, *extras = get_args(hint)
+            for extra in extras:
+                if extra is OMIT:
+                    omitempty = True
+                elif isinstance(extra, GoType):
+                    go_type = extra
+        fields.append((key, go_type or _derived_type(hint), omitempty))
+    return fields
+
+
+class GoStruct:
+    """Base of every mirrored Go struct: annotated attributes are its fields.
+
+    ``go_package`` (inherited) names the Go package; ``go_name`` is then
+    ``package.ClassName`` unless the class sets it. :attr:`fields` lists
+    ``(json_key, GoType, omitempty)`` in Go declaration order, the base
+    class's fields first.
     """
 
+    go_package: ClassVar[str] = ""
     go_name: ClassVar[str] = ""
-    fields: ClassVar[tuple] = ()
+    fields: ClassVar[tuple[tuple[str, GoType, bool], ...]] = ()
 
     _enc: ClassVar[tuple]
     _dec: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]]
@@ -371,10 +432,11 @@ class GoStruct:
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
+        if "go_name" not in cls.__dict__:
+            cls.go_name = f"{cls.go_package}.{cls.__name__}" if cls.go_package else ""
+        cls.fields = cls.fields + tuple(_declared_fields(cls))
         enc, dec, fold, scalar, mutable = [], {}, {}, {}, []
-        for entry in cls.fields:
-            key, t = entry[0], as_type(entry[1])
-            omitempty = len(entry) > 2 and entry[2]
+        for key, t, omitempty in cls.fields:
             enc.append((key, t.encode, t.omit if omitempty else _NEVER))
             dec[key] = (key, t.decode)
             fold.setdefault(key.lower(), (key, t.decode))
@@ -413,7 +475,15 @@ class GoStruct:
         return out
 
     @classmethod
-    def _decode(cls, raw: dict) -> GoStruct:
+    def _decode_value(cls, raw: Any) -> Self:
+        if isinstance(raw, dict):
+            return cls._decode(raw)
+        if raw is None:
+            return cls()
+        raise _Mismatch(json_kind(raw), cls.go_name)
+
+    @classmethod
+    def _decode(cls, raw: dict) -> Self:
         obj = cls()
         d = obj.__dict__
         exact, fold = cls._dec, cls._fold
@@ -431,14 +501,14 @@ class GoStruct:
         return obj
 
     @classmethod
-    def from_wire(cls, raw: Any) -> Any:
+    def from_wire(cls, raw: Any) -> Self:
         """Decode a parsed JSON value into a new instance, or raise :class:`DecodeError`."""
         try:
-            return as_type(cls).decode(raw)
+            return cls._decode_value(raw)
         except _Mismatch as e:
             raise e.to_error() from None
 
-    def clone(self) -> Any:
+    def clone(self) -> Self:
         """Return a deep copy (through the wire form, which is faster than ``copy.deepcopy``)."""
         return type(self).from_wire(self.to_wire())
 

@@ -8,19 +8,9 @@ represented. Defaulting and validation rules live in
 
 from __future__ import annotations
 
-from kukeond.api.structs import (
-    BOOL,
-    INT,
-    INT64,
-    STRING,
-    TIME,
-    UINT32,
-    Enum,
-    GoStruct,
-    Map,
-    Ptr,
-    Slice,
-)
+from typing import Annotated
+
+from kukeond.api.structs import INT64, OMIT, TIME, UINT32, Enum, GoStruct, Ptr
 
 API_VERSION = "v1beta1"
 
@@ -60,136 +50,121 @@ EGRESS_DENY = "deny"
 VOLUME_BIND = "bind"
 VOLUME_TMPFS = "tmpfs"
 
-_LABELS = Map(STRING)
-_STRINGS = Slice(STRING)
-OMIT = True
+
+class Struct(GoStruct):
+    """Base of the structs of Go package ``v1beta1``."""
+
+    go_package = "v1beta1"
 
 
 # --- Realm ------------------------------------------------------------------
 
 
-class RealmMetadata(GoStruct):
+class RealmMetadata(Struct):
     """Realm ``metadata``."""
 
-    go_name = "v1beta1.RealmMetadata"
-    fields = (("name", STRING), ("labels", _LABELS))
+    name: str
+    labels: dict[str, str] | None
 
 
-class RegistryCredentials(GoStruct):
+class RegistryCredentials(Struct):
     """Credentials for one image registry (passwords are stored and returned in clear)."""
 
-    go_name = "v1beta1.RegistryCredentials"
-    fields = (("username", STRING), ("password", STRING), ("serverAddress", STRING, OMIT))
+    username: str
+    password: str
+    serverAddress: Annotated[str, OMIT]
 
 
-class RealmSpec(GoStruct):
+class RealmSpec(Struct):
     """Realm ``spec``."""
 
-    go_name = "v1beta1.RealmSpec"
-    fields = (("namespace", STRING), ("registryCredentials", Slice(RegistryCredentials), OMIT))
+    namespace: str
+    registryCredentials: Annotated[list[RegistryCredentials] | None, OMIT]
 
 
-class RealmStatus(GoStruct):
+class RealmStatus(Struct):
     """Realm ``status``."""
 
-    go_name = "v1beta1.RealmStatus"
-    fields = (
-        ("state", REALM_STATE),
-        ("cgroupPath", STRING, OMIT),
-        ("subtreeControllers", _STRINGS, OMIT),
-        ("createdAt", TIME, OMIT),
-        ("updatedAt", TIME, OMIT),
-        ("readyAt", TIME, OMIT),
-        ("reason", STRING, OMIT),
-        ("message", STRING, OMIT),
-        ("cgroupReady", BOOL, OMIT),
-        ("containerdNamespaceReady", BOOL, OMIT),
-    )
+    state: Annotated[str, REALM_STATE]
+    cgroupPath: Annotated[str, OMIT]
+    subtreeControllers: Annotated[list[str] | None, OMIT]
+    createdAt: Annotated[str, TIME, OMIT]
+    updatedAt: Annotated[str, TIME, OMIT]
+    readyAt: Annotated[str, TIME, OMIT]
+    reason: Annotated[str, OMIT]
+    message: Annotated[str, OMIT]
+    cgroupReady: Annotated[bool, OMIT]
+    containerdNamespaceReady: Annotated[bool, OMIT]
 
 
-class RealmDoc(GoStruct):
+class RealmDoc(Struct):
     """A ``kind: Realm`` document."""
 
-    go_name = "v1beta1.RealmDoc"
-    fields = (
-        ("apiVersion", STRING),
-        ("kind", STRING),
-        ("metadata", RealmMetadata),
-        ("spec", RealmSpec),
-        ("status", RealmStatus),
-    )
+    apiVersion: str
+    kind: str
+    metadata: RealmMetadata
+    spec: RealmSpec
+    status: RealmStatus
 
 
 # --- Container pieces ---------------------------------------------------------
 
 
-class VolumeMount(GoStruct):
+class VolumeMount(Struct):
     """A bind or tmpfs mount of a container (``kind`` ``""`` means bind)."""
 
-    go_name = "v1beta1.VolumeMount"
-    fields = (
-        ("kind", STRING, OMIT),
-        ("source", STRING, OMIT),
-        ("target", STRING),
-        ("readOnly", BOOL, OMIT),
-        ("sizeBytes", INT64, OMIT),
-        ("mode", UINT32, OMIT),
-    )
+    kind: Annotated[str, OMIT]
+    source: Annotated[str, OMIT]
+    target: str
+    readOnly: Annotated[bool, OMIT]
+    sizeBytes: Annotated[int, INT64, OMIT]
+    mode: Annotated[int, UINT32, OMIT]
 
 
-class ContainerCapabilities(GoStruct):
+class ContainerCapabilities(Struct):
     """Linux capability deltas."""
 
-    go_name = "v1beta1.ContainerCapabilities"
-    fields = (("drop", _STRINGS, OMIT), ("add", _STRINGS, OMIT))
+    drop: Annotated[list[str] | None, OMIT]
+    add: Annotated[list[str] | None, OMIT]
 
 
-class ContainerTmpfsMount(GoStruct):
+class ContainerTmpfsMount(Struct):
     """A tmpfs mount declared in ``spec.tmpfs``."""
 
-    go_name = "v1beta1.ContainerTmpfsMount"
-    fields = (("path", STRING), ("sizeBytes", INT64, OMIT), ("options", _STRINGS, OMIT))
+    path: str
+    sizeBytes: Annotated[int, INT64, OMIT]
+    options: Annotated[list[str] | None, OMIT]
 
 
-class ContainerResources(GoStruct):
+class ContainerResources(Struct):
     """Resource limits; each is a nullable int64 (``None`` = unset, ``0`` is kept)."""
 
-    go_name = "v1beta1.ContainerResources"
-    fields = (
-        ("memoryLimitBytes", Ptr(INT64), OMIT),
-        ("cpuShares", Ptr(INT64), OMIT),
-        ("pidsLimit", Ptr(INT64), OMIT),
-    )
+    memoryLimitBytes: Annotated[int | None, Ptr(INT64), OMIT]
+    cpuShares: Annotated[int | None, Ptr(INT64), OMIT]
+    pidsLimit: Annotated[int | None, Ptr(INT64), OMIT]
 
 
-class ContainerSecret(GoStruct):
+class ContainerSecret(Struct):
     """A secret reference (values are never stored)."""
 
-    go_name = "v1beta1.ContainerSecret"
-    fields = (
-        ("name", STRING),
-        ("fromFile", STRING, OMIT),
-        ("fromEnv", STRING, OMIT),
-        ("mountPath", STRING, OMIT),
-    )
+    name: str
+    fromFile: Annotated[str, OMIT]
+    fromEnv: Annotated[str, OMIT]
+    mountPath: Annotated[str, OMIT]
 
 
-class TtyStage(GoStruct):
+class TtyStage(Struct):
     """One ``onInit`` script."""
 
-    go_name = "v1beta1.TtyStage"
-    fields = (("script", STRING, OMIT),)
+    script: Annotated[str, OMIT]
 
 
-class ContainerTty(GoStruct):
+class ContainerTty(Struct):
     """Terminal settings of an attachable container."""
 
-    go_name = "v1beta1.ContainerTty"
-    fields = (
-        ("prompt", STRING, OMIT),
-        ("onInit", Slice(TtyStage), OMIT),
-        ("logFile", STRING, OMIT),
-    )
+    prompt: Annotated[str, OMIT]
+    onInit: Annotated[list[TtyStage] | None, OMIT]
+    logFile: Annotated[str, OMIT]
 
     def is_empty(self) -> bool:
         """Tell whether no tty field is really set (empty scripts do not count)."""
@@ -198,379 +173,326 @@ class ContainerTty(GoStruct):
         return not any(stage.script for stage in self.onInit or ())
 
 
-class ContainerSpec(GoStruct):
+class ContainerSpec(Struct):
     """A container's spec: inside ``CellSpec.containers`` and as a ContainerDoc ``spec``."""
 
-    go_name = "v1beta1.ContainerSpec"
-    fields = (
-        ("id", STRING),
-        ("containerdId", STRING, OMIT),
-        ("realmId", STRING),
-        ("spaceId", STRING),
-        ("stackId", STRING),
-        ("cellId", STRING),
-        ("root", BOOL, OMIT),
-        ("image", STRING),
-        ("command", STRING),
-        ("args", _STRINGS),
-        ("workingDir", STRING, OMIT),
-        ("env", _STRINGS),
-        ("ports", _STRINGS),
-        ("volumes", Slice(VolumeMount)),
-        ("networks", _STRINGS),
-        ("networksAliases", _STRINGS),
-        ("privileged", BOOL),
-        ("hostNetwork", BOOL, OMIT),
-        ("hostPID", BOOL, OMIT),
-        ("hostCgroup", BOOL, OMIT),
-        ("user", STRING, OMIT),
-        ("readOnlyRootFilesystem", BOOL, OMIT),
-        ("capabilities", Ptr(ContainerCapabilities), OMIT),
-        ("securityOpts", _STRINGS, OMIT),
-        ("tmpfs", Slice(ContainerTmpfsMount), OMIT),
-        ("resources", Ptr(ContainerResources), OMIT),
-        ("secrets", Slice(ContainerSecret), OMIT),
-        ("cniConfigPath", STRING, OMIT),
-        ("restartPolicy", STRING),
-        ("attachable", BOOL, OMIT),
-        ("tty", Ptr(ContainerTty), OMIT),
-    )
+    id: str
+    containerdId: Annotated[str, OMIT]
+    realmId: str
+    spaceId: str
+    stackId: str
+    cellId: str
+    root: Annotated[bool, OMIT]
+    image: str
+    command: str
+    args: list[str] | None
+    workingDir: Annotated[str, OMIT]
+    env: list[str] | None
+    ports: list[str] | None
+    volumes: list[VolumeMount] | None
+    networks: list[str] | None
+    networksAliases: list[str] | None
+    privileged: bool
+    hostNetwork: Annotated[bool, OMIT]
+    hostPID: Annotated[bool, OMIT]
+    hostCgroup: Annotated[bool, OMIT]
+    user: Annotated[str, OMIT]
+    readOnlyRootFilesystem: Annotated[bool, OMIT]
+    capabilities: Annotated[ContainerCapabilities | None, OMIT]
+    securityOpts: Annotated[list[str] | None, OMIT]
+    tmpfs: Annotated[list[ContainerTmpfsMount] | None, OMIT]
+    resources: Annotated[ContainerResources | None, OMIT]
+    secrets: Annotated[list[ContainerSecret] | None, OMIT]
+    cniConfigPath: Annotated[str, OMIT]
+    restartPolicy: str
+    attachable: Annotated[bool, OMIT]
+    tty: Annotated[ContainerTty | None, OMIT]
 
 
-class ContainerStatus(GoStruct):
+class ContainerStatus(Struct):
     """A container's status (nothing omitted)."""
 
-    go_name = "v1beta1.ContainerStatus"
-    fields = (
-        ("name", STRING),
-        ("id", STRING),
-        ("state", CONTAINER_STATE),
-        ("restartCount", INT),
-        ("restartTime", TIME),
-        ("startTime", TIME),
-        ("finishTime", TIME),
-        ("exitCode", INT),
-        ("exitSignal", STRING),
-    )
+    name: str
+    id: str
+    state: Annotated[str, CONTAINER_STATE]
+    restartCount: int
+    restartTime: Annotated[str, TIME]
+    startTime: Annotated[str, TIME]
+    finishTime: Annotated[str, TIME]
+    exitCode: int
+    exitSignal: str
 
 
-class ContainerMetadata(GoStruct):
+class ContainerMetadata(Struct):
     """Container ``metadata``."""
 
-    go_name = "v1beta1.ContainerMetadata"
-    fields = (("name", STRING), ("labels", _LABELS))
+    name: str
+    labels: dict[str, str] | None
 
 
-class ContainerDoc(GoStruct):
+class ContainerDoc(Struct):
     """A ``kind: Container`` document (API only, never persisted)."""
 
-    go_name = "v1beta1.ContainerDoc"
-    fields = (
-        ("apiVersion", STRING),
-        ("kind", STRING),
-        ("metadata", ContainerMetadata),
-        ("spec", ContainerSpec),
-        ("status", ContainerStatus),
-    )
+    apiVersion: str
+    kind: str
+    metadata: ContainerMetadata
+    spec: ContainerSpec
+    status: ContainerStatus
 
 
 # --- Space ------------------------------------------------------------------
 
 
-class SpaceMetadata(GoStruct):
+class SpaceMetadata(Struct):
     """Space ``metadata``."""
 
-    go_name = "v1beta1.SpaceMetadata"
-    fields = (("name", STRING), ("labels", _LABELS))
+    name: str
+    labels: dict[str, str] | None
 
 
-class EgressAllowRule(GoStruct):
+class EgressAllowRule(Struct):
     """One permitted egress destination (exactly one of host/cidr)."""
 
-    go_name = "v1beta1.EgressAllowRule"
-    fields = (("host", STRING, OMIT), ("cidr", STRING, OMIT), ("ports", Slice(INT), OMIT))
+    host: Annotated[str, OMIT]
+    cidr: Annotated[str, OMIT]
+    ports: Annotated[list[int] | None, OMIT]
 
 
-class EgressPolicy(GoStruct):
+class EgressPolicy(Struct):
     """Egress policy of a space bridge."""
 
-    go_name = "v1beta1.EgressPolicy"
-    fields = (("default", STRING), ("allow", Slice(EgressAllowRule), OMIT))
+    default: str
+    allow: Annotated[list[EgressAllowRule] | None, OMIT]
 
 
-class SpaceNetwork(GoStruct):
+class SpaceNetwork(Struct):
     """Network policy of a space."""
 
-    go_name = "v1beta1.SpaceNetwork"
-    fields = (("egress", Ptr(EgressPolicy), OMIT),)
+    egress: Annotated[EgressPolicy | None, OMIT]
 
 
-class SpaceContainerDefaults(GoStruct):
+class SpaceContainerDefaults(Struct):
     """Isolation defaults inherited (shallowly) by containers of a space."""
 
-    go_name = "v1beta1.SpaceContainerDefaults"
-    fields = (
-        ("user", STRING, OMIT),
-        ("readOnlyRootFilesystem", Ptr(BOOL), OMIT),
-        ("capabilities", Ptr(ContainerCapabilities), OMIT),
-        ("securityOpts", _STRINGS, OMIT),
-        ("tmpfs", Slice(ContainerTmpfsMount), OMIT),
-        ("resources", Ptr(ContainerResources), OMIT),
-    )
+    user: Annotated[str, OMIT]
+    readOnlyRootFilesystem: Annotated[bool | None, OMIT]
+    capabilities: Annotated[ContainerCapabilities | None, OMIT]
+    securityOpts: Annotated[list[str] | None, OMIT]
+    tmpfs: Annotated[list[ContainerTmpfsMount] | None, OMIT]
+    resources: Annotated[ContainerResources | None, OMIT]
 
 
-class SpaceDefaults(GoStruct):
+class SpaceDefaults(Struct):
     """Defaults declared on a space."""
 
-    go_name = "v1beta1.SpaceDefaults"
-    fields = (("container", Ptr(SpaceContainerDefaults), OMIT),)
+    container: Annotated[SpaceContainerDefaults | None, OMIT]
 
 
-class SpaceSpec(GoStruct):
+class SpaceSpec(Struct):
     """Space ``spec``."""
 
-    go_name = "v1beta1.SpaceSpec"
-    fields = (
-        ("realmId", STRING),
-        ("cniConfigPath", STRING, OMIT),
-        ("network", Ptr(SpaceNetwork), OMIT),
-        ("defaults", Ptr(SpaceDefaults), OMIT),
-    )
+    realmId: str
+    cniConfigPath: Annotated[str, OMIT]
+    network: Annotated[SpaceNetwork | None, OMIT]
+    defaults: Annotated[SpaceDefaults | None, OMIT]
 
 
-class SpaceStatus(GoStruct):
+class SpaceStatus(Struct):
     """Space ``status``."""
 
-    go_name = "v1beta1.SpaceStatus"
-    fields = (
-        ("state", SPACE_STATE),
-        ("cgroupPath", STRING, OMIT),
-        ("subtreeControllers", _STRINGS, OMIT),
-        ("createdAt", TIME, OMIT),
-        ("updatedAt", TIME, OMIT),
-        ("readyAt", TIME, OMIT),
-        ("reason", STRING, OMIT),
-        ("message", STRING, OMIT),
-        ("cgroupReady", BOOL, OMIT),
-    )
+    state: Annotated[str, SPACE_STATE]
+    cgroupPath: Annotated[str, OMIT]
+    subtreeControllers: Annotated[list[str] | None, OMIT]
+    createdAt: Annotated[str, TIME, OMIT]
+    updatedAt: Annotated[str, TIME, OMIT]
+    readyAt: Annotated[str, TIME, OMIT]
+    reason: Annotated[str, OMIT]
+    message: Annotated[str, OMIT]
+    cgroupReady: Annotated[bool, OMIT]
 
 
-class SpaceDoc(GoStruct):
+class SpaceDoc(Struct):
     """A ``kind: Space`` document."""
 
-    go_name = "v1beta1.SpaceDoc"
-    fields = (
-        ("apiVersion", STRING),
-        ("kind", STRING),
-        ("metadata", SpaceMetadata),
-        ("spec", SpaceSpec),
-        ("status", SpaceStatus),
-    )
+    apiVersion: str
+    kind: str
+    metadata: SpaceMetadata
+    spec: SpaceSpec
+    status: SpaceStatus
 
 
 # --- Stack ------------------------------------------------------------------
 
 
-class StackMetadata(GoStruct):
+class StackMetadata(Struct):
     """Stack ``metadata``."""
 
-    go_name = "v1beta1.StackMetadata"
-    fields = (("name", STRING), ("labels", _LABELS))
+    name: str
+    labels: dict[str, str] | None
 
 
-class StackSpec(GoStruct):
+class StackSpec(Struct):
     """Stack ``spec``."""
 
-    go_name = "v1beta1.StackSpec"
-    fields = (("id", STRING), ("realmId", STRING), ("spaceId", STRING))
+    id: str
+    realmId: str
+    spaceId: str
 
 
-class StackStatus(GoStruct):
+class StackStatus(Struct):
     """Stack ``status`` (``cgroupPath`` always emitted)."""
 
-    go_name = "v1beta1.StackStatus"
-    fields = (
-        ("state", STACK_STATE),
-        ("cgroupPath", STRING),
-        ("subtreeControllers", _STRINGS, OMIT),
-        ("createdAt", TIME, OMIT),
-        ("updatedAt", TIME, OMIT),
-        ("readyAt", TIME, OMIT),
-        ("reason", STRING, OMIT),
-        ("message", STRING, OMIT),
-        ("cgroupReady", BOOL, OMIT),
-    )
+    state: Annotated[str, STACK_STATE]
+    cgroupPath: str
+    subtreeControllers: Annotated[list[str] | None, OMIT]
+    createdAt: Annotated[str, TIME, OMIT]
+    updatedAt: Annotated[str, TIME, OMIT]
+    readyAt: Annotated[str, TIME, OMIT]
+    reason: Annotated[str, OMIT]
+    message: Annotated[str, OMIT]
+    cgroupReady: Annotated[bool, OMIT]
 
 
-class StackDoc(GoStruct):
+class StackDoc(Struct):
     """A ``kind: Stack`` document."""
 
-    go_name = "v1beta1.StackDoc"
-    fields = (
-        ("apiVersion", STRING),
-        ("kind", STRING),
-        ("metadata", StackMetadata),
-        ("spec", StackSpec),
-        ("status", StackStatus),
-    )
+    apiVersion: str
+    kind: str
+    metadata: StackMetadata
+    spec: StackSpec
+    status: StackStatus
 
 
 # --- Cell -------------------------------------------------------------------
 
 
-class CellMetadata(GoStruct):
+class CellMetadata(Struct):
     """Cell ``metadata``."""
 
-    go_name = "v1beta1.CellMetadata"
-    fields = (("name", STRING), ("labels", _LABELS))
+    name: str
+    labels: dict[str, str] | None
 
 
-class CellTty(GoStruct):
+class CellTty(Struct):
     """Cell-level attach settings."""
 
-    go_name = "v1beta1.CellTty"
-    fields = (("default", STRING, OMIT),)
+    default: Annotated[str, OMIT]
 
 
-class CellSpec(GoStruct):
+class CellSpec(Struct):
     """Cell ``spec`` (containers embedded)."""
 
-    go_name = "v1beta1.CellSpec"
-    fields = (
-        ("id", STRING),
-        ("realmId", STRING),
-        ("spaceId", STRING),
-        ("stackId", STRING),
-        ("rootContainerId", STRING, OMIT),
-        ("tty", Ptr(CellTty), OMIT),
-        ("containers", Slice(ContainerSpec)),
-        ("autoDelete", BOOL, OMIT),
-        ("nestedCgroupRuntime", BOOL, OMIT),
-    )
+    id: str
+    realmId: str
+    spaceId: str
+    stackId: str
+    rootContainerId: Annotated[str, OMIT]
+    tty: Annotated[CellTty | None, OMIT]
+    containers: list[ContainerSpec] | None
+    autoDelete: Annotated[bool, OMIT]
+    nestedCgroupRuntime: Annotated[bool, OMIT]
 
 
-class CellNetworkStatus(GoStruct):
+class CellNetworkStatus(Struct):
     """The bridge a cell is attached to."""
 
-    go_name = "v1beta1.CellNetworkStatus"
-    fields = (("bridgeName", STRING, OMIT),)
+    bridgeName: Annotated[str, OMIT]
 
 
-class CellStatus(GoStruct):
+class CellStatus(Struct):
     """Cell ``status`` (``network`` always emitted)."""
 
-    go_name = "v1beta1.CellStatus"
-    fields = (
-        ("state", CELL_STATE),
-        ("cgroupPath", STRING),
-        ("subtreeControllers", _STRINGS, OMIT),
-        ("network", CellNetworkStatus, OMIT),
-        ("containers", Slice(ContainerStatus)),
-        ("readyObserved", BOOL, OMIT),
-        ("createdAt", TIME, OMIT),
-        ("updatedAt", TIME, OMIT),
-        ("readyAt", TIME, OMIT),
-        ("reason", STRING, OMIT),
-        ("message", STRING, OMIT),
-        ("cgroupReady", BOOL, OMIT),
-    )
+    state: Annotated[str, CELL_STATE]
+    cgroupPath: str
+    subtreeControllers: Annotated[list[str] | None, OMIT]
+    network: Annotated[CellNetworkStatus, OMIT]
+    containers: list[ContainerStatus] | None
+    readyObserved: Annotated[bool, OMIT]
+    createdAt: Annotated[str, TIME, OMIT]
+    updatedAt: Annotated[str, TIME, OMIT]
+    readyAt: Annotated[str, TIME, OMIT]
+    reason: Annotated[str, OMIT]
+    message: Annotated[str, OMIT]
+    cgroupReady: Annotated[bool, OMIT]
 
 
-class CellDoc(GoStruct):
+class CellDoc(Struct):
     """A ``kind: Cell`` document."""
 
-    go_name = "v1beta1.CellDoc"
-    fields = (
-        ("apiVersion", STRING),
-        ("kind", STRING),
-        ("metadata", CellMetadata),
-        ("spec", CellSpec),
-        ("status", CellStatus),
-    )
+    apiVersion: str
+    kind: str
+    metadata: CellMetadata
+    spec: CellSpec
+    status: CellStatus
 
 
 # --- Local-only documents -----------------------------------------------------
 
 
-class CellProfileMetadata(GoStruct):
+class CellProfileMetadata(Struct):
     """CellProfile ``metadata`` (labels omitted when empty)."""
 
-    go_name = "v1beta1.CellProfileMetadata"
-    fields = (("name", STRING), ("labels", _LABELS, OMIT))
+    name: str
+    labels: Annotated[dict[str, str] | None, OMIT]
 
 
-class CellProfileParameter(GoStruct):
+class CellProfileParameter(Struct):
     """A declared profile parameter (``default`` ``None`` differs from ``""``)."""
 
-    go_name = "v1beta1.CellProfileParameter"
-    fields = (
-        ("name", STRING),
-        ("description", STRING, OMIT),
-        ("default", Ptr(STRING), OMIT),
-        ("required", BOOL, OMIT),
-    )
+    name: str
+    description: Annotated[str, OMIT]
+    default: Annotated[str | None, OMIT]
+    required: Annotated[bool, OMIT]
 
 
-class CellProfileSpec(GoStruct):
+class CellProfileSpec(Struct):
     """CellProfile ``spec``."""
 
-    go_name = "v1beta1.CellProfileSpec"
-    fields = (
-        ("realm", STRING, OMIT),
-        ("space", STRING, OMIT),
-        ("stack", STRING, OMIT),
-        ("prefix", STRING, OMIT),
-        ("parameters", Slice(CellProfileParameter), OMIT),
-        ("cell", CellSpec),
-    )
+    realm: Annotated[str, OMIT]
+    space: Annotated[str, OMIT]
+    stack: Annotated[str, OMIT]
+    prefix: Annotated[str, OMIT]
+    parameters: Annotated[list[CellProfileParameter] | None, OMIT]
+    cell: CellSpec
 
 
-class CellProfileDoc(GoStruct):
+class CellProfileDoc(Struct):
     """A ``kind: CellProfile`` document (client-side file, never sent to the daemon)."""
 
-    go_name = "v1beta1.CellProfileDoc"
-    fields = (
-        ("apiVersion", STRING),
-        ("kind", STRING),
-        ("metadata", CellProfileMetadata),
-        ("spec", CellProfileSpec),
-    )
+    apiVersion: str
+    kind: str
+    metadata: CellProfileMetadata
+    spec: CellProfileSpec
 
 
-class ServerConfigurationMetadata(GoStruct):
+class ServerConfigurationMetadata(Struct):
     """ServerConfiguration ``metadata``."""
 
-    go_name = "v1beta1.ServerConfigurationMetadata"
-    fields = (("name", STRING), ("labels", _LABELS, OMIT))
+    name: str
+    labels: Annotated[dict[str, str] | None, OMIT]
 
 
-class ServerConfigurationSpec(GoStruct):
+class ServerConfigurationSpec(Struct):
     """Daemon settings; every field empty means the built-in default."""
 
-    go_name = "v1beta1.ServerConfigurationSpec"
-    fields = (
-        ("socket", STRING, OMIT),
-        ("socketGID", INT, OMIT),
-        ("runPath", STRING, OMIT),
-        ("containerdSocket", STRING, OMIT),
-        ("logLevel", STRING, OMIT),
-        ("reconcileInterval", STRING, OMIT),
-        ("kukeondImage", STRING, OMIT),
-        ("containerdNamespaceSuffix", STRING, OMIT),
-        ("cgroupRoot", STRING, OMIT),
-    )
+    socket: Annotated[str, OMIT]
+    socketGID: Annotated[int, OMIT]
+    runPath: Annotated[str, OMIT]
+    containerdSocket: Annotated[str, OMIT]
+    logLevel: Annotated[str, OMIT]
+    reconcileInterval: Annotated[str, OMIT]
+    kukeondImage: Annotated[str, OMIT]
+    containerdNamespaceSuffix: Annotated[str, OMIT]
+    cgroupRoot: Annotated[str, OMIT]
 
 
-class ServerConfigurationDoc(GoStruct):
+class ServerConfigurationDoc(Struct):
     """A ``kind: ServerConfiguration`` document (the daemon's config file)."""
 
-    go_name = "v1beta1.ServerConfigurationDoc"
-    fields = (
-        ("apiVersion", STRING),
-        ("kind", STRING),
-        ("metadata", ServerConfigurationMetadata),
-        ("spec", ServerConfigurationSpec),
-    )
+    apiVersion: str
+    kind: str
+    metadata: ServerConfigurationMetadata
+    spec: ServerConfigurationSpec
 
 
 DOC_TYPES: dict[str, type[GoStruct]] = {

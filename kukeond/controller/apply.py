@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1, yamldoc
+from kukeond.api import docrules, kukeonv1, wire_results, yamldoc
 from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import GoStruct
 from kukeond.controller import cells
@@ -133,10 +133,10 @@ class Applier:
         """
         parsed, rejected = yamldoc.parse_documents(raw)
         ordered = sorted(parsed, key=lambda p: (_ORDER[p.kind], p.index))
-        result = kukeonv1.ApplyDocumentsResult(Resources=[])
+        result = wire_results.ApplyDocumentsResult(Resources=[])
         for bad in rejected:
             result.Resources.append(
-                kukeonv1.ApplyResourceResult(
+                wire_results.ApplyResourceResult(
                     Index=bad.index,
                     Kind=bad.kind,
                     Name=bad.name,
@@ -146,7 +146,9 @@ class Applier:
                 )
             )
         for item in ordered:
-            entry = kukeonv1.ApplyResourceResult(Index=item.index, Kind=item.kind, Name=item.name)
+            entry = wire_results.ApplyResourceResult(
+                Index=item.index, Kind=item.kind, Name=item.name
+            )
             step = getattr(self, "_" + item.kind.lower())
             try:
                 outcome = await step(item.doc)

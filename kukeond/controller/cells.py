@@ -32,7 +32,7 @@ import os
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1
+from kukeond.api import docrules, kukeonv1, wire_results
 from kukeond.api.v1beta1 import (
     KIND_CELL,
     READY,
@@ -156,7 +156,7 @@ def prepare_new_cell(runtime: Runtime, doc: CellDoc) -> None:
         secrets.check(container, os.environ)
 
 
-async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.CreateCellResult:
+async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> wire_results.CreateCellResult:
     """Provision ``doc`` (or ensure the stored cell of that name) and start it.
 
     ``doc`` must have passed the request checks (names, document rules,
@@ -166,7 +166,7 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
     key = cell_key(doc)
     requested = [c.id for c in doc.spec.containers or []]
     requested_root = doc.spec.rootContainerId
-    result = kukeonv1.CreateCellResult()
+    result = wire_results.CreateCellResult()
     async with runtime.store.lock(key):
         stored = runner.load(key)
         result.MetadataExistsPre = stored is not None
@@ -215,7 +215,7 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> kukeonv1.Creat
         result.Created = stored is None
         if requested:
             result.Containers = [
-                kukeonv1.ContainerCreationOutcome(
+                wire_results.ContainerCreationOutcome(
                     Name=name,
                     ExistsPre=name in before,
                     ExistsPost=name in after,
@@ -305,7 +305,7 @@ class CellHandlers:
         """GetCell: stored document with live container statuses."""
         docrules.normalize_request_doc(args.Doc)
         key = identify(args.Doc)
-        result = kukeonv1.GetCellResult()
+        result = wire_results.GetCellResult()
         cell = read_doc(self.rt, key, CellDoc, KIND_CELL)
         if cell is None:
             result.Cell = output(args.Doc)
@@ -357,7 +357,7 @@ class CellHandlers:
                 )
             cell = await self.runner.start(cell)
         return kukeonv1.StartCellReply(
-            Result=kukeonv1.StartCellResult(Cell=output(cell), Started=True)
+            Result=wire_results.StartCellResult(Cell=output(cell), Started=True)
         )
 
     async def stop(self, args: Any) -> Any:
@@ -365,7 +365,7 @@ class CellHandlers:
         docrules.normalize_request_doc(args.Doc)
         cell = await stop_cell(self.rt, identify(args.Doc))
         return kukeonv1.StopCellReply(
-            Result=kukeonv1.StopCellResult(Cell=output(cell), Stopped=True)
+            Result=wire_results.StopCellResult(Cell=output(cell), Stopped=True)
         )
 
     async def kill(self, args: Any) -> Any:
@@ -373,7 +373,7 @@ class CellHandlers:
         docrules.normalize_request_doc(args.Doc)
         cell = await kill_cell(self.rt, identify(args.Doc))
         return kukeonv1.KillCellReply(
-            Result=kukeonv1.KillCellResult(Cell=output(cell), Killed=True)
+            Result=wire_results.KillCellResult(Cell=output(cell), Killed=True)
         )
 
     async def delete(self, args: Any) -> Any:
@@ -383,7 +383,7 @@ class CellHandlers:
         cell = await delete_cell(self.rt, key)
         if cell is None:
             raise not_found(key)
-        result = kukeonv1.DeleteCellResult(
+        result = wire_results.DeleteCellResult(
             Cell=output(cell),
             ContainersDeleted=bool(cell.spec.containers),
             CgroupDeleted=True,
@@ -406,7 +406,7 @@ class CellHandlers:
             "orphaned-containers",
             "all-metadata",
         ]
-        result = kukeonv1.PurgeCellResult(
+        result = wire_results.PurgeCellResult(
             Cell=output(cell),
             ContainersDeleted=bool(cell.spec.containers),
             CgroupDeleted=True,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1
+from kukeond.api import docrules, kukeonv1, wire_results
 from kukeond.api.structs import DecodeError
 from kukeond.api.v1beta1 import (
     READY,
@@ -239,7 +239,7 @@ class ContainerHandlers:
             cell = await self.start_one(cell, container)
             container = find(cell, fresh.id)
             state = await self.state_of(cell, container)
-        result = kukeonv1.CreateContainerResult(
+        result = wire_results.CreateContainerResult(
             Container=result_doc(request, container, name, state or READY),
             CellMetadataExistsPre=True,
             CellMetadataExistsPost=True,
@@ -272,7 +272,7 @@ class ContainerHandlers:
             state = await self.state_of(cell, container)
         except cerrors.ContainerdError:
             state = UNKNOWN
-        result = kukeonv1.GetContainerResult(
+        result = wire_results.GetContainerResult(
             Container=result_doc(args.Doc, container, name, state),
             CellMetadataExists=True,
             ContainerExists=True,
@@ -312,7 +312,7 @@ class ContainerHandlers:
             cell = await self.start_one(cell, container)
             container = find(cell, name)
             state = await self.state_of(cell, container)
-        result = kukeonv1.StartContainerResult(
+        result = wire_results.StartContainerResult(
             Container=result_doc(args.Doc, container, name, state or READY), Started=True
         )
         return kukeonv1.StartContainerReply(Result=result)
@@ -347,14 +347,14 @@ class ContainerHandlers:
             else as_output(args.Doc, "Container")
         )
         return kukeonv1.StopContainerReply(
-            Result=kukeonv1.StopContainerResult(Container=doc, Stopped=True)
+            Result=wire_results.StopContainerResult(Container=doc, Stopped=True)
         )
 
     async def kill(self, args: Any) -> Any:
         """KillContainer: SIGKILL now, then the containerd container is removed."""
         container, name, state = await self._halt(args, 0.0, "kill", strict=True)
         return kukeonv1.KillContainerReply(
-            Result=kukeonv1.KillContainerResult(
+            Result=wire_results.KillContainerResult(
                 Container=result_doc(args.Doc, container, name, state or STOPPED), Killed=True
             )
         )
@@ -378,7 +378,7 @@ class ContainerHandlers:
             cell, container = self.load_target(key, name, "delete")
             await self._remove(cell, container)
             await self.runner.save(cell)
-        result = kukeonv1.DeleteContainerResult(
+        result = wire_results.DeleteContainerResult(
             Container=result_doc(args.Doc, container, name, READY, echo_labels=True),
             CellMetadataExists=True,
             ContainerExists=True,
@@ -418,7 +418,7 @@ class ContainerHandlers:
             "ipam-allocation",
             "cache-entries",
         ]
-        result = kukeonv1.PurgeContainerResult(
+        result = wire_results.PurgeContainerResult(
             Container=result_doc(args.Doc, container, name, READY, echo_labels=True),
             CellMetadataExists=True,
             ContainerExists=container is not None,
@@ -435,7 +435,7 @@ class ContainerHandlers:
             raise errors.AttachNotSupported()
         path = naming.tty_socket_path(self.rt.run_path, *self._names(cell, name))
         return kukeonv1.AttachContainerReply(
-            Result=kukeonv1.AttachContainerResult(HostSocketPath=path)
+            Result=wire_results.AttachContainerResult(HostSocketPath=path)
         )
 
     async def log(self, args: Any) -> Any:
@@ -443,7 +443,7 @@ class ContainerHandlers:
         docrules.normalize_request_doc(args.Doc)
         cell, container, name = self.lookup(args.Doc)
         names = self._names(cell, name)
-        result = kukeonv1.LogContainerResult()
+        result = wire_results.LogContainerResult()
         if container.attachable:
             result.HostCapturePath = naming.tty_capture_path(self.rt.run_path, *names)
         else:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import kukeonv1
+from kukeond.api import kukeonv1, wire_results
 from kukeond.base import gojson, naming
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.model import ImageInfo
@@ -33,9 +33,9 @@ def go_time(value: datetime | None) -> str:
     return gojson.format_epoch_ns(epoch_ns)
 
 
-def image_info(info: ImageInfo) -> kukeonv1.ImageInfo:
+def image_info(info: ImageInfo) -> wire_results.ImageInfo:
     """The wire ``ImageInfo`` of an image record (``Size`` -1 when not computable)."""
-    return kukeonv1.ImageInfo(
+    return wire_results.ImageInfo(
         Name=info.name,
         Size=info.content_size if info.content_size >= 0 else -1,
         CreatedAt=go_time(info.created_at),
@@ -72,7 +72,7 @@ class Images:
                 f"failed to load image: failed to import image tarball: {exc}"
             ) from None
         return kukeonv1.LoadImageReply(
-            Result=kukeonv1.LoadImageResult(
+            Result=wire_results.LoadImageResult(
                 Realm=realm, Namespace=namespace, Images=[i.name for i in infos]
             )
         )
@@ -87,7 +87,7 @@ class Images:
         except cerrors.ContainerdError as exc:
             raise errors.KukeonError(f"failed to list images: {exc}") from None
         return kukeonv1.ListImagesReply(
-            Result=kukeonv1.ListImagesResult(
+            Result=wire_results.ListImagesResult(
                 Realm=realm, Namespace=namespace, Images=[image_info(i) for i in infos]
             )
         )
@@ -107,7 +107,9 @@ class Images:
         realm, namespace = self._namespace(args.Realm)
         info = await self._image(namespace, args.Ref.strip(), "get")
         return kukeonv1.GetImageReply(
-            Result=kukeonv1.GetImageResult(Realm=realm, Namespace=namespace, Image=image_info(info))
+            Result=wire_results.GetImageResult(
+                Realm=realm, Namespace=namespace, Image=image_info(info)
+            )
         )
 
     async def delete(self, args: Any) -> Any:
@@ -122,7 +124,7 @@ class Images:
         except cerrors.ContainerdError as exc:
             raise errors.KukeonError(f"failed to delete image: {exc}") from None
         return kukeonv1.DeleteImageReply(
-            Result=kukeonv1.DeleteImageResult(Realm=realm, Namespace=namespace, Ref=ref)
+            Result=wire_results.DeleteImageResult(Realm=realm, Namespace=namespace, Ref=ref)
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1
+from kukeond.api import docrules, kukeonv1, wire_results
 from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
@@ -78,7 +78,7 @@ class Realms:
         doc.status.subtreeControllers = controllers or None
         doc.status.state = v1.READY
         await rt.store.put(key, doc.to_wire())
-        return kukeonv1.CreateRealmResult(
+        return wire_results.CreateRealmResult(
             Realm=doc,
             MetadataExistsPost=True,
             CgroupExistsPost=True,
@@ -102,7 +102,7 @@ class Realms:
         if stored.status.state in (v1.CREATING, v1.FAILED, v1.UNKNOWN):
             stored.status.state = v1.READY
         stored = await common.save_if_changed(rt, (name,), stored, before, v1.RealmDoc, KIND)
-        return kukeonv1.CreateRealmResult(
+        return wire_results.CreateRealmResult(
             Realm=stored,
             MetadataExistsPre=True,
             MetadataExistsPost=True,
@@ -140,7 +140,7 @@ class Realms:
         rt = self.runtime
         name = common.required(args.Doc.metadata.name, errors.RealmNameRequired)
         namespace = args.Doc.spec.namespace.strip() or naming.realm_namespace(name, rt.suffix)
-        result = kukeonv1.GetRealmResult(Realm=common.empty_doc(v1.RealmDoc, KIND))
+        result = wire_results.GetRealmResult(Realm=common.empty_doc(v1.RealmDoc, KIND))
         stored = common.read_doc(rt, (name,), v1.RealmDoc, KIND)
         if stored is not None:
             result.Realm = stored
@@ -182,7 +182,7 @@ class Realms:
             except EXPECTED_FAILURES as exc:
                 raise errors.wrap(exc, "failed to delete realm") from None
         return kukeonv1.DeleteRealmReply(
-            Result=kukeonv1.DeleteRealmResult(
+            Result=wire_results.DeleteRealmResult(
                 Realm=stored,
                 Deleted=[*deleted, "metadata", "cgroup", "namespace"],
                 MetadataDeleted=True,
@@ -252,7 +252,7 @@ class Realms:
         elif not stored.spec.namespace:
             stored.spec.namespace = namespace
         force, cascade = args.Force, args.Cascade
-        result = kukeonv1.PurgeRealmResult(
+        result = wire_results.PurgeRealmResult(
             Realm=stored, Force=force, Cascade=cascade, Deleted=[], Purged=[]
         )
         children = rt.store.children((name,)) if exists else []

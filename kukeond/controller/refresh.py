@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kukeond.api import kukeonv1
+from kukeond.api import kukeonv1, wire_results
 from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
@@ -48,8 +48,8 @@ class Refresh:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.runner = runtime.cells
-        self.result = kukeonv1.RefreshAllResult(
-            **{name: [] for name, *_ in kukeonv1.RefreshAllResult.fields}
+        self.result = wire_results.RefreshAllResult(
+            **{name: [] for name, *_ in wire_results.RefreshAllResult.fields}
         )
         self.namespaces: set[str] | None = None
         self.down = False

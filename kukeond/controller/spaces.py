@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1
+from kukeond.api import docrules, kukeonv1, wire_results
 from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import DecodeError
 from kukeond.base import naming
@@ -139,7 +139,7 @@ class Spaces:
                 log_step_failure(log, write_error, "cannot mark space failed")
             raise
         await rt.store.put(key, doc.to_wire())
-        return kukeonv1.CreateSpaceResult(
+        return wire_results.CreateSpaceResult(
             Space=doc,
             MetadataExistsPost=True,
             CgroupExistsPost=True,
@@ -164,7 +164,7 @@ class Spaces:
         stored.status.subtreeControllers = controllers
         common.mark_ready(stored.status)
         stored = await common.save_if_changed(rt, key, stored, before, v1.SpaceDoc, KIND)
-        return kukeonv1.CreateSpaceResult(
+        return wire_results.CreateSpaceResult(
             Space=stored,
             MetadataExistsPre=True,
             MetadataExistsPost=True,
@@ -187,7 +187,7 @@ class Spaces:
         """``GetSpace``: a missing space is ``MetadataExists: false``, not an error."""
         rt = self.runtime
         key = self._identify(args.Doc)
-        result = kukeonv1.GetSpaceResult(Space=common.empty_doc(v1.SpaceDoc, KIND))
+        result = wire_results.GetSpaceResult(Space=common.empty_doc(v1.SpaceDoc, KIND))
         stored = common.read_doc(rt, key, v1.SpaceDoc, KIND)
         if stored is not None:
             result.Space = stored
@@ -227,7 +227,7 @@ class Spaces:
             except EXPECTED_FAILURES as exc:
                 raise errors.wrap(exc, "failed to delete space") from None
         return kukeonv1.DeleteSpaceReply(
-            Result=kukeonv1.DeleteSpaceResult(
+            Result=wire_results.DeleteSpaceResult(
                 Space=stored,
                 SpaceName=key[1],
                 RealmName=key[0],
@@ -286,7 +286,7 @@ class Spaces:
             if stored is None:
                 raise self.not_found(key)
             force, cascade = args.Force, args.Cascade
-            result = kukeonv1.PurgeSpaceResult(
+            result = wire_results.PurgeSpaceResult(
                 Space=stored, Force=force, Cascade=cascade, Deleted=[], Purged=[]
             )
             if cascade:

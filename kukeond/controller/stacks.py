@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1
+from kukeond.api import docrules, kukeonv1, wire_results
 from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
 from kukeond.controller import cells, common
@@ -98,7 +98,7 @@ class Stacks:
         doc.status.subtreeControllers = controllers or None
         doc.status.state = v1.READY
         await rt.store.put(key, doc.to_wire())
-        return kukeonv1.CreateStackResult(
+        return wire_results.CreateStackResult(
             Stack=doc,
             MetadataExistsPost=True,
             CgroupExistsPost=True,
@@ -116,7 +116,7 @@ class Stacks:
         stored.status.subtreeControllers = controllers
         common.mark_ready(stored.status)
         stored = await common.save_if_changed(rt, key, stored, before, v1.StackDoc, KIND)
-        return kukeonv1.CreateStackResult(
+        return wire_results.CreateStackResult(
             Stack=stored,
             MetadataExistsPre=True,
             MetadataExistsPost=True,
@@ -137,7 +137,7 @@ class Stacks:
         """``GetStack``: a missing stack is ``MetadataExists: false``, not an error."""
         rt = self.runtime
         key = self._identify(args.Doc)
-        result = kukeonv1.GetStackResult(Stack=common.empty_doc(v1.StackDoc, KIND))
+        result = wire_results.GetStackResult(Stack=common.empty_doc(v1.StackDoc, KIND))
         stored = common.read_doc(rt, key, v1.StackDoc, KIND)
         if stored is not None:
             result.Stack = stored
@@ -178,7 +178,7 @@ class Stacks:
                 raise errors.wrap(exc, "failed to delete stack") from None
         realm, space, name = key
         return kukeonv1.DeleteStackReply(
-            Result=kukeonv1.DeleteStackResult(
+            Result=wire_results.DeleteStackResult(
                 Stack=stored,
                 StackName=name,
                 RealmName=realm,
@@ -231,7 +231,7 @@ class Stacks:
             stored = common.read_doc(rt, key, v1.StackDoc, KIND)
             if stored is None:
                 raise self.not_found(key)
-            result = kukeonv1.PurgeStackResult(Stack=stored, Deleted=[], Purged=[])
+            result = wire_results.PurgeStackResult(Stack=stored, Deleted=[], Purged=[])
             if args.Cascade:
                 result.Deleted += [f"cell:{c}" for c in rt.store.children(key)]
             try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kukeond.api import kukeonv1, v1beta1
+from kukeond.api import kukeonv1, v1beta1, wire_results
 from kukeond.api.structs import DecodeError
 from kukeond.base import gojson
 
@@ -19,7 +19,7 @@ def _load(name: str):
 
 
 def _type(name: str):
-    for module in (v1beta1, kukeonv1):
+    for module in (v1beta1, kukeonv1, wire_results):
         cls = getattr(module, name, None)
         if cls is not None:
             return cls

@@ -8,7 +8,7 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from kukeond.api import kukeonv1
+from kukeond.api import wire_results
 from kukeond.containerd import errors as cerrors
 from tests.controller.resource_calls import (
     ZERO,
@@ -20,7 +20,7 @@ from tests.controller.resource_calls import (
 )
 from tests.support.runtime import fake_runtime, load_busybox, real_runtime
 
-REALM_ZERO = kukeonv1.GetRealmResult().to_wire()["Realm"]
+REALM_ZERO = wire_results.GetRealmResult().to_wire()["Realm"]
 
 
 class CreateRealmTests(TestCase):

@@ -8,12 +8,12 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from kukeond.api import kukeonv1
+from kukeond.api import wire_results
 from kukeond.base import naming
 from tests.controller.resource_calls import ZERO, Caller, err, make_cell, space_doc, with_flags
 from tests.support.runtime import fake_runtime
 
-SPACE_ZERO = kukeonv1.GetSpaceResult().to_wire()["Space"]
+SPACE_ZERO = wire_results.GetSpaceResult().to_wire()["Space"]
 
 
 class SpaceTestCase(TestCase):

@@ -7,7 +7,7 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from kukeond.api import kukeonv1
+from kukeond.api import wire_results
 from tests.controller.resource_calls import (
     ZERO,
     Caller,
@@ -18,7 +18,7 @@ from tests.controller.resource_calls import (
 )
 from tests.support.runtime import fake_runtime
 
-STACK_ZERO = kukeonv1.GetStackResult().to_wire()["Stack"]
+STACK_ZERO = wire_results.GetStackResult().to_wire()["Stack"]
 
 
 class StackTestCase(TestCase):
