@@ -17,8 +17,8 @@ from kukeond.config import DaemonConfig
 from kukeond.containerd.grpc import ContainerdService, GrpcContainerd
 from kukeond.controller.reconcile import Reconciler
 from kukeond.controller.reconcile_service import ReconcileService
-from kukeond.controller.registry import collect_handlers
 from kukeond.controller.runtime import Runtime
+from kukeond.handlers.registry import collect_handlers
 from kukeond.host.cgroups import detect_cgroups
 from kukeond.host.cni import CniNetwork
 from kukeond.host.subnets import SubnetAllocator

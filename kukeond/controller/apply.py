@@ -32,10 +32,10 @@ from kukeond.controller.cell_runner import (
 from kukeond.controller.common import q, read_doc, validated
 from kukeond.controller.containers import ContainerHandlers
 from kukeond.controller.failures import EXPECTED_FAILURES
-from kukeond.controller.realms import Realms
+from kukeond.controller.realms import RealmLevel
 from kukeond.controller.runtime import Runtime
-from kukeond.controller.spaces import Spaces
-from kukeond.controller.stacks import Stacks
+from kukeond.controller.spaces import SpaceLevel
+from kukeond.controller.stacks import StackLevel
 from kukeond.controller.stopping import STOP_GRACE
 from kukeond.logs import Logger
 from kukeond.rpc.dispatch import Handler
@@ -199,7 +199,7 @@ class Applier:
         key = (name,)
         stored = read_doc(self.rt, key, v1.RealmDoc, v1.KIND_REALM)
         if stored is None:
-            await Realms(self.rt).create(kukeonv1.CreateRealmArgs(Doc=doc.clone()))
+            await RealmLevel(self.rt).create(doc.clone())
             return Outcome(CREATED)
         if doc.spec.namespace and doc.spec.namespace != stored.spec.namespace:
             raise Breaking(v1.KIND_REALM, name, ["spec.namespace"])
@@ -225,7 +225,7 @@ class Applier:
         key = (realm, name)
         stored = read_doc(self.rt, key, v1.SpaceDoc, v1.KIND_SPACE)
         if stored is None:
-            await Spaces(self.rt).create(kukeonv1.CreateSpaceArgs(Doc=doc.clone()))
+            await SpaceLevel(self.rt).create(doc.clone())
             return Outcome(CREATED)
         if doc.spec.cniConfigPath and doc.spec.cniConfigPath != stored.spec.cniConfigPath:
             raise Breaking(v1.KIND_SPACE, name, ["spec.cniConfigPath"])
@@ -251,7 +251,7 @@ class Applier:
         key = (realm, space, name)
         stored = read_doc(self.rt, key, v1.StackDoc, v1.KIND_STACK)
         if stored is None:
-            await Stacks(self.rt).create(kukeonv1.CreateStackArgs(Doc=doc.clone()))
+            await StackLevel(self.rt).create(doc.clone())
             return Outcome(CREATED)
         details = {}
         if user_labels(doc.metadata.labels) != user_labels(stored.metadata.labels):

@@ -12,8 +12,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from kukeond.containerd.errors import Unavailable
-from kukeond.controller.registry import collect_handlers
 from kukeond.errors import KukeonError
+from kukeond.handlers.registry import collect_handlers
 from kukeond.host.cgroups import CgroupError
 from kukeond.rpc.codec import Request
 from kukeond.rpc.dispatch import Dispatcher
