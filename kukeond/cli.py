@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import cast
 
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import FilteringLogObserver, LogLevelFilterPredicate, globalLogBeginner
 from twisted.python import usage
 
@@ -45,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     # process outright, leaving socket and pid file behind. This handler asks
     # for the same graceful stop as the reactor's own (which replaces it for
     # SIGTERM; Twisted leaves a non-default SIGINT handler in place).
+    threads = cast(IReactorThreads, reactor)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: reactor.callFromThread(reactor.stop))
+        signal.signal(signum, lambda _signum, _frame: threads.callFromThread(reactor.stop))
     try:
         service = makeService(options)
         service.privilegedStartService()

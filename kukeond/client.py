@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from kukeond.base import gojson
@@ -88,6 +88,7 @@ class _ClientProtocol(Protocol):
         self._next_id += 1
         d: defer.Deferred = defer.Deferred()
         self._pending[call_id] = d
+        assert self.transport is not None  # set before any call can be made
         self.transport.write(_encode_call(method, args, call_id))
         return d
 
@@ -102,7 +103,7 @@ class _ClientProtocol(Protocol):
             except ClientError as e:
                 d.errback(e)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = reason
         pending, self._pending = self._pending, {}
         for d in pending.values():
@@ -142,8 +143,9 @@ class KukeonClient:
 
     def close(self) -> None:
         """Close the connection; calls in flight fail."""
-        if self._proto is not None and self._proto._lost is None:
-            self._proto.transport.loseConnection()
+        proto = self._proto
+        if proto is not None and proto._lost is None and proto.transport is not None:
+            proto.transport.loseConnection()
 
 
 class BlockingClient:

@@ -63,9 +63,8 @@ def build_handlers(runtime: Runtime) -> dict[str, Handler]:
 class StoreService(Service):
     """Loads the metadata index before anything serves, runs the store's write thread."""
 
-    name = "store"
-
     def __init__(self, store: MetadataStore) -> None:
+        self.setName("store")
         self.store = store
 
     def privilegedStartService(self) -> None:
@@ -87,9 +86,8 @@ class StoreService(Service):
 class ContainerdProbe(Service):
     """Says at start-up whether containerd answers; the daemon serves either way."""
 
-    name = "containerd-probe"
-
     def __init__(self, runtime: Runtime) -> None:
+        self.setName("containerd-probe")
         self.runtime = runtime
 
     def startService(self) -> None:
@@ -117,9 +115,8 @@ class ContainerdProbe(Service):
 class EgressRestore(Service):
     """Re-asserts the spaces' egress policies once at start (rules do not survive reboots)."""
 
-    name = "egress-restore"
-
     def __init__(self, runtime: Runtime) -> None:
+        self.setName("egress-restore")
         self.runtime = runtime
 
     def startService(self) -> None:

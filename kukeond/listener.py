@@ -89,7 +89,6 @@ class ListenerService(Service):
     """Listen on the daemon socket, serve ``factory``, drain requests on stop."""
 
     log = Logger()
-    name = "listener"
 
     def __init__(
         self,
@@ -100,6 +99,7 @@ class ListenerService(Service):
         socket_gid: int = 0,
         drain_timeout: float = 10.0,
     ) -> None:
+        self.setName("listener")
         self._reactor = reactor
         self.factory = factory
         self.socket_path = socket_path

@@ -12,7 +12,8 @@ Name character rules are not here: they belong to :mod:`kukeond.base.naming`.
 
 from __future__ import annotations
 
-from kukeond.api.structs import GoStruct
+from typing import Protocol
+
 from kukeond.api.v1beta1 import (
     API_VERSION,
     CellDoc,
@@ -20,10 +21,18 @@ from kukeond.api.v1beta1 import (
     ContainerDoc,
     ContainerSpec,
     RealmDoc,
+    ResourceDoc,
     SpaceDoc,
     StackDoc,
 )
 from kukeond.errors import ConversionFailed
+
+
+class Labelled(Protocol):
+    """Any document metadata: it has labels."""
+
+    labels: dict[str, str] | None
+
 
 LABEL_REALM = "realm.kukeon.io"
 LABEL_SPACE = "space.kukeon.io"
@@ -47,7 +56,7 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def check_api_version(doc: GoStruct, kind: str) -> None:
+def check_api_version(doc: ResourceDoc, kind: str) -> None:
     """Raise ``ConversionFailed`` unless ``doc.apiVersion`` is ``""`` or ``v1beta1``."""
     version = doc.apiVersion
     if version not in ("", API_VERSION):
@@ -108,7 +117,7 @@ def validate_cell_spec(spec: CellSpec) -> None:
     resolve_root_container(spec)
 
 
-def normalize_request_doc(doc: GoStruct) -> None:
+def normalize_request_doc(doc: ResourceDoc) -> None:
     """Run the checks every typed RPC applies to its ``Doc`` before anything else."""
     if isinstance(doc, RealmDoc):
         check_api_version(doc, "Realm")
@@ -131,7 +140,7 @@ def default_namespace(realm: str, suffix: str = DEFAULT_NAMESPACE_SUFFIX) -> str
     return f"{realm}.{suffix}"
 
 
-def _add_labels(meta: GoStruct, labels: dict[str, str]) -> None:
+def _add_labels(meta: Labelled, labels: dict[str, str]) -> None:
     current = dict(meta.labels or {})
     for key, value in labels.items():
         current.setdefault(key, value)

@@ -282,7 +282,7 @@ class Map(GoType):
             self.encode = gojson.sorted_map
         else:
             self.encode = lambda v: (
-                None if v is None else {k: enc(x) for k, x in gojson.sorted_map(v).items()}
+                None if v is None else {k: enc(x) for k, x in (gojson.sorted_map(v) or {}).items()}
             )
 
     def decode(self, raw: Any) -> dict | None:
@@ -435,7 +435,10 @@ class GoStruct:
         if "go_name" not in cls.__dict__:
             cls.go_name = f"{cls.go_package}.{cls.__name__}" if cls.go_package else ""
         cls.fields = cls.fields + tuple(_declared_fields(cls))
-        enc, dec, fold, scalar, mutable = [], {}, {}, {}, []
+        enc, mutable = [], []
+        dec: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+        fold: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+        scalar: dict[str, Any] = {}
         for key, t, omitempty in cls.fields:
             enc.append((key, t.encode, t.omit if omitempty else _NEVER))
             dec[key] = (key, t.decode)

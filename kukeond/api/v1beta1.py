@@ -495,7 +495,10 @@ class ServerConfigurationDoc(Struct):
     spec: ServerConfigurationSpec
 
 
-DOC_TYPES: dict[str, type[GoStruct]] = {
+ResourceDoc = RealmDoc | SpaceDoc | StackDoc | CellDoc | ContainerDoc
+"""Any server-side resource document."""
+
+DOC_TYPES: dict[str, type[ResourceDoc]] = {
     KIND_REALM: RealmDoc,
     KIND_SPACE: SpaceDoc,
     KIND_STACK: StackDoc,

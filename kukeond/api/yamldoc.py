@@ -185,7 +185,7 @@ def decode_struct(node: yaml.MappingNode, cls: type[st.GoStruct]) -> st.GoStruct
     return obj
 
 
-def _compose(index: int, text: str) -> yaml.Node:
+def _compose(index: int, text: str) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:

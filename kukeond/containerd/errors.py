@@ -105,7 +105,7 @@ def from_rpc_error(error: grpc.RpcError, what: str) -> ContainerdError:
     """
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
-    cls = _BY_CODE.get(code, ContainerdError)
+    cls = _BY_CODE.get(code, ContainerdError) if code is not None else ContainerdError
     if code == grpc.StatusCode.UNKNOWN:
         # containerd may append the code to the text: "context deadline exceeded: unknown".
         text = (details or "").strip()

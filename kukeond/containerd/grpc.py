@@ -224,9 +224,8 @@ class _Subscription:
 class ContainerdService(service.Service):
     """Starts and stops a ``GrpcContainerd`` with the application."""
 
-    name = "containerd"
-
     def __init__(self, client: GrpcContainerd) -> None:
+        self.setName("containerd")
         self.client = client
 
     def startService(self) -> None:

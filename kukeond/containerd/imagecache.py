@@ -81,6 +81,11 @@ class ImageCache:
     def forget(self, namespace: str) -> None:
         """Drop everything known about ``namespace``."""
         with self._lock:
-            for table in (self._resolved, self._content_sizes, self._unpacked):
-                for key in [k for k in table if k[0] == namespace]:
-                    del table[key]
+            _drop(self._resolved, namespace)
+            _drop(self._content_sizes, namespace)
+            _drop(self._unpacked, namespace)
+
+
+def _drop(table: dict[Any, Any], namespace: str) -> None:
+    for key in [k for k in table if k[0] == namespace]:
+        del table[key]

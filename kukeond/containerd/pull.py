@@ -27,14 +27,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -224,6 +224,11 @@ def _is_loopback(host: str) -> bool:
     return name in ("localhost", "::1") or name.startswith("127.")
 
 
+def _producer(body: Protocol) -> IPushProducer:
+    """The transport of a response body, which Twisted's web client makes a push producer."""
+    return cast(IPushProducer, body.transport)
+
+
 class _Collector(Protocol):
     """Gather a small body, refusing more than ``limit`` bytes."""
 
@@ -239,11 +244,11 @@ class _Collector(Protocol):
         if self._size > self._limit:
             if not self._too_big:
                 self._too_big = True
-                self.transport.stopProducing()
+                _producer(self).stopProducing()
             return
         self._parts.append(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         if self._too_big:
             self._done.errback(PullError(f"response larger than {self._limit} bytes"))
         elif reason.check(ResponseDone, PotentialDataLoss):
@@ -302,7 +307,7 @@ class _BlobSink(Protocol):
         if self._buffered >= _CHUNK_FLUSH:
             self._flush()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self._finished = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -333,7 +338,7 @@ class _BlobSink(Protocol):
         self._pending += 1
         if not self._paused and not self._finished:
             self._paused = True
-            self.transport.pauseProducing()
+            _producer(self).pauseProducing()
         self._tail.addCallback(lambda _: self._run(self._write_chunk, chunk))
         self._tail.addCallback(self._written, len(chunk))
         self._tail.addErrback(self._write_failed)
@@ -344,13 +349,13 @@ class _BlobSink(Protocol):
         if self._pending == 0 and self._paused and not self._finished:
             self._paused = False
             self._touch()
-            self.transport.resumeProducing()
+            _producer(self).resumeProducing()
 
     def _write_failed(self, failure: Failure) -> None:
         if self._error is None:
             self._error = failure
         if not self._finished:
-            self.transport.stopProducing()
+            _producer(self).stopProducing()
 
     def _touch(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -358,7 +363,7 @@ class _BlobSink(Protocol):
 
     def _timed_out(self) -> None:
         self._error = Failure(PullError(f"no data for {self._idle_timeout:g}s"))
-        self.transport.stopProducing()
+        _producer(self).stopProducing()
 
     def _finish(self, result: object) -> None:
         if isinstance(result, Failure) and self._error is None:

@@ -16,7 +16,7 @@ import io
 import posixpath
 import tarfile
 from collections.abc import Iterable, Sequence
-from typing import IO
+from typing import IO, cast
 
 from kukeond.containerd.errors import ImageFormatError
 
@@ -30,17 +30,19 @@ def _clean(path: str) -> str:
     return posixpath.normpath("/" + path).lstrip("/")
 
 
-def _open_layer(media_type: str, stream: IO[bytes]) -> tarfile.TarFile:
+def _open_layer(media_type: str, stream: IO[bytes] | io.RawIOBase) -> tarfile.TarFile:
     if media_type.endswith("zstd"):
         raise ImageFormatError(f"zstd layers are not supported ({media_type})")
     if stream.seekable():
-        buffered: IO[bytes] = stream
+        buffered = cast(IO[bytes], stream)
         head = stream.read(2)
         stream.seek(0)
     else:
-        reader = io.BufferedReader(stream)  # type: ignore[arg-type]
+        reader = io.BufferedReader(cast(io.RawIOBase, stream))
         head, buffered = reader.peek(2)[:2], reader
-    source: IO[bytes] = gzip.GzipFile(fileobj=buffered) if head == b"\x1f\x8b" else buffered
+    source: IO[bytes] = (
+        cast(IO[bytes], gzip.GzipFile(fileobj=buffered)) if head == b"\x1f\x8b" else buffered
+    )
     return tarfile.open(fileobj=source, mode="r|")
 
 
@@ -69,7 +71,7 @@ class ChunkReader(io.RawIOBase):
 
 
 def read_files(
-    layers: Iterable[tuple[str, IO[bytes]]], paths: Sequence[str]
+    layers: Iterable[tuple[str, IO[bytes] | io.RawIOBase]], paths: Sequence[str]
 ) -> dict[str, bytes | None]:
     """Return the content of each of ``paths`` after applying ``layers`` (bottom first).
 

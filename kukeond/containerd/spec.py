@@ -518,9 +518,9 @@ def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int,
     parts = user.split(":")
     if len(parts) == 1:
         if _is_int(parts[0]):
-            uid = int(parts[0])
-            entry = _find_passwd(passwd, lambda e: e[2] == uid)
-            return (uid, 0) if entry is None else (entry[2], entry[3])
+            number = int(parts[0])
+            entry = _find_passwd(passwd, lambda e: e[2] == number)
+            return (number, 0) if entry is None else (entry[2], entry[3])
         entry = _find_passwd(passwd, lambda e: e[0] == parts[0])
         if entry is None:
             raise SpecError(f"no such user {parts[0]!r} in the image's /etc/passwd")

@@ -876,7 +876,7 @@ class SyncContainerd:
 
     def list_snapshots(self, namespace: str, snapshotter: str | None = None) -> list[SnapshotInfo]:
         """Snapshots of a namespace."""
-        infos = []
+        infos: list[SnapshotInfo] = []
         for reply in self.stream(
             "Snapshots.List",
             s_pb.ListSnapshotsRequest(snapshotter=snapshotter or self.default_snapshotter()),

@@ -133,9 +133,9 @@ class Applier:
         """
         parsed, rejected = yamldoc.parse_documents(raw)
         ordered = sorted(parsed, key=lambda p: (_ORDER[p.kind], p.index))
-        result = wire_results.ApplyDocumentsResult(Resources=[])
+        resources: list[wire_results.ApplyResourceResult] = []
         for bad in rejected:
-            result.Resources.append(
+            resources.append(
                 wire_results.ApplyResourceResult(
                     Index=bad.index,
                     Kind=bad.kind,
@@ -161,8 +161,8 @@ class Applier:
             else:
                 entry.Action = outcome.action
                 entry.Changes, entry.Details = outcome.changes, outcome.details
-            result.Resources.append(entry)
-        return result
+            resources.append(entry)
+        return wire_results.ApplyDocumentsResult(Resources=resources)
 
     # --- parents ---------------------------------------------------------------
 
@@ -327,7 +327,7 @@ class Applier:
             for cid in removed:
                 await self.runner.remove_container(ns, cid, STOP_GRACE)
             for name in restart:
-                container = next(c for c in cell.spec.containers if c.id == name)
+                container = next(c for c in cell.spec.containers or () if c.id == name)
                 cell = await self.containers.start_one(cell, container)
         return Outcome(UPDATED, changes, details)
 
@@ -396,7 +396,7 @@ class Applier:
         stopped.spec.containers = desired.spec.containers
         stopped.spec.rootContainerId = desired.spec.rootContainerId
         docrules.ensure_root_container(stopped)
-        for container in stopped.spec.containers:
+        for container in stopped.spec.containers or ():
             cells.assign_ids(self.rt, stopped, container)
         await self.runner.start(stopped)
         details["rootContainer"] = "root container spec changed (image, command, or args)"
@@ -440,7 +440,7 @@ class Applier:
                 setattr(current, f, getattr(wanted, f))
             cell = await self.runner.save(cell)
             if running and RUNTIME_FIELDS.intersection(fields):
-                container = next(c for c in cell.spec.containers if c.id == name)
+                container = next(c for c in cell.spec.containers or () if c.id == name)
                 await self.containers.start_one(cell, container)
         details = {f"spec.{f}": f"{f} changed" for f in fields}
         return Outcome(UPDATED, [f"spec.{f}" for f in fields], details)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Awaitable, Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from twisted.internet import defer
@@ -199,7 +199,7 @@ def derive_cell_state(doc: CellDoc, statuses: list[ContainerStatus], cgroup_ok: 
     return UNKNOWN if UNKNOWN in states else STOPPED
 
 
-async def gather(work: Iterable[Awaitable[Any]]) -> list[Any]:
+async def gather(work: Iterable[Coroutine[Any, Any, Any] | defer.Deferred[Any]]) -> list[Any]:
     """Run coroutines/Deferreds concurrently; all finish, then the first failure is raised."""
     deferreds = [d if isinstance(d, defer.Deferred) else defer.ensureDeferred(d) for d in work]
     results = await defer.DeferredList(deferreds, consumeErrors=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kukeond import errors
 from kukeond.api import v1beta1
@@ -35,7 +35,7 @@ from kukeond.store.metadata import Key, MetadataCorrupt
 
 log = Logger()
 
-D = TypeVar("D", bound=GoStruct)
+D = TypeVar("D", bound=v1beta1.ResourceDoc)
 
 BLOCKING_TIMEOUT = 60.0
 """Seconds a piece of blocking controller work may take before the call fails."""
@@ -97,7 +97,8 @@ def empty_doc(cls: type[D], kind: str) -> D:
 
 def decode_stored(cls: type[D], kind: str, raw: Mapping[str, Any]) -> D:
     """Decode a stored JSON document into ``cls``; ``DecodeError`` if its values are bad."""
-    return as_output(cls.from_wire(dict(raw)), kind)
+    # from_wire returns the class it is called on; mypy widens type[D] to the bound.
+    return as_output(cast(D, cls.from_wire(dict(raw))), kind)
 
 
 _IMMUTABLE = frozenset((str, int, float, bool, bytes, type(None)))
@@ -119,7 +120,7 @@ def copy_doc(value: Any) -> Any:
     if kind is dict:
         return {k: v if type(v) in _IMMUTABLE else copy_doc(v) for k, v in value.items()}
     if isinstance(value, GoStruct):
-        out = kind.__new__(kind)
+        out = object.__new__(kind)
         out.__dict__.update(
             {k: v if type(v) in _IMMUTABLE else copy_doc(v) for k, v in value.__dict__.items()}
         )

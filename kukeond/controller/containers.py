@@ -134,19 +134,20 @@ class ContainerHandlers:
             raise cell_missing(key)
         return cell
 
-    def load_target(
-        self, key: CellKey, name: str, verb: str, strict: bool = True
-    ) -> tuple[CellDoc, ContainerSpec | None]:
-        """The cell and its container ``name``, which must not be the root.
+    def load_target(self, key: CellKey, name: str, verb: str) -> tuple[CellDoc, ContainerSpec]:
+        """The cell and its container ``name``, which must exist and not be the root."""
+        cell, container = self.load_target_if_any(key, name, verb)
+        if container is None:
+            raise container_missing(name, key[3])
+        return cell, container
 
-        A missing container is an error when ``strict``, else it comes back as None.
-        """
+    def load_target_if_any(
+        self, key: CellKey, name: str, verb: str
+    ) -> tuple[CellDoc, ContainerSpec | None]:
+        """The cell and its container ``name`` (``None`` when missing), never the root."""
         cell = self.load_cell(key)
         container = find(cell, name)
-        if container is None:
-            if strict:
-                raise container_missing(name, key[3])
-        elif container is root_container(cell):
+        if container is not None and container is root_container(cell):
             raise root_refused(verb, key[3])
         return cell, container
 
@@ -230,14 +231,13 @@ class ContainerHandlers:
                     raise errors.CreateCell.around(exc) from exc
                 cell.spec.containers = [*(cell.spec.containers or []), fresh]
                 cell = await self.runner.save(cell)
-                container = find(cell, fresh.id)
+                container = find(cell, fresh.id) or fresh
             else:
                 container = existing
-            assert container is not None
             if container.root:
                 raise root_refused("start", key[3])
             cell = await self.start_one(cell, container)
-            container = find(cell, fresh.id)
+            container = find(cell, fresh.id) or container
             state = await self.state_of(cell, container)
         result = wire_results.CreateContainerResult(
             Container=result_doc(request, container, name, state or READY),
@@ -288,9 +288,9 @@ class ContainerHandlers:
             args.CellName.strip(),
         )
         out = []
-        for key in matching_keys(self.rt, 4, wanted):
+        for realm, space, stack, cell_name in matching_keys(self.rt, 4, wanted):
             try:
-                cell = self.runner.load(key)
+                cell = self.runner.load((realm, space, stack, cell_name))
             except (MetadataCorrupt, DecodeError):  # unreadable cells are skipped, as in List*
                 continue
             if cell is None:
@@ -310,7 +310,7 @@ class ContainerHandlers:
         async with self.rt.store.lock(key):
             cell, container = self.load_target(key, name, "start")
             cell = await self.start_one(cell, container)
-            container = find(cell, name)
+            container = find(cell, name) or container
             state = await self.state_of(cell, container)
         result = wire_results.StartContainerResult(
             Container=result_doc(args.Doc, container, name, state or READY), Started=True
@@ -321,7 +321,9 @@ class ContainerHandlers:
         docrules.normalize_request_doc(args.Doc)
         key, name = identify(args.Doc, fallback_to_id=True)
         async with self.rt.store.lock(key):
-            cell, container = self.load_target(key, name, verb, strict)
+            cell, container = self.load_target_if_any(key, name, verb)
+            if container is None and strict:
+                raise container_missing(name, key[3])
             ns = self.runner.namespace(key[0])
             realm, space, stack, cell_name = key
             cid = (

@@ -13,6 +13,7 @@ import inspect
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from kukeond.api.structs import DecodeError
 from kukeond.containerd.errors import ContainerdError
@@ -21,7 +22,6 @@ from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.host.netpolicy import EgressError
 from kukeond.host.subnets import SubnetError
-from kukeond.logs import Logger
 from kukeond.rpc.dispatch import Handler
 from kukeond.store.metadata import DocumentChanged, MetadataCorrupt
 

@@ -217,15 +217,16 @@ class Level(Generic[D]):
     def list_stored(self, wanted: tuple[str, ...]) -> list[D]:
         """Every readable document below the given parent names (empty = any), by key."""
         parents: list[Key] = [()]
+        above: Key
         for want in wanted:
             below: list[Key] = []
-            for parent in parents:
-                names = [want] if want else self.children(parent)
-                below += [(*parent, name) for name in names if common.safe(name)]
+            for above in parents:
+                names = [want] if want else self.children(above)
+                below += [(*above, name) for name in names if common.safe(name)]
             parents = below
         found: list[D] = []
-        for parent in parents:
-            found += common.list_docs(self.rt, parent, self.doc_type, self.doc_kind)
+        for key in parents:
+            found += common.list_docs(self.rt, key, self.doc_type, self.doc_kind)
         return found
 
     def children(self, key: Key) -> list[str]:

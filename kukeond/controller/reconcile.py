@@ -43,6 +43,7 @@ from twisted.internet import defer, task
 from kukeond.api import v1beta1 as v1
 from kukeond.base import gojson
 from kukeond.containerd import errors as cerrors
+from kukeond.containerd.interface import IContainerd
 from kukeond.controller.cell_runner import (
     CellRunner,
     containerd_id_of,
@@ -102,7 +103,7 @@ class LiveView:
         )
 
 
-async def namespace_view(containerd: object, namespace: str) -> LiveView:
+async def namespace_view(containerd: IContainerd, namespace: str) -> LiveView:
     """Every container and task of ``namespace``, with two calls."""
     containers, tasks = await defer.gatherResults(
         [containerd.list_containers(namespace), containerd.list_tasks(namespace)],

@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.logger import Logger as TwistedLogger
 
 from kukeond.base import gojson, naming
 from kukeond.containerd.model import Event
@@ -33,7 +34,7 @@ EVENT_DELAY = 0.1
 """Seconds an event waits so the events of one exit lead to one reconcile."""
 
 
-def log_report(log: Logger, report: PassReport) -> None:
+def log_report(log: TwistedLogger, report: PassReport) -> None:
     """Write the one summary line of a pass."""
     if not report.errors:
         log.info(
@@ -70,7 +71,7 @@ def cell_of_event(reconciler: Reconciler, event: Event) -> Key | None:
             continue
         if store.exists((realm, space, stack, cell_id)):
             return (realm, space, stack, cell_id)
-        for key, raw in store.list((realm, space, stack)):
+        for key, raw in store.documents((realm, space, stack)):
             if (raw.get("spec") or {}).get("id") == cell_id:
                 return key
     return None
@@ -79,7 +80,6 @@ def cell_of_event(reconciler: Reconciler, event: Event) -> Key | None:
 class ReconcileService(Service):
     """Drives a :class:`Reconciler` from a timer and from containerd events."""
 
-    name = "reconcile"
     log = Logger()
 
     def __init__(
@@ -89,6 +89,7 @@ class ReconcileService(Service):
         clock: Any = None,
         event_delay: float = EVENT_DELAY,
     ) -> None:
+        self.setName("reconcile")
         if clock is None:
             from twisted.internet import reactor as clock
         self.reconciler = reconciler

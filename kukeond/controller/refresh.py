@@ -48,13 +48,13 @@ class Refresh:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.runner = runtime.cells
-        self.result = wire_results.RefreshAllResult(
-            **{name: [] for name, *_ in wire_results.RefreshAllResult.fields}
-        )
+        self.found: dict[str, list[str]] = {
+            name: [] for name, *_ in wire_results.RefreshAllResult.fields
+        }
         self.namespaces: set[str] | None = None
         self.down = False
 
-    async def run(self) -> Any:
+    async def run(self) -> wire_results.RefreshAllResult:
         """Walk everything; problems are collected in ``Errors``, never raised."""
         try:
             self.namespaces = set(await self.rt.containerd.list_namespaces())
@@ -69,12 +69,12 @@ class Refresh:
                     cells = self.rt.store.children((realm, space, stack))
                     if cells:
                         await self._cells(realm, space, stack, cells)
-        return self.result
+        return wire_results.RefreshAllResult(**self.found)
 
     def _containerd_failed(self, exc: BaseException) -> None:
         if not self.down:
             self.down = True
-            self.result.Errors.append(f"containerd unavailable: {exc}")
+            self.found["Errors"].append(f"containerd unavailable: {exc}")
 
     async def _guard(self, key: Key, step: Any, *extra: Any) -> None:
         try:
@@ -84,7 +84,7 @@ class Refresh:
         except Exception as exc:  # noqa: BLE001  (recorded; the walk goes on)
             kind = ("realm", "space", "stack", "cell")[len(key) - 1]
             log_if_bug(log, exc, "refresh of {kind} {key} failed", kind=kind, key="/".join(key))
-            self.result.Errors.append(f"refresh {kind} {'/'.join(key)}: {exc}")
+            self.found["Errors"].append(f"refresh {kind} {'/'.join(key)}: {exc}")
 
     async def _rewrite(self, key: Key, derive: Any) -> bool:
         """Under the key's lock: decode, ``derive(doc, raw)`` in place, persist if changed."""
@@ -110,22 +110,23 @@ class Refresh:
             status.state = v1.READY if ready else v1.UNKNOWN
 
     async def _realm(self, key: Key) -> None:
-        self.result.RealmsFound.append(key[0])
-        if self.namespaces is None:
+        self.found["RealmsFound"].append(key[0])
+        namespaces = self.namespaces
+        if namespaces is None:
             raise _Unavailable
         namespace = realm_namespace(self.rt, key[0])
 
         async def derive(doc: v1.RealmDoc, raw: dict) -> None:
             status = doc.status
             status.cgroupPath, status.cgroupReady = self._group(status.cgroupPath, key)
-            status.containerdNamespaceReady = namespace in self.namespaces
+            status.containerdNamespaceReady = namespace in namespaces
             self._set_state(status, status.cgroupReady and status.containerdNamespaceReady)
 
         if await self._rewrite(key, derive):
-            self.result.RealmsUpdated.append(key[0])
+            self.found["RealmsUpdated"].append(key[0])
 
     async def _space(self, key: Key) -> None:
-        self.result.SpacesFound.append(key[1])
+        self.found["SpacesFound"].append(key[1])
         network = bool(self.rt.network.space_network_exists(*key))
 
         async def derive(doc: v1.SpaceDoc, raw: dict) -> None:
@@ -134,10 +135,10 @@ class Refresh:
             self._set_state(status, status.cgroupReady and network)
 
         if await self._rewrite(key, derive):
-            self.result.SpacesUpdated.append(key[1])
+            self.found["SpacesUpdated"].append(key[1])
 
     async def _stack(self, key: Key) -> None:
-        self.result.StacksFound.append(key[2])
+        self.found["StacksFound"].append(key[2])
 
         async def derive(doc: v1.StackDoc, raw: dict) -> None:
             status = doc.status
@@ -145,7 +146,7 @@ class Refresh:
             self._set_state(status, status.cgroupReady)
 
         if await self._rewrite(key, derive):
-            self.result.StacksUpdated.append(key[2])
+            self.found["StacksUpdated"].append(key[2])
 
     async def _cells(self, realm: str, space: str, stack: str, cells: list[str]) -> None:
         view = None
@@ -160,11 +161,11 @@ class Refresh:
             await self._guard((realm, space, stack, cell), self._cell, view)
 
     async def _cell(self, key: Key, view: LiveView | None) -> None:
-        self.result.CellsFound.append(key[3])
+        self.found["CellsFound"].append(key[3])
         raw = self.rt.store.get(key) or {}
         names = [c.id for c in v1.CellDoc.from_wire(raw).spec.containers or []]
         paths = ["/".join((*key, name)) for name in names]
-        self.result.ContainersFound.extend(paths)
+        self.found["ContainersFound"].extend(paths)
         if view is None:
             raise _Unavailable
 
@@ -185,14 +186,14 @@ class Refresh:
             status.cgroupPath, status.cgroupReady = path, cgroup_ok
 
         if await self._rewrite(key, derive):
-            self.result.CellsUpdated.append(key[3])
-            self.result.ContainersUpdated.extend(paths)
+            self.found["CellsUpdated"].append(key[3])
+            self.found["ContainersUpdated"].extend(paths)
 
 
 def handlers(runtime: Runtime) -> dict[str, Handler]:
     """``RefreshAll``."""
 
-    async def refresh_all(args: Any) -> Any:
+    async def refresh_all(args: kukeonv1.RefreshAllArgs) -> kukeonv1.RefreshAllReply:
         result = await Refresh(runtime).run()
         return kukeonv1.RefreshAllReply(Result=result)
 

@@ -223,9 +223,11 @@ class _Collector(protocol.ProcessProtocol):
         self.timed_out = False
 
     def connectionMade(self) -> None:  # noqa: N802
+        transport = self.transport
+        assert transport is not None  # connectionMade comes with the transport
         if self._stdin:
-            self.transport.write(self._stdin)
-        self.transport.closeStdin()
+            transport.write(self._stdin)
+        transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:  # noqa: N802
         self._out.append(data)

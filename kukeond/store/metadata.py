@@ -259,7 +259,9 @@ class MetadataStore:
         self._seen.clear()
         # Network files share the tree and the temp names; the run path's own
         # files (the instance file) are written the same way.
-        top = [(self.run_path, [], _file_names(self.run_path))]
+        top: list[tuple[str, list[str], list[str]]] = [
+            (self.run_path, [], _file_names(self.run_path))
+        ]
         for directory, _dirs, names in [*top, *os.walk(naming.data_dir(self.run_path))]:
             for name in names:
                 if atomic.is_temp_name(name):
@@ -294,13 +296,15 @@ class MetadataStore:
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
-            return self._absent(key)
+            self._absent(key)
+            return None
         cached = self._files.get(key)
         if cached is not None and cached.version == _version_of(st) and not _racy(st.st_mtime_ns):
             return cached
         stored = self._read(key, path)
         if stored is None:
-            return self._absent(key)
+            self._absent(key)
+            return None
         if cached is not None and cached.version == stored.version and cached.doc == stored.doc:
             stored = cached  # a racy re-read of the same content keeps its decoded values
         self._files[key] = stored
@@ -408,6 +412,7 @@ class MetadataStore:
         values = stored.decoded
         if decode in values:
             return values[decode]
+        assert stored.doc is not None  # a usable version has its document
         value = values[decode] = decode(stored.doc)
         return value
 
@@ -426,7 +431,7 @@ class MetadataStore:
                 out.append(name)
         return out
 
-    def list(self, key: Key = ()) -> list[tuple[Key, Document]]:
+    def documents(self, key: Key = ()) -> list[tuple[Key, Document]]:
         """``(key, copy of document)`` of every resource directly below ``key``, sorted."""
         key = _check_key(key, allow_empty=True)
         out = []
