@@ -30,7 +30,7 @@ from kukeond.controller.cell_runner import (
     workloads,
 )
 from kukeond.controller.common import q, read_doc, validated
-from kukeond.controller.containers import ContainerHandlers
+from kukeond.controller.containers import CellContainers
 from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.realms import RealmLevel
 from kukeond.controller.runtime import Runtime
@@ -122,7 +122,7 @@ class Applier:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.runner: CellRunner = runtime.cells
-        self.containers = ContainerHandlers(runtime)
+        self.containers = CellContainers(runtime)
 
     async def apply(self, raw: bytes) -> Any:
         """Parse, validate, then apply every valid document; fires with the result.

@@ -1,32 +1,22 @@
-"""Container RPCs: Create/Get/List/Start/Stop/Kill/Delete/Purge/Attach/Log Container.
+"""The containers of a cell: add, start, stop, kill, remove and sweep one workload.
 
-Containers live inside their cell's document, so every call is addressed
-through the cell (``spec.realmId/spaceId/stackId/cellId``) and mutating
-calls hold the cell's store lock. The root container is managed through its
-cell only. Logs and terminals never travel over RPC: LogContainer and
-AttachContainer answer with host paths the client opens itself.
+Containers live inside their cell's document, so every operation is
+addressed through the cell's key and the mutating ones hold the cell's
+store lock. The root container is managed through its cell only: these
+operations refuse it. Logs and terminals never travel over RPC; the paths
+the client opens itself come from :mod:`kukeond.base.naming`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1, wire_results
 from kukeond.api.structs import DecodeError
-from kukeond.api.v1beta1 import (
-    READY,
-    STOPPED,
-    UNKNOWN,
-    CellDoc,
-    ContainerDoc,
-    ContainerSpec,
-    ContainerStatus,
-)
+from kukeond.api.v1beta1 import CellDoc, ContainerSpec
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import cellspec
-from kukeond.controller.cell_files import check_volumes
 from kukeond.controller.cell_runner import (
     REASON_START_CONTAINER,
     CellKey,
@@ -36,39 +26,11 @@ from kukeond.controller.cell_runner import (
     root_container,
 )
 from kukeond.controller.cells import assign_ids, merge_space_defaults
-from kukeond.controller.common import as_output, matching_keys, q, required, validated
+from kukeond.controller.common import matching_keys, q
 from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
-from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
-from kukeond.rpc.dispatch import Handler
+from kukeond.controller.stopping import DELETE_GRACE
 from kukeond.store.metadata import MetadataCorrupt
-
-CREATE_FIELDS = (
-    "image",
-    "command",
-    "args",
-    "volumes",
-    "user",
-    "readOnlyRootFilesystem",
-    "capabilities",
-    "securityOpts",
-    "tmpfs",
-    "resources",
-)
-"""The only fields CreateContainer takes from the request (as the reference)."""
-
-
-def identify(doc: ContainerDoc, fallback_to_id: bool) -> tuple[CellKey, str]:
-    """``((R, S, K, C), name)`` of a request; name-required errors in the reference order."""
-    raw = doc.metadata.name
-    if fallback_to_id and not (raw or "").strip():
-        raw = doc.spec.id
-    name = required(raw, errors.ContainerNameRequired)
-    realm = required(doc.spec.realmId, errors.RealmNameRequired)
-    space = required(doc.spec.spaceId, errors.SpaceNameRequired)
-    stack = required(doc.spec.stackId, errors.StackNameRequired)
-    cell = required(doc.spec.cellId, errors.CellNameRequired)
-    return (realm, space, stack, cell), name
 
 
 def find(cell: CellDoc, name: str) -> ContainerSpec | None:
@@ -100,28 +62,17 @@ def root_refused(action: str, cell: str) -> errors.KukeonError:
     )
 
 
-def result_doc(
-    request: ContainerDoc,
-    spec: ContainerSpec | None,
-    name: str,
-    state: str,
-    echo_labels: bool = False,
-) -> ContainerDoc:
-    """The ContainerDoc of a reply: stored spec without ``containerdId``, given state."""
-    doc = ContainerDoc()
-    as_output(doc, "Container")
-    doc.metadata.name = name
-    labels = request.metadata.labels
-    doc.metadata.labels = labels if echo_labels else (labels if labels is not None else {})
-    if spec is not None:
-        doc.spec = spec.clone()
-        doc.spec.containerdId = ""
-    doc.status = ContainerStatus(name=name, id=name, state=state)
-    return doc
+@dataclass
+class Added:
+    """What adding (or finding) and starting a container did."""
+
+    container: ContainerSpec
+    existed: bool
+    state: str
 
 
-class ContainerHandlers:
-    """The KukeonV1 container methods."""
+class CellContainers:
+    """The containers of stored cells over one :class:`Runtime`."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -194,28 +145,8 @@ class ContainerHandlers:
             raise as_kukeon_error(exc) from exc
         return await runner.mark_ready(cell, ns)
 
-    async def create(self, args: Any) -> Any:
-        """CreateContainer: add the container to its cell (if new) and start it."""
-        request: ContainerDoc = args.Doc
-        docrules.normalize_request_doc(request)
-        raw_name = (
-            request.metadata.name if (request.metadata.name or "").strip() else request.spec.id
-        )
-        name = validated("container", raw_name)
-        key, _ = identify(request, fallback_to_id=True)
-        if not request.spec.image.strip():
-            raise errors.KukeonError("invalid image reference")
-        fresh = ContainerSpec(id=request.spec.id.strip() or name)
-        for field in CREATE_FIELDS:
-            value = getattr(request.spec, field)
-            setattr(fresh, field, value.clone() if hasattr(value, "clone") else value)
-        fresh.id = validated("container", fresh.id)
-        if not fresh.volumes:  # the reference stores kuke's empty list as null
-            fresh.volumes = None
-        try:
-            check_volumes(fresh)
-        except ValueError as exc:
-            raise errors.KukeonError(str(exc)) from None
+    async def add(self, key: CellKey, fresh: ContainerSpec) -> Added:
+        """Add ``fresh`` to the cell unless it has a container of that ID; start it."""
         async with self.rt.store.lock(key):
             cell = self.runner.load(key)
             if cell is None:
@@ -239,20 +170,10 @@ class ContainerHandlers:
             cell = await self.start_one(cell, container)
             container = find(cell, fresh.id) or container
             state = await self.state_of(cell, container)
-        result = wire_results.CreateContainerResult(
-            Container=result_doc(request, container, name, state or READY),
-            CellMetadataExistsPre=True,
-            CellMetadataExistsPost=True,
-            ContainerExistsPre=existing is not None,
-            ContainerExistsPost=True,
-            ContainerCreated=existing is None,
-            Started=True,
-        )
-        return kukeonv1.CreateContainerReply(Result=result)
+        return Added(container, existing is not None, state)
 
-    def lookup(self, request: ContainerDoc) -> tuple[CellDoc, ContainerSpec, str]:
-        """Get/Attach/Log: the cell and container named by ``metadata.name`` (plain errors)."""
-        key, name = identify(request, fallback_to_id=False)
+    def lookup(self, key: CellKey, name: str) -> tuple[CellDoc, ContainerSpec]:
+        """The cell and its container ``name``, the root included (plain errors)."""
         cell = self.runner.load(key)
         if cell is None:
             raise errors.KukeonError(f"failed to get cell {q(key[3])}: cell not found")
@@ -262,31 +183,10 @@ class ContainerHandlers:
                 f"container {q(name)} not found in cell {q(key[3])} at run-path "
                 f"{q(self.rt.run_path)}"
             )
-        return cell, container, name
+        return cell, container
 
-    async def get(self, args: Any) -> Any:
-        """GetContainer: the stored spec with its live state."""
-        docrules.normalize_request_doc(args.Doc)
-        cell, container, name = self.lookup(args.Doc)
-        try:
-            state = await self.state_of(cell, container)
-        except cerrors.ContainerdError:
-            state = UNKNOWN
-        result = wire_results.GetContainerResult(
-            Container=result_doc(args.Doc, container, name, state),
-            CellMetadataExists=True,
-            ContainerExists=True,
-        )
-        return kukeonv1.GetContainerReply(Result=result)
-
-    async def list(self, args: Any) -> Any:
-        """ListContainers: container specs of matching stored cells (root flagged)."""
-        wanted = (
-            args.RealmName.strip(),
-            args.SpaceName.strip(),
-            args.StackName.strip(),
-            args.CellName.strip(),
-        )
+    def specs(self, wanted: tuple[str, str, str, str]) -> list[ContainerSpec]:
+        """Container specs of the matching stored cells (empty names match all), root flagged."""
         out = []
         for realm, space, stack, cell_name in matching_keys(self.rt, 4, wanted):
             try:
@@ -301,25 +201,24 @@ class ContainerHandlers:
                 if container is root:
                     spec.root = True
                 out.append(spec)
-        return kukeonv1.ListContainersReply(Containers=out)
+        return out
 
-    async def start(self, args: Any) -> Any:
-        """StartContainer: the root refused; the cell's root must run."""
-        docrules.normalize_request_doc(args.Doc)
-        key, name = identify(args.Doc, fallback_to_id=True)
+    async def start(self, key: CellKey, name: str) -> tuple[ContainerSpec, str]:
+        """Start one workload of a cell whose root runs; return it and its live state."""
         async with self.rt.store.lock(key):
             cell, container = self.load_target(key, name, "start")
             cell = await self.start_one(cell, container)
             container = find(cell, name) or container
-            state = await self.state_of(cell, container)
-        result = wire_results.StartContainerResult(
-            Container=result_doc(args.Doc, container, name, state or READY), Started=True
-        )
-        return kukeonv1.StartContainerReply(Result=result)
+            return container, await self.state_of(cell, container)
 
-    async def _halt(self, args: Any, grace: float, verb: str, strict: bool) -> tuple:
-        docrules.normalize_request_doc(args.Doc)
-        key, name = identify(args.Doc, fallback_to_id=True)
+    async def halt(
+        self, key: CellKey, name: str, grace: float, verb: str, strict: bool
+    ) -> tuple[ContainerSpec | None, str]:
+        """Stop (``grace`` > 0) or kill a workload and remove its containerd container.
+
+        Without ``strict`` a container the cell does not list is still
+        stopped by its derived containerd ID and comes back as ``None``.
+        """
         async with self.rt.store.lock(key):
             cell, container = self.load_target_if_any(key, name, verb)
             if container is None and strict:
@@ -338,30 +237,10 @@ class ContainerHandlers:
             cell.status.containers = await self.runner.live_statuses(cell, ns)
             cell = await self.runner.save(cell)
             state = await self.runner.container_state_live(ns, cid)
-        return container, name, state
+        return container, state
 
-    async def stop(self, args: Any) -> Any:
-        """StopContainer: SIGTERM, grace, SIGKILL, then the containerd container is removed."""
-        container, name, state = await self._halt(args, STOP_GRACE, "stop", strict=False)
-        doc = (
-            result_doc(args.Doc, container, name, state)
-            if container is not None
-            else as_output(args.Doc, "Container")
-        )
-        return kukeonv1.StopContainerReply(
-            Result=wire_results.StopContainerResult(Container=doc, Stopped=True)
-        )
-
-    async def kill(self, args: Any) -> Any:
-        """KillContainer: SIGKILL now, then the containerd container is removed."""
-        container, name, state = await self._halt(args, 0.0, "kill", strict=True)
-        return kukeonv1.KillContainerReply(
-            Result=wire_results.KillContainerResult(
-                Container=result_doc(args.Doc, container, name, state or STOPPED), Killed=True
-            )
-        )
-
-    async def _remove(self, cell: CellDoc, container: ContainerSpec) -> None:
+    async def remove(self, cell: CellDoc, container: ContainerSpec) -> None:
+        """Remove one container from containerd, its network and the cell document."""
         ns = self.runner.namespace(cell.spec.realmId)
         cid = containerd_id_of(cell, container)
         await self.runner.scrub_network(cell, [cid])
@@ -372,26 +251,20 @@ class ContainerHandlers:
         cell.spec.containers = [c for c in cell.spec.containers or [] if c is not container]
         cell.status.containers = [s for s in cell.status.containers or [] if s.id != container.id]
 
-    async def delete(self, args: Any) -> Any:
-        """DeleteContainer: stop, remove from containerd and from the cell spec."""
-        docrules.normalize_request_doc(args.Doc)
-        key, name = identify(args.Doc, fallback_to_id=False)
+    async def delete(self, key: CellKey, name: str) -> ContainerSpec:
+        """Stop and remove a workload, from containerd and from its cell."""
         async with self.rt.store.lock(key):
             cell, container = self.load_target(key, name, "delete")
-            await self._remove(cell, container)
+            await self.remove(cell, container)
             await self.runner.save(cell)
-        result = wire_results.DeleteContainerResult(
-            Container=result_doc(args.Doc, container, name, READY, echo_labels=True),
-            CellMetadataExists=True,
-            ContainerExists=True,
-            Deleted=["container", "task"],
-        )
-        return kukeonv1.DeleteContainerReply(Result=result)
+        return container
 
-    async def purge(self, args: Any) -> Any:
-        """PurgeContainer: delete if present, then sweep by containerd ID; errors in Purged."""
-        docrules.normalize_request_doc(args.Doc)
-        key, name = identify(args.Doc, fallback_to_id=True)
+    async def purge(self, key: CellKey, name: str) -> tuple[ContainerSpec | None, list[str]]:
+        """Delete the container if the cell lists it, then sweep by containerd ID.
+
+        Returns the container (``None`` when the cell did not list it) and the
+        problems met, which do not stop the sweep.
+        """
         problems = []
         async with self.rt.store.lock(key):
             cell = self.load_cell(key)
@@ -408,68 +281,17 @@ class ContainerHandlers:
                 raise root_refused("delete", key[3])
             try:
                 if container is not None:
-                    await self._remove(cell, container)
+                    await self.remove(cell, container)
                     await self.runner.save(cell)
                 ns = self.runner.namespace(key[0])
                 await self.runner.remove_container(ns, cid, 0.0)
             except (errors.KukeonError, cerrors.ContainerdError) as exc:
                 problems.append(str(exc))
             await self.runner.scrub_network(cell, [cid])
-        purged = [f"purge-error:{p}" for p in problems] or [
-            "cni-resources",
-            "ipam-allocation",
-            "cache-entries",
-        ]
-        result = wire_results.PurgeContainerResult(
-            Container=result_doc(args.Doc, container, name, READY, echo_labels=True),
-            CellMetadataExists=True,
-            ContainerExists=container is not None,
-            Deleted=["container", "task"] if container is not None else None,
-            Purged=purged,
-        )
-        return kukeonv1.PurgeContainerReply(Result=result)
-
-    async def attach(self, args: Any) -> Any:
-        """AttachContainer: the tty socket path of an attachable container."""
-        docrules.normalize_request_doc(args.Doc)
-        cell, container, name = self.lookup(args.Doc)
-        if not container.attachable:
-            raise errors.AttachNotSupported()
-        path = naming.tty_socket_path(self.rt.run_path, *self._names(cell, name))
-        return kukeonv1.AttachContainerReply(
-            Result=wire_results.AttachContainerResult(HostSocketPath=path)
-        )
-
-    async def log(self, args: Any) -> Any:
-        """LogContainer: the capture file (attachable) or the shim log file."""
-        docrules.normalize_request_doc(args.Doc)
-        cell, container, name = self.lookup(args.Doc)
-        names = self._names(cell, name)
-        result = wire_results.LogContainerResult()
-        if container.attachable:
-            result.HostCapturePath = naming.tty_capture_path(self.rt.run_path, *names)
-        else:
-            result.HostLogPath = naming.container_log_path(self.rt.run_path, *names)
-        return kukeonv1.LogContainerReply(Result=result)
-
-    @staticmethod
-    def _names(cell: CellDoc, name: str) -> tuple[str, str, str, str, str]:
-        spec = cell.spec
-        return (spec.realmId, spec.spaceId, spec.stackId, cell.metadata.name, name)
+        return container, problems
 
 
-def handlers(runtime: Runtime) -> dict[str, Handler]:
-    """The container methods of the KukeonV1 service."""
-    h = ContainerHandlers(runtime)
-    return {
-        "CreateContainer": h.create,
-        "GetContainer": h.get,
-        "ListContainers": h.list,
-        "StartContainer": h.start,
-        "StopContainer": h.stop,
-        "KillContainer": h.kill,
-        "DeleteContainer": h.delete,
-        "PurgeContainer": h.purge,
-        "AttachContainer": h.attach,
-        "LogContainer": h.log,
-    }
+def container_names(cell: CellDoc, name: str) -> tuple[str, str, str, str, str]:
+    """``(realm, space, stack, cell, container)``: the names of its host paths."""
+    spec = cell.spec
+    return (spec.realmId, spec.spaceId, spec.stackId, cell.metadata.name, name)

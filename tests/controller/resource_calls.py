@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kukeond.controller import images
-from kukeond.handlers import realms, spaces, stacks
+from kukeond.handlers import images, realms, spaces, stacks
 from kukeond.rpc.codec import Request
 from kukeond.rpc.dispatch import Dispatcher
 from tests.support.runtime import load_busybox

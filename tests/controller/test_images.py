@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kukeond.api import kukeonv1
-from kukeond.controller.images import go_time
+from kukeond.handlers.images import go_time
 from tests.controller.resource_calls import Caller, err
 from tests.support.image import REF, busybox_image
 from tests.support.runtime import fake_runtime, real_runtime
