@@ -1,4 +1,4 @@
-"""``KukeonV1.ApplyDocuments``: create or update resources from multi-document YAML.
+"""Apply: create or update resources from multi-document YAML (``ApplyDocuments``).
 
 Parsing and validation (:mod:`kukeond.api.yamldoc`) reject the whole request
 on any bad document, as the reference does. Then documents are applied in
@@ -16,10 +16,11 @@ stopped), and a changed root recreates and restarts the whole cell.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1, wire_results, yamldoc
+from kukeond.api import docrules, yamldoc
 from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import GoStruct
 from kukeond.controller import cells
@@ -38,7 +39,6 @@ from kukeond.controller.spaces import SpaceLevel
 from kukeond.controller.stacks import StackLevel
 from kukeond.controller.stopping import STOP_GRACE
 from kukeond.logs import Logger
-from kukeond.rpc.dispatch import Handler
 
 CREATED = "created"
 UPDATED = "updated"
@@ -78,6 +78,19 @@ class Breaking(Exception):
             f"{word} {q(name)} has breaking changes: [{' '.join(fields)}]. "
             f"Delete the {word} and recreate it with the new spec"
         )
+
+
+@dataclass
+class Applied:
+    """What happened to one document of a batch."""
+
+    index: int
+    kind: str
+    name: str
+    action: str
+    error: str = ""
+    changes: list[str] | None = None
+    details: dict[str, str] | None = None
 
 
 class Outcome:
@@ -124,8 +137,8 @@ class Applier:
         self.runner: CellRunner = runtime.cells
         self.containers = CellContainers(runtime)
 
-    async def apply(self, raw: bytes) -> Any:
-        """Parse, validate, then apply every valid document; fires with the result.
+    async def apply(self, raw: bytes) -> list[Applied]:
+        """Parse, validate, then apply every valid document; say what happened to each.
 
         Documents that do not parse or validate come first in the result, as
         ``failed`` with the reference's line for them; the valid ones are
@@ -133,22 +146,11 @@ class Applier:
         """
         parsed, rejected = yamldoc.parse_documents(raw)
         ordered = sorted(parsed, key=lambda p: (_ORDER[p.kind], p.index))
-        resources: list[wire_results.ApplyResourceResult] = []
-        for bad in rejected:
-            resources.append(
-                wire_results.ApplyResourceResult(
-                    Index=bad.index,
-                    Kind=bad.kind,
-                    Name=bad.name,
-                    Action=FAILED,
-                    Error=str(bad),
-                    Details={},
-                )
-            )
+        done = [
+            Applied(bad.index, bad.kind, bad.name, FAILED, str(bad), None, {}) for bad in rejected
+        ]
         for item in ordered:
-            entry = wire_results.ApplyResourceResult(
-                Index=item.index, Kind=item.kind, Name=item.name
-            )
+            entry = Applied(item.index, item.kind, item.name, "")
             step = getattr(self, "_" + item.kind.lower())
             try:
                 outcome = await step(item.doc)
@@ -157,12 +159,12 @@ class Applier:
                     self.log.failure(
                         "apply of {kind} {name} failed", kind=item.kind, name=item.name
                     )
-                entry.Action, entry.Error, entry.Details = FAILED, str(exc), {}
+                entry.action, entry.error, entry.details = FAILED, str(exc), {}
             else:
-                entry.Action = outcome.action
-                entry.Changes, entry.Details = outcome.changes, outcome.details
-            resources.append(entry)
-        return wire_results.ApplyDocumentsResult(Resources=resources)
+                entry.action = outcome.action
+                entry.changes, entry.details = outcome.changes, outcome.details
+            done.append(entry)
+        return done
 
     # --- parents ---------------------------------------------------------------
 
@@ -444,14 +446,3 @@ class Applier:
                 await self.containers.start_one(cell, container)
         details = {f"spec.{f}": f"{f} changed" for f in fields}
         return Outcome(UPDATED, [f"spec.{f}" for f in fields], details)
-
-
-def handlers(runtime: Runtime) -> dict[str, Handler]:
-    """``ApplyDocuments``."""
-    applier = Applier(runtime)
-
-    async def apply_documents(args: Any) -> Any:
-        result = await applier.apply(args.RawYAML or b"")
-        return kukeonv1.ApplyDocumentsReply(Result=result)
-
-    return {"ApplyDocuments": apply_documents}

@@ -1,4 +1,4 @@
-"""``KukeonV1.RefreshAll``: re-derive every status from cgroups, CNI and containerd.
+"""Refresh: re-derive every status from cgroups, CNI and containerd (``RefreshAll``).
 
 Walks realms → spaces → stacks → cells and writes a document only when what
 it derives differs from what is stored. Differences from the reference
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kukeond.api import kukeonv1, wire_results
 from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
@@ -29,13 +28,28 @@ from kukeond.controller.failures import log_if_bug
 from kukeond.controller.reconcile import LiveView, decide, namespace_view
 from kukeond.controller.runtime import Runtime
 from kukeond.logs import Logger
-from kukeond.rpc.dispatch import Handler
 
 Key = tuple[str, ...]
 
 _KINDS = {1: v1.RealmDoc, 2: v1.SpaceDoc, 3: v1.StackDoc, 4: v1.CellDoc}
 
 log = Logger()
+
+
+TALLIES = (
+    "RealmsFound",
+    "SpacesFound",
+    "StacksFound",
+    "CellsFound",
+    "ContainersFound",
+    "RealmsUpdated",
+    "SpacesUpdated",
+    "StacksUpdated",
+    "CellsUpdated",
+    "ContainersUpdated",
+    "Errors",
+)
+"""What a walk reports, by name: the names found or rewritten at each level, and errors."""
 
 
 class _Unavailable(Exception):
@@ -48,14 +62,12 @@ class Refresh:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.runner = runtime.cells
-        self.found: dict[str, list[str]] = {
-            name: [] for name, *_ in wire_results.RefreshAllResult.fields
-        }
+        self.found: dict[str, list[str]] = {name: [] for name in TALLIES}
         self.namespaces: set[str] | None = None
         self.down = False
 
-    async def run(self) -> wire_results.RefreshAllResult:
-        """Walk everything; problems are collected in ``Errors``, never raised."""
+    async def run(self) -> dict[str, list[str]]:
+        """Walk everything; return the :data:`TALLIES` (problems in ``Errors``, never raised)."""
         try:
             self.namespaces = set(await self.rt.containerd.list_namespaces())
         except cerrors.ContainerdError as exc:
@@ -69,7 +81,7 @@ class Refresh:
                     cells = self.rt.store.children((realm, space, stack))
                     if cells:
                         await self._cells(realm, space, stack, cells)
-        return wire_results.RefreshAllResult(**self.found)
+        return self.found
 
     def _containerd_failed(self, exc: BaseException) -> None:
         if not self.down:
@@ -188,13 +200,3 @@ class Refresh:
         if await self._rewrite(key, derive):
             self.found["CellsUpdated"].append(key[3])
             self.found["ContainersUpdated"].extend(paths)
-
-
-def handlers(runtime: Runtime) -> dict[str, Handler]:
-    """``RefreshAll``."""
-
-    async def refresh_all(args: kukeonv1.RefreshAllArgs) -> kukeonv1.RefreshAllReply:
-        result = await Refresh(runtime).run()
-        return kukeonv1.RefreshAllReply(Result=result)
-
-    return {"RefreshAll": refresh_all}

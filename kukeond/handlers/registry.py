@@ -13,10 +13,10 @@ bug of the daemon.
 
 from __future__ import annotations
 
-from kukeond.controller import apply, cells, refresh
+from kukeond.controller import cells
 from kukeond.controller.failures import reporting_host_failures
 from kukeond.controller.runtime import Runtime
-from kukeond.handlers import containers, images, realms, spaces, stacks
+from kukeond.handlers import apply, containers, images, realms, refresh, spaces, stacks
 from kukeond.rpc.dispatch import Handler
 
 HANDLER_MODULES = (realms, spaces, stacks, images, cells, containers, refresh, apply)

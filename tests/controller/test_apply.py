@@ -6,7 +6,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from kukeond import errors
 from kukeond.api import kukeonv1, yamldoc
 from kukeond.api import v1beta1 as v1
-from kukeond.controller import apply
+from kukeond.controller import cells
+from kukeond.handlers import apply
 from tests.support.runtime import fake_runtime, load_busybox
 
 STACK = """
@@ -222,7 +223,7 @@ class ApplyTests(TestCase):
     def test_stopped_cell_is_rematerialized(self):
         yield self.apply(blob(REALM, SPACE, STACK, CELL))
         key = ("r1", "s1", "k1", "c1")
-        yield defer.Deferred.fromCoroutine(apply.cells.stop_cell(self.rt, key))
+        yield defer.Deferred.fromCoroutine(cells.stop_cell(self.rt, key))
         reply = yield self.apply(blob(CELL))
         (cell,) = reply.Result.Resources
         self.assertEqual(cell.Action, "updated")

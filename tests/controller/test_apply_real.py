@@ -6,7 +6,7 @@ from twisted.trial.unittest import TestCase
 
 from kukeond.api import kukeonv1
 from kukeond.api import v1beta1 as v1
-from kukeond.controller import apply
+from kukeond.handlers import apply
 from tests.support.runtime import load_busybox, real_runtime
 
 YAML = b"""

@@ -6,7 +6,7 @@ from twisted.trial.unittest import TestCase
 from kukeond.api import kukeonv1
 from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
-from kukeond.controller import refresh
+from kukeond.handlers import refresh
 from tests.controller.cellsupport import make_parents
 from tests.controller.reconcile_support import namespace, seed_cell
 from tests.support.runtime import fake_runtime
