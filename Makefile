@@ -57,6 +57,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check kukeond tests bench tools twisted setup.py
 	$(VENV)/bin/ruff format --check kukeond tests bench tools twisted setup.py
+	$(VENV)/bin/mypy kukeond
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -27,6 +27,15 @@ setup(
         "pyyaml>=6.0",
         "zope.interface>=6.0",
     ],
-    extras_require={"dev": ["grpcio-tools==1.85.1", "ruff"]},
+    extras_require={
+        "dev": [
+            "grpcio-tools==1.85.1",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "mypy-zope==1.0.17",
+            "types-PyYAML",
+            "grpc-stubs==1.53.0.6",
+        ]
+    },
     entry_points={"console_scripts": ["kukeond = kukeond.cli:main"]},
 )
