@@ -8,8 +8,6 @@ with its traceback and answered ``Err{Kind:"Unknown"}`` by the dispatcher.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 from twisted.internet import defer
@@ -22,7 +20,6 @@ from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.host.netpolicy import EgressError
 from kukeond.host.subnets import SubnetError
-from kukeond.rpc.dispatch import Handler
 from kukeond.store.metadata import DocumentChanged, MetadataCorrupt
 
 HOST_FAILURES = (
@@ -75,19 +72,3 @@ def log_step_failure(log: Logger, exc: BaseException, format: str, **fields: Any
         if isinstance(exc, defer.FirstError):
             exc = exc.subFailure.value
         log.warn(format + ": {error}", error=str(exc), **fields)
-
-
-def reporting_host_failures(handler: Handler) -> Handler:
-    """Wrap ``handler`` so :data:`HOST_FAILURES` become :class:`KukeonError` values."""
-
-    @functools.wraps(handler)
-    async def wrapped(args: Any) -> Any:
-        try:
-            reply = handler(args)
-            if inspect.isawaitable(reply):
-                reply = await reply
-        except HOST_FAILURES as exc:
-            raise KukeonError(str(exc) or type(exc).__name__) from exc
-        return reply
-
-    return wrapped

@@ -38,7 +38,7 @@ class HostFailureReportingTests(TestCase):
     @defer.inlineCallbacks
     def test_host_failures_become_unknown_errors_not_bugs(self):
         from kukeond.containerd.errors import Unavailable
-        from kukeond.controller.failures import reporting_host_failures
+        from kukeond.handlers.registry import reporting_host_failures
         from kukeond.errors import KukeonError
 
         async def handler(args):
@@ -53,7 +53,7 @@ class HostFailureReportingTests(TestCase):
 
     @defer.inlineCallbacks
     def test_other_exceptions_pass_through(self):
-        from kukeond.controller.failures import reporting_host_failures
+        from kukeond.handlers.registry import reporting_host_failures
 
         def handler(args):
             raise RuntimeError("a bug")
