@@ -16,6 +16,7 @@ stopped), and a changed root recreates and restarts the whole cell.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +34,14 @@ from kukeond.controller.cell_runner import (
 from kukeond.controller.common import q, read_doc, validated
 from kukeond.controller.containers import CellContainers
 from kukeond.controller.failures import EXPECTED_FAILURES
+from kukeond.controller.hierarchy import Level
 from kukeond.controller.realms import RealmLevel
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.spaces import SpaceLevel
 from kukeond.controller.stacks import StackLevel
 from kukeond.controller.stopping import STOP_GRACE
 from kukeond.logs import Logger
+from kukeond.store.metadata import Key
 
 CREATED = "created"
 UPDATED = "updated"
@@ -127,6 +130,38 @@ def container_changes(desired: v1.ContainerSpec, stored: v1.ContainerSpec) -> li
     return [f for f in CONTAINER_FIELDS if plain(getattr(desired, f)) != plain(getattr(stored, f))]
 
 
+@dataclass(frozen=True)
+class Compared:
+    """A spec field of a realm, space or stack that an apply may change."""
+
+    name: str
+    detail: str
+    """Its key in ``Details``."""
+    message: Callable[[Any, Any], str]
+    """``(stored, desired)`` → the ``Details`` text."""
+    when_given: bool = False
+    """Only a non-empty desired value counts (an empty one keeps the stored value)."""
+
+
+_REALM_FIELDS = (
+    Compared(
+        "registryCredentials",
+        "spec.registryCredentials",
+        lambda _old, _new: "registry credentials changed",
+    ),
+)
+_SPACE_FIELDS = (
+    Compared(
+        "defaults", "spec.defaults.container", lambda _old, _new: "container defaults changed"
+    ),
+)
+_STACK_FIELDS = (
+    Compared(
+        "id", "spec.id", lambda old, new: f"ID changed from {q(old)} to {q(new)}", when_given=True
+    ),
+)
+
+
 class Applier:
     """Applies parsed documents through the resource controllers."""
 
@@ -197,77 +232,55 @@ class Applier:
     # --- realm / space / stack ---------------------------------------------------
 
     async def _realm(self, doc: v1.RealmDoc) -> Outcome:
-        name = validated("realm", doc.metadata.name)
-        key = (name,)
-        stored = read_doc(self.rt, key, v1.RealmDoc, v1.KIND_REALM)
-        if stored is None:
-            await RealmLevel(self.rt).create(doc.clone())
-            return Outcome(CREATED)
-        if doc.spec.namespace and doc.spec.namespace != stored.spec.namespace:
-            raise Breaking(v1.KIND_REALM, name, ["spec.namespace"])
-        details = {}
-        if user_labels(doc.metadata.labels) != user_labels(stored.metadata.labels):
-            details["metadata.labels"] = "labels changed"
-        if plain(doc.spec.registryCredentials) != plain(stored.spec.registryCredentials):
-            details["spec.registryCredentials"] = "registry credentials changed"
-        if not details:
-            return Outcome(UNCHANGED)
-
-        def change(current: v1.RealmDoc) -> None:
-            current.metadata.labels = merged_labels(current.metadata.labels, doc.metadata.labels)
-            current.spec.registryCredentials = doc.spec.registryCredentials
-
-        await self._update(key, v1.RealmDoc, v1.KIND_REALM, change)
-        return Outcome(UPDATED, list(details), details)
+        key = (validated("realm", doc.metadata.name),)
+        return await self._level_doc(RealmLevel(self.rt), doc, key, "namespace", _REALM_FIELDS)
 
     async def _space(self, doc: v1.SpaceDoc) -> Outcome:
         name = validated("space", doc.metadata.name)
-        realm = doc.spec.realmId
-        await self._ensure_realm(realm)
-        key = (realm, name)
-        stored = read_doc(self.rt, key, v1.SpaceDoc, v1.KIND_SPACE)
-        if stored is None:
-            await SpaceLevel(self.rt).create(doc.clone())
-            return Outcome(CREATED)
-        if doc.spec.cniConfigPath and doc.spec.cniConfigPath != stored.spec.cniConfigPath:
-            raise Breaking(v1.KIND_SPACE, name, ["spec.cniConfigPath"])
-        details = {}
-        if user_labels(doc.metadata.labels) != user_labels(stored.metadata.labels):
-            details["metadata.labels"] = "labels changed"
-        if plain(doc.spec.defaults) != plain(stored.spec.defaults):
-            details["spec.defaults.container"] = "container defaults changed"
-        if not details:
-            return Outcome(UNCHANGED)
-
-        def change(current: v1.SpaceDoc) -> None:
-            current.metadata.labels = merged_labels(current.metadata.labels, doc.metadata.labels)
-            current.spec.defaults = doc.spec.defaults
-
-        await self._update(key, v1.SpaceDoc, v1.KIND_SPACE, change)
-        return Outcome(UPDATED, list(details), details)
+        await self._ensure_realm(doc.spec.realmId)
+        key = (doc.spec.realmId, name)
+        return await self._level_doc(SpaceLevel(self.rt), doc, key, "cniConfigPath", _SPACE_FIELDS)
 
     async def _stack(self, doc: v1.StackDoc) -> Outcome:
         name = validated("stack", doc.metadata.name)
         realm, space = doc.spec.realmId, doc.spec.spaceId
         await self._ensure_space(realm, space)
         key = (realm, space, name)
-        stored = read_doc(self.rt, key, v1.StackDoc, v1.KIND_STACK)
+        return await self._level_doc(StackLevel(self.rt), doc, key, "", _STACK_FIELDS)
+
+    async def _level_doc(
+        self, level: Level[Any], doc: Any, key: Key, fixed: str, compared: tuple[Compared, ...]
+    ) -> Outcome:
+        """Create a realm, space or stack, or update its labels and ``compared`` fields.
+
+        A different value of the ``fixed`` spec field (when the document gives
+        one) cannot be applied: the whole document is refused.
+        """
+        stored = level.read(key)
         if stored is None:
-            await StackLevel(self.rt).create(doc.clone())
+            await level.create(doc.clone())
             return Outcome(CREATED)
+        wanted = getattr(doc.spec, fixed) if fixed else ""
+        if wanted and wanted != getattr(stored.spec, fixed):
+            raise Breaking(level.doc_kind, key[-1], [f"spec.{fixed}"])
         details = {}
         if user_labels(doc.metadata.labels) != user_labels(stored.metadata.labels):
             details["metadata.labels"] = "labels changed"
-        if doc.spec.id and doc.spec.id != stored.spec.id:
-            details["spec.id"] = f"ID changed from {q(stored.spec.id)} to {q(doc.spec.id)}"
+        for field in compared:
+            desired, current = getattr(doc.spec, field.name), getattr(stored.spec, field.name)
+            if (desired or not field.when_given) and plain(desired) != plain(current):
+                details[field.detail] = field.message(current, desired)
         if not details:
             return Outcome(UNCHANGED)
 
-        def change(current: v1.StackDoc) -> None:
+        def change(current: Any) -> None:
             current.metadata.labels = merged_labels(current.metadata.labels, doc.metadata.labels)
-            current.spec.id = doc.spec.id or current.spec.id
+            for field in compared:
+                desired = getattr(doc.spec, field.name)
+                if desired or not field.when_given:
+                    setattr(current.spec, field.name, desired)
 
-        await self._update(key, v1.StackDoc, v1.KIND_STACK, change)
+        await self._update(key, level.doc_type, level.doc_kind, change)
         return Outcome(UPDATED, list(details), details)
 
     # --- cell --------------------------------------------------------------------

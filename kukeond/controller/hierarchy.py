@@ -14,6 +14,8 @@ what they return.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -235,17 +237,23 @@ class Level(Generic[D]):
 
     # --- delete and purge -------------------------------------------------------------
 
-    async def delete(self, key: Key, force: bool, cascade: bool) -> tuple[D, list[str]]:
-        """Delete a stored document (children first with ``cascade``).
-
-        Returns the document as it was and the ``child:name`` entries removed.
-        """
+    @contextlib.asynccontextmanager
+    async def _stored_locked(self, key: Key) -> AsyncIterator[D]:
+        """The stored document of ``key`` under its lock, or the not-found error."""
         if not common.safe(*key):
             raise self.not_found(key)
         async with self.rt.store.lock(key):
             stored = self.read(key)
             if stored is None:
                 raise self.not_found(key)
+            yield stored
+
+    async def delete(self, key: Key, force: bool, cascade: bool) -> tuple[D, list[str]]:
+        """Delete a stored document (children first with ``cascade``).
+
+        Returns the document as it was and the ``child:name`` entries removed.
+        """
+        async with self._stored_locked(key) as stored:
             removed = self._child_entries(key) if cascade else []
             try:
                 await self.delete_cascade(key, force, cascade)
@@ -288,12 +296,7 @@ class Level(Generic[D]):
         Returns the document, the ``child:name`` entries and the failure text
         (empty when the purge succeeded).
         """
-        if not common.safe(*key):
-            raise self.not_found(key)
-        async with self.rt.store.lock(key):
-            stored = self.read(key)
-            if stored is None:
-                raise self.not_found(key)
+        async with self._stored_locked(key) as stored:
             removed = self._child_entries(key) if cascade else []
             try:
                 await self.purge_cascade(key, force, cascade)
