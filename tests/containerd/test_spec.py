@@ -9,11 +9,11 @@ import subprocess
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond.containerd import spec as oci
+from kukeond.containerd.mounts import Mount
 from kukeond.containerd.spec import (
     Capabilities,
     Device,
     ImageConfig,
-    Mount,
     Namespace,
     Resources,
     Rlimit,
