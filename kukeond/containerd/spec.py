@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kukeond.containerd.mounts import Mount
+from kukeond.containerd.userdb import additional_gids, find_group, find_passwd, is_numeric_id
 
 OCI_VERSION = "1.0.2-dev"
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -415,43 +416,30 @@ def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int,
     """
     parts = user.split(":")
     if len(parts) == 1:
-        if _is_int(parts[0]):
+        if is_numeric_id(parts[0]):
             number = int(parts[0])
-            entry = _find_passwd(passwd, lambda e: e[2] == number)
+            entry = find_passwd(passwd, lambda e: e[2] == number)
             return (number, 0) if entry is None else (entry[2], entry[3])
-        entry = _find_passwd(passwd, lambda e: e[0] == parts[0])
+        entry = find_passwd(passwd, lambda e: e[0] == parts[0])
         if entry is None:
             raise SpecError(f"no such user {parts[0]!r} in the image's /etc/passwd")
         return entry[2], entry[3]
     if len(parts) != 2:
         raise SpecError(f"invalid USER value {user}")
     name, grp = parts
-    uid = int(name) if _is_int(name) else None
-    gid = int(grp) if _is_int(grp) else None
+    uid = int(name) if is_numeric_id(name) else None
+    gid = int(grp) if is_numeric_id(grp) else None
     if uid is None:
-        entry = _find_passwd(passwd, lambda e: e[0] == name)
+        entry = find_passwd(passwd, lambda e: e[0] == name)
         if entry is None:
             raise SpecError(f"no such user {name!r} in the image's /etc/passwd")
         uid = entry[2]
     if gid is None:
-        found = _find_group(group, lambda g: g[0] == grp)
+        found = find_group(group, lambda g: g[0] == grp)
         if found is None:
             raise SpecError(f"no such group {grp!r} in the image's /etc/group")
         gid = found[2]
     return uid, gid
-
-
-def additional_gids(user: str, passwd: str | None, group: str | None) -> list[int] | None:
-    """Supplementary gids of ``user`` (name or uid) from ``group``; ``None`` when unknowable."""
-    if _is_int(user):
-        uid = int(user)
-        entry = _find_passwd(passwd, lambda e: e[2] == uid)
-        if entry is None:
-            return None
-        user = entry[0]
-    if group is None:
-        return None
-    return [g[2] for g in _parse_group(group) if g[0] != user and user in g[3]]
 
 
 def _apply_image_config(
@@ -556,51 +544,6 @@ def _apply_resources(linux: dict[str, Any], resources: Resources) -> None:
 def _join_path(*parts: str) -> str:
     segments = [s for p in parts for s in p.split("/") if s and s != "."]
     return "/" + "/".join(segments)
-
-
-def _is_int(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _parse_passwd(text: str) -> list[tuple[str, str, int, int]]:
-    entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        fields += [""] * (7 - len(fields))
-        entries.append((fields[0], fields[1], _int_or_zero(fields[2]), _int_or_zero(fields[3])))
-    return entries
-
-
-def _parse_group(text: str) -> list[tuple[str, str, int, list[str]]]:
-    entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        fields += [""] * (4 - len(fields))
-        members = [m for m in fields[3].split(",") if m]
-        entries.append((fields[0], fields[1], _int_or_zero(fields[2]), members))
-    return entries
-
-
-def _int_or_zero(text: str) -> int:
-    return int(text) if _is_int(text) else 0
-
-
-def _find_passwd(text: str | None, match: Any) -> tuple[str, str, int, int] | None:
-    if text is None:
-        return None
-    return next((e for e in _parse_passwd(text) if match(e)), None)
-
-
-def _find_group(text: str | None, match: Any) -> tuple[str, str, int, list[str]] | None:
-    if text is None:
-        return None
-    return next((g for g in _parse_group(text) if match(g)), None)
 
 
 # Key order of the Go runtime-spec structs, so json.dumps output reads like containerd's.
