@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kukeond.containerd.capabilities import ALL_CAPABILITIES, apply_capabilities
 from kukeond.containerd.mounts import Mount
 from kukeond.containerd.userdb import additional_gids, find_group, find_passwd, is_numeric_id
 
@@ -48,19 +49,6 @@ DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_SYS_CHROOT",
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
-)
-
-# Every capability the kernel defines, indexed by its number (CAP_LAST_CAP = 40).
-ALL_CAPABILITIES: tuple[str, ...] = tuple(
-    "CAP_" + name
-    for name in (
-        "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
-        "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK "
-        "IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN "
-        "SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE "
-        "AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND "
-        "AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE"
-    ).split()
 )
 
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
@@ -359,7 +347,7 @@ def build_spec(options: SpecOptions) -> dict[str, Any]:
     if options.readonly_rootfs:
         spec["root"]["readonly"] = True
     if options.capabilities is not None:
-        _apply_capabilities(process, options.capabilities)
+        apply_capabilities(process, options.capabilities.add, options.capabilities.drop)
     if options.no_new_privileges is not None:
         process["noNewPrivileges"] = options.no_new_privileges
     if options.seccomp_unconfined:
@@ -393,19 +381,6 @@ def merge_env(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
             index[name] = len(result)
             result.append(entry)
     return [entry for entry in result if entry]
-
-
-def normalize_capability(name: str) -> str:
-    """Upper-case a capability name and give it the ``CAP_`` prefix (``ALL`` stays ``ALL``)."""
-    upper = name.strip().upper()
-    if upper in ("ALL", "CAP_ALL"):
-        return "ALL"
-    return upper if upper.startswith("CAP_") else "CAP_" + upper
-
-
-def capabilities_up_to(last_cap: int) -> tuple[str, ...]:
-    """The capabilities numbered 0..``last_cap`` (``/proc/sys/kernel/cap_last_cap``)."""
-    return ALL_CAPABILITIES[: last_cap + 1]
 
 
 def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int, int]:
@@ -496,30 +471,6 @@ def _apply_namespaces(
         else:
             namespaces.append(ns.to_json())
     linux["namespaces"] = namespaces
-
-
-def _apply_capabilities(process: dict[str, Any], wanted: Capabilities) -> None:
-    drop = [normalize_capability(c) for c in wanted.drop if c.strip()]
-    add = [normalize_capability(c) for c in wanted.add if c.strip()]
-    sets = process.setdefault("capabilities", {})
-    keys = ("bounding", "effective", "permitted")
-    if "ALL" in drop:
-        for key in keys:
-            sets.pop(key, None)
-    elif drop:
-        for key in keys:
-            sets[key] = [c for c in sets.get(key, []) if c not in drop]
-    if "ALL" in add:
-        add = [c for c in add if c != "ALL"] + list(ALL_CAPABILITIES)
-    for key in keys:
-        current = sets.get(key, [])
-        for cap in add:
-            if cap not in current:
-                current.append(cap)
-        if current:
-            sets[key] = current
-        else:
-            sets.pop(key, None)
 
 
 def _set_rlimit(process: dict[str, Any], rlimit: Rlimit) -> None:

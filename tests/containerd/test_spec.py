@@ -9,6 +9,7 @@ import subprocess
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond.containerd import spec as oci
+from kukeond.containerd.capabilities import ALL_CAPABILITIES, capabilities_up_to
 from kukeond.containerd.mounts import Mount
 from kukeond.containerd.spec import (
     Capabilities,
@@ -331,7 +332,7 @@ class SecurityTests(SynchronousTestCase):
 
     def test_add_all(self):
         spec = _build(capabilities=Capabilities(add=("ALL",)))
-        self.assertEqual(sorted(self.caps(spec)["bounding"]), sorted(oci.ALL_CAPABILITIES))
+        self.assertEqual(sorted(self.caps(spec)["bounding"]), sorted(ALL_CAPABILITIES))
 
     def test_readonly_rootfs(self):
         self.assertEqual(_build(readonly_rootfs=True)["root"], {"path": "rootfs", "readonly": True})
@@ -358,8 +359,8 @@ class SecurityTests(SynchronousTestCase):
             devices=(Device("/dev/kvm", "c", 10, 232, 0o660, 0, 0),),
             mounts=(Mount.cgroup(readonly=True),),
         )
-        self.assertEqual(self.caps(spec)["bounding"], list(oci.ALL_CAPABILITIES))
-        self.assertEqual(self.caps(spec)["effective"], list(oci.ALL_CAPABILITIES))
+        self.assertEqual(self.caps(spec)["bounding"], list(ALL_CAPABILITIES))
+        self.assertEqual(self.caps(spec)["effective"], list(ALL_CAPABILITIES))
         self.assertNotIn("maskedPaths", spec["linux"])
         self.assertNotIn("readonlyPaths", spec["linux"])
         sysfs = next(m for m in spec["mounts"] if m["type"] == "sysfs")
@@ -386,8 +387,8 @@ class SecurityTests(SynchronousTestCase):
         self.assertIn("CAP_NET_ADMIN", self.caps(spec)["bounding"])
 
     def test_capabilities_up_to(self):
-        self.assertEqual(oci.capabilities_up_to(37)[-1], "CAP_AUDIT_READ")
-        self.assertEqual(len(oci.capabilities_up_to(40)), 41)
+        self.assertEqual(capabilities_up_to(37)[-1], "CAP_AUDIT_READ")
+        self.assertEqual(len(capabilities_up_to(40)), 41)
 
 
 class LinuxTests(SynchronousTestCase):
