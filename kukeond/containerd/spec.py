@@ -1,8 +1,9 @@
 """OCI runtime spec builder: a container's ``config.json`` as plain JSON-able data.
 
 :func:`build_spec` starts from the same Linux default spec that containerd 1.6
-generates (``ctr oci spec``) and applies a :class:`SpecOptions` in a fixed
-order that mirrors the reference daemon's option chain:
+generates (``ctr oci spec``, see :mod:`kukeond.containerd.defaultspec`) and
+applies a :class:`SpecOptions` in a fixed order that mirrors the reference
+daemon's option chain:
 
 1. image config (env, entrypoint + cmd, working dir, user and supplementary groups);
 2. the default ``PATH`` (replaces any ``PATH`` from the image);
@@ -28,70 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kukeond.containerd.capabilities import ALL_CAPABILITIES, apply_capabilities
+from kukeond.containerd.defaultspec import DEFAULT_PATH_ENV, NAMESPACE_TYPES, default_spec
 from kukeond.containerd.mounts import Mount
 from kukeond.containerd.userdb import additional_gids, find_group, find_passwd, is_numeric_id
-
-OCI_VERSION = "1.0.2-dev"
-DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-DEFAULT_CAPABILITIES: tuple[str, ...] = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
-
-DEFAULT_MASKED_PATHS: tuple[str, ...] = (
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-)
-
-DEFAULT_READONLY_PATHS: tuple[str, ...] = (
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-)
-
-# Namespaces a default container gets, in containerd's order.
-DEFAULT_NAMESPACES: tuple[str, ...] = ("pid", "ipc", "uts", "mount", "network")
-NAMESPACE_TYPES = frozenset(DEFAULT_NAMESPACES) | {"cgroup", "user", "time"}
-
-DEFAULT_NOFILE = 1024
 
 
 class SpecError(ValueError):
     """The options cannot be turned into a spec (bad user, unknown option, ...)."""
-
-
-DEFAULT_MOUNTS: tuple[Mount, ...] = (
-    Mount.proc(),
-    Mount.dev(),
-    Mount.devpts(),
-    Mount.shm(),
-    Mount.mqueue(),
-    Mount.sysfs(),
-    Mount.run(),
-)
 
 
 @dataclass(frozen=True)
@@ -287,30 +231,6 @@ class SpecOptions:
     root_path: str = "rootfs"
 
 
-def default_spec(namespace: str = "default", container_id: str = "") -> dict[str, Any]:
-    """containerd 1.6's default Linux spec for ``container_id`` in ``namespace``."""
-    caps = list(DEFAULT_CAPABILITIES)
-    return {
-        "ociVersion": OCI_VERSION,
-        "process": {
-            "user": {"uid": 0, "gid": 0},
-            "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
-            "rlimits": [Rlimit("RLIMIT_NOFILE", DEFAULT_NOFILE, DEFAULT_NOFILE).to_json()],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs"},
-        "mounts": [m.to_json() for m in DEFAULT_MOUNTS],
-        "linux": {
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "cgroupsPath": _join_path("/", namespace, container_id),
-            "namespaces": [{"type": t} for t in DEFAULT_NAMESPACES],
-            "maskedPaths": list(DEFAULT_MASKED_PATHS),
-            "readonlyPaths": list(DEFAULT_READONLY_PATHS),
-        },
-    }
-
-
 def build_spec(options: SpecOptions) -> dict[str, Any]:
     """The OCI runtime spec for ``options``, as a dict ready for ``json.dumps``."""
     spec = default_spec(options.namespace, options.container_id)
@@ -490,11 +410,6 @@ def _apply_resources(linux: dict[str, Any], resources: Resources) -> None:
         res.setdefault("cpu", {})["shares"] = resources.cpu_shares
     if resources.pids_limit > 0:
         res["pids"] = {"limit": resources.pids_limit}
-
-
-def _join_path(*parts: str) -> str:
-    segments = [s for p in parts for s in p.split("/") if s and s != "."]
-    return "/" + "/".join(segments)
 
 
 # Key order of the Go runtime-spec structs, so json.dumps output reads like containerd's.

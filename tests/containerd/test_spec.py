@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond.containerd import spec as oci
 from kukeond.containerd.capabilities import ALL_CAPABILITIES, capabilities_up_to
+from kukeond.containerd.defaultspec import DEFAULT_PATH_ENV, default_spec
 from kukeond.containerd.mounts import Mount
 from kukeond.containerd.spec import (
     Capabilities,
@@ -93,7 +94,7 @@ def _build(**kwargs):
 
 class DefaultSpecTests(SynchronousTestCase):
     def test_default_equals_containerd(self):
-        self.assertEqual(oci.default_spec(), CONTAINERD_DEFAULT_SPEC)
+        self.assertEqual(default_spec(), CONTAINERD_DEFAULT_SPEC)
 
     def test_build_without_options_equals_containerd(self):
         self.assertEqual(_build(), CONTAINERD_DEFAULT_SPEC)
@@ -116,7 +117,7 @@ class DefaultSpecTests(SynchronousTestCase):
 
     def test_default_path_env(self):
         spec = build_spec(SpecOptions())
-        self.assertEqual(spec["process"]["env"], [oci.DEFAULT_PATH_ENV])
+        self.assertEqual(spec["process"]["env"], [DEFAULT_PATH_ENV])
 
     def test_result_is_not_shared(self):
         first = _build()
@@ -152,13 +153,13 @@ class ImageConfigTests(SynchronousTestCase):
         )
         process = spec["process"]
         # The default PATH comes after the image and wins, as in the reference daemon.
-        self.assertEqual(process["env"], [oci.DEFAULT_PATH_ENV, "HOME=/root"])
+        self.assertEqual(process["env"], [DEFAULT_PATH_ENV, "HOME=/root"])
         self.assertEqual(process["args"], ["/entry", "a", "b"])
         self.assertEqual(process["cwd"], "/srv")
 
     def test_image_without_env_gets_default_path(self):
         spec = _build(image_config=ImageConfig(cmd=("sh",)))
-        self.assertEqual(spec["process"]["env"], [oci.DEFAULT_PATH_ENV])
+        self.assertEqual(spec["process"]["env"], [DEFAULT_PATH_ENV])
         self.assertEqual(spec["process"]["cwd"], "/")
 
     def test_image_user_name_resolved_with_supplementary_groups(self):
@@ -192,7 +193,7 @@ class ProcessTests(SynchronousTestCase):
                 env=("B=3", "C=4", "A"),
             )
         )
-        self.assertEqual(spec["process"]["env"], ["B=3", oci.DEFAULT_PATH_ENV, "C=4"])
+        self.assertEqual(spec["process"]["env"], ["B=3", DEFAULT_PATH_ENV, "C=4"])
 
     def test_merge_env_later_duplicate_wins(self):
         self.assertEqual(oci.merge_env([], ["X=1", "X=2"]), ["X=2"])
