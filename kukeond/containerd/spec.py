@@ -30,6 +30,7 @@ from typing import Any
 
 from kukeond.containerd.capabilities import ALL_CAPABILITIES, apply_capabilities
 from kukeond.containerd.defaultspec import DEFAULT_PATH_ENV, NAMESPACE_TYPES, default_spec
+from kukeond.containerd.keyorder import canonical
 from kukeond.containerd.mounts import Mount
 from kukeond.containerd.userdb import additional_gids, find_group, find_passwd, is_numeric_id
 
@@ -282,7 +283,7 @@ def build_spec(options: SpecOptions) -> dict[str, Any]:
 
     if not process.get("noNewPrivileges"):
         process.pop("noNewPrivileges", None)
-    return _canonical(spec)
+    return canonical(spec)
 
 
 def merge_env(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
@@ -410,83 +411,3 @@ def _apply_resources(linux: dict[str, Any], resources: Resources) -> None:
         res.setdefault("cpu", {})["shares"] = resources.cpu_shares
     if resources.pids_limit > 0:
         res["pids"] = {"limit": resources.pids_limit}
-
-
-# Key order of the Go runtime-spec structs, so json.dumps output reads like containerd's.
-_KEY_ORDER: dict[str, tuple[str, ...]] = {
-    "spec": (
-        "ociVersion",
-        "process",
-        "root",
-        "hostname",
-        "mounts",
-        "hooks",
-        "annotations",
-        "linux",
-    ),
-    "process": (
-        "terminal",
-        "consoleSize",
-        "user",
-        "args",
-        "commandLine",
-        "env",
-        "cwd",
-        "capabilities",
-        "rlimits",
-        "noNewPrivileges",
-        "apparmorProfile",
-        "oomScoreAdj",
-        "selinuxLabel",
-    ),
-    "user": ("uid", "gid", "umask", "additionalGids", "username"),
-    "capabilities": ("bounding", "effective", "inheritable", "permitted", "ambient"),
-    "root": ("path", "readonly"),
-    "linux": (
-        "uidMappings",
-        "gidMappings",
-        "sysctl",
-        "resources",
-        "cgroupsPath",
-        "namespaces",
-        "devices",
-        "seccomp",
-        "rootfsPropagation",
-        "maskedPaths",
-        "readonlyPaths",
-        "mountLabel",
-        "intelRdt",
-        "personality",
-    ),
-    "resources": (
-        "devices",
-        "memory",
-        "cpu",
-        "pids",
-        "blockIO",
-        "hugepageLimits",
-        "network",
-        "rdma",
-        "unified",
-    ),
-}
-
-
-def _ordered(obj: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
-    out = {k: obj[k] for k in order if k in obj}
-    out.update((k, v) for k, v in obj.items() if k not in out)
-    return out
-
-
-def _canonical(spec: dict[str, Any]) -> dict[str, Any]:
-    process = spec["process"]
-    process["user"] = _ordered(process["user"], _KEY_ORDER["user"])
-    if "capabilities" in process:
-        process["capabilities"] = _ordered(process["capabilities"], _KEY_ORDER["capabilities"])
-    spec["process"] = _ordered(process, _KEY_ORDER["process"])
-    spec["root"] = _ordered(spec["root"], _KEY_ORDER["root"])
-    linux = spec["linux"]
-    if "resources" in linux:
-        linux["resources"] = _ordered(linux["resources"], _KEY_ORDER["resources"])
-    spec["linux"] = _ordered(linux, _KEY_ORDER["linux"])
-    return _ordered(spec, _KEY_ORDER["spec"])
