@@ -53,7 +53,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from kukeond.blocking import BlockingPool
-from kukeond.containerd.errors import ContainerdError
+from kukeond.containerd.errors import (
+    ContentMismatch,
+    PullError,
+    RegistryNotFound,
+    RegistryUnauthorized,
+)
 from kukeond.containerd.reference import host_platform, normalize_reference
 from kukeond.logs import Logger
 
@@ -88,30 +93,6 @@ _TRANSPORT_FAILURES = (
     OSError,
 )
 """How a request to a registry fails on the way (refused, reset, TLS, redirects, timeout)."""
-
-
-class PullError(ContainerdError):
-    """The image could not be pulled (registry answer, transport or content problem)."""
-
-    code = "UNKNOWN"
-
-
-class RegistryUnauthorized(PullError):
-    """The registry refused our (missing or wrong) credentials."""
-
-    code = "PERMISSION_DENIED"
-
-
-class RegistryNotFound(PullError):
-    """The repository, tag, manifest or blob does not exist in the registry."""
-
-    code = "NOT_FOUND"
-
-
-class ContentMismatch(PullError):
-    """Downloaded bytes do not match the digest or size that named them."""
-
-    code = "DATA_LOSS"
 
 
 @dataclass(frozen=True)

@@ -31,16 +31,18 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from kukeond.containerd import archive
+from kukeond.containerd.errors import (
+    ContentMismatch,
+    PullError,
+    RegistryNotFound,
+    RegistryUnauthorized,
+)
 from kukeond.containerd.pull import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
-    ContentMismatch,
     Credentials,
     ImageReference,
-    PullError,
-    RegistryNotFound,
     RegistryPuller,
-    RegistryUnauthorized,
     _BlobSink,
     choose_platform,
     parse_challenges,
