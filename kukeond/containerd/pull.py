@@ -2,8 +2,9 @@
 
 The HTTP side runs on the reactor with :class:`twisted.web.client.Agent`;
 blob bodies are streamed (the transport is paused while a chunk is written),
-hashed and written on a small dedicated thread pool, so neither the reactor
-thread nor memory ever holds a whole layer. Anonymous, basic and bearer-token
+hashed and written on a small dedicated thread pool
+(:mod:`kukeond.containerd.httpbody`), so neither the reactor thread nor
+memory ever holds a whole layer. Anonymous, basic and bearer-token
 authentication are supported; an image index (or Docker manifest list) is
 resolved to the host platform.
 
@@ -27,15 +28,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -43,12 +41,10 @@ from twisted.web.client import (
     RequestGenerationFailed,
     RequestNotSent,
     RequestTransmissionFailed,
-    ResponseDone,
     ResponseFailed,
 )
 from twisted.web.error import Error as WebError
 from twisted.web.error import SchemeNotSupported
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
@@ -59,6 +55,7 @@ from kukeond.containerd.errors import (
     RegistryNotFound,
     RegistryUnauthorized,
 )
+from kukeond.containerd.httpbody import BlobSink, Collector
 from kukeond.containerd.reference import host_platform, normalize_reference
 from kukeond.logs import Logger
 
@@ -76,7 +73,6 @@ NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 
 MAX_MANIFEST_BYTES = 4 << 20
-_CHUNK_FLUSH = 1 << 20
 _PROGRESS_EVERY = 16 << 20
 
 
@@ -203,156 +199,6 @@ def _is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     name = name.strip("[]")
     return name in ("localhost", "::1") or name.startswith("127.")
-
-
-def _producer(body: Protocol) -> IPushProducer:
-    """The transport of a response body, which Twisted's web client makes a push producer."""
-    return cast(IPushProducer, body.transport)
-
-
-class _Collector(Protocol):
-    """Gather a small body, refusing more than ``limit`` bytes."""
-
-    def __init__(self, done: Deferred[bytes], limit: int) -> None:
-        self._done = done
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._too_big = False
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted protocol API
-        self._size += len(data)
-        if self._size > self._limit:
-            if not self._too_big:
-                self._too_big = True
-                _producer(self).stopProducing()
-            return
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        if self._too_big:
-            self._done.errback(PullError(f"response larger than {self._limit} bytes"))
-        elif reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._parts))
-        else:
-            self._done.errback(reason)
-
-
-class _BlobSink(Protocol):
-    """Stream a response body to a file on a thread pool, hashing as it goes.
-
-    The transport is paused while a chunk is being written and resumed
-    once the write finished, so at most ~1 MiB sits in memory. Fires
-    ``done`` with ``(size, sha256 hex)``.
-    """
-
-    def __init__(
-        self,
-        reactor: IReactorTime,
-        path: str,
-        run: Callable[..., Deferred[Any]],
-        idle_timeout: float,
-        done: Deferred[tuple[int, str]],
-        progress: Callable[[int], None],
-    ) -> None:
-        self._reactor = reactor
-        self._run = run
-        self._path = path
-        self._done = done
-        self._progress = progress
-        self._idle_timeout = idle_timeout
-        self._hasher = hashlib.sha256()
-        self._file: Any = None
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._received = 0
-        self._pending = 0
-        self._paused = False
-        self._finished = False
-        self._error: Failure | None = None
-        self._timer: IDelayedCall | None = None
-        self._tail: Deferred[Any] = run(open, path, "wb")
-        self._tail.addCallback(self._opened)
-        self._tail.addErrback(self._write_failed)
-
-    def connectionMade(self) -> None:  # noqa: N802
-        self._timer = self._reactor.callLater(self._idle_timeout, self._timed_out)
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self._error is not None:
-            return
-        self._received += len(data)
-        self._buffer.append(data)
-        self._buffered += len(data)
-        self._touch()
-        if self._buffered >= _CHUNK_FLUSH:
-            self._flush()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        self._finished = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._error is None and not reason.check(ResponseDone, PotentialDataLoss):
-            self._error = reason
-        if self._error is None:
-            self._flush()
-        self._tail.addCallback(lambda _: self._run(self._close))
-        self._tail.addBoth(self._finish)
-
-    def _opened(self, handle: Any) -> None:
-        self._file = handle
-
-    def _write_chunk(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hasher.update(chunk)
-
-    def _close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-    def _flush(self) -> None:
-        if not self._buffer or self._error is not None:
-            return
-        chunk = b"".join(self._buffer)
-        self._buffer.clear()
-        self._buffered = 0
-        self._pending += 1
-        if not self._paused and not self._finished:
-            self._paused = True
-            _producer(self).pauseProducing()
-        self._tail.addCallback(lambda _: self._run(self._write_chunk, chunk))
-        self._tail.addCallback(self._written, len(chunk))
-        self._tail.addErrback(self._write_failed)
-
-    def _written(self, _: object, size: int) -> None:
-        self._pending -= 1
-        self._progress(size)
-        if self._pending == 0 and self._paused and not self._finished:
-            self._paused = False
-            self._touch()
-            _producer(self).resumeProducing()
-
-    def _write_failed(self, failure: Failure) -> None:
-        if self._error is None:
-            self._error = failure
-        if not self._finished:
-            _producer(self).stopProducing()
-
-    def _touch(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self._idle_timeout)
-
-    def _timed_out(self) -> None:
-        self._error = Failure(PullError(f"no data for {self._idle_timeout:g}s"))
-        _producer(self).stopProducing()
-
-    def _finish(self, result: object) -> None:
-        if isinstance(result, Failure) and self._error is None:
-            self._error = result
-        if self._error is not None:
-            self._done.errback(self._error)
-        else:
-            self._done.callback((self._received, self._hasher.hexdigest()))
 
 
 class RegistryPuller:
@@ -535,9 +381,7 @@ class _Session:
                 )
 
         response.deliverBody(
-            _BlobSink(
-                puller._reactor, temp, puller._in_thread, puller._idle_timeout, done, progress
-            )
+            BlobSink(puller._reactor, temp, puller._in_thread, puller._idle_timeout, done, progress)
         )
         try:
             size, hexdigest = await done
@@ -621,7 +465,7 @@ class _Session:
 
     async def _read(self, response: IResponse, limit: int) -> bytes:
         done: Deferred[bytes] = Deferred()
-        response.deliverBody(_Collector(done, limit))
+        response.deliverBody(Collector(done, limit))
         done.addTimeout(self._puller._request_timeout, self._puller._reactor)
         return await done
 

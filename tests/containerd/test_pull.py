@@ -37,13 +37,13 @@ from kukeond.containerd.errors import (
     RegistryNotFound,
     RegistryUnauthorized,
 )
+from kukeond.containerd.httpbody import BlobSink
 from kukeond.containerd.pull import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
     Credentials,
     ImageReference,
     RegistryPuller,
-    _BlobSink,
     choose_platform,
     parse_challenges,
     parse_reference,
@@ -702,7 +702,7 @@ class BlobSinkTests(SynchronousTestCase):
             d.callback(fn(*args, **kwargs))
 
     def sink(self, run):
-        sink = _BlobSink(self.clock, self.path, run, 10, self.done, lambda size: None)
+        sink = BlobSink(self.clock, self.path, run, 10, self.done, lambda size: None)
         sink.makeConnection(self.transport)
         return sink
 
