@@ -42,13 +42,12 @@ from kukeond.containerd.pull import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
     Credentials,
-    ImageReference,
     RegistryPuller,
     choose_platform,
     parse_challenges,
-    parse_reference,
     pull_image,
 )
+from kukeond.containerd.reference import ImageReference, parse_reference
 
 USER, PASSWORD = "kuke", "s3cret"
 
