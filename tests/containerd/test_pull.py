@@ -31,6 +31,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from kukeond.containerd import archive
+from kukeond.containerd.distribution import (
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
+    choose_platform,
+    parse_challenges,
+)
 from kukeond.containerd.errors import (
     ContentMismatch,
     PullError,
@@ -38,15 +44,7 @@ from kukeond.containerd.errors import (
     RegistryUnauthorized,
 )
 from kukeond.containerd.httpbody import BlobSink
-from kukeond.containerd.pull import (
-    MEDIA_OCI_INDEX,
-    MEDIA_OCI_MANIFEST,
-    Credentials,
-    RegistryPuller,
-    choose_platform,
-    parse_challenges,
-    pull_image,
-)
+from kukeond.containerd.pull import Credentials, RegistryPuller, pull_image
 from kukeond.containerd.reference import ImageReference, parse_reference
 
 USER, PASSWORD = "kuke", "s3cret"
