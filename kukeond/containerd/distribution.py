@@ -1,16 +1,19 @@
 """What an OCI distribution registry answers, as a puller reads it.
 
 The media types of manifests and indexes (OCI and Docker schema 2), the
-``WWW-Authenticate`` challenges of a 401 answer, and the choice of an
-index entry for a platform.
+``WWW-Authenticate`` challenges of a 401 answer, the choice of an index
+entry for a platform, and reading a header or a JSON body of an answer.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-from kukeond.containerd.errors import RegistryNotFound
+from twisted.web.iweb import IResponse
+
+from kukeond.containerd.errors import PullError, RegistryNotFound
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -47,3 +50,20 @@ def choose_platform(manifests: list[dict[str, Any]], platform: tuple[str, str]) 
     if len(manifests) == 1 and not manifests[0].get("platform"):
         return manifests[0]
     raise RegistryNotFound(f"no manifest for platform {want_os}/{want_arch}")
+
+
+def header_value(response: IResponse, name: bytes) -> str:
+    """The first value of header ``name`` in ``response``, or ``""``."""
+    values = response.headers.getRawHeaders(name) or [b""]
+    return values[0].decode("latin-1")
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """``body`` as a JSON object; :class:`PullError` naming ``what`` when it is not one."""
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise PullError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PullError(f"{what} is not a JSON object")
+    return doc

@@ -54,6 +54,8 @@ from kukeond.containerd.distribution import (
     MANIFEST_TYPES,
     MEDIA_OCI_INDEX,
     choose_platform,
+    header_value,
+    json_object,
     parse_challenges,
 )
 from kukeond.containerd.errors import (
@@ -185,7 +187,7 @@ class RegistryPuller:
         await self._write_blob(blob_dir, target_digest, body)
 
         if media_type in INDEX_TYPES:
-            entries = _json(body, "image index").get("manifests") or []
+            entries = json_object(body, "image index").get("manifests") or []
             chosen = choose_platform(entries, self._platform)
             body, media_type = await session.manifest(chosen["digest"])
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -195,7 +197,7 @@ class RegistryPuller:
         manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if media_type not in MANIFEST_TYPES:
             raise PullError(f"unsupported manifest media type {media_type!r}")
-        manifest = _json(body, "image manifest")
+        manifest = json_object(body, "image manifest")
         config = manifest.get("config") or {}
         layers = manifest.get("layers") or []
         wanted = [config, *layers]
@@ -264,10 +266,10 @@ class _Session:
         response = await self._get(f"{self._base}/manifests/{reference}", accept)
         body = await self._read(response, MAX_MANIFEST_BYTES)
         self._check_status(response, body, f"manifest {reference}")
-        media_type = _header(response, b"content-type").split(";", 1)[0].strip()
+        media_type = header_value(response, b"content-type").split(";", 1)[0].strip()
         if media_type not in INDEX_TYPES | MANIFEST_TYPES:
-            media_type = _json(body, "manifest").get("mediaType") or media_type
-        header_digest = _header(response, b"docker-content-digest")
+            media_type = json_object(body, "manifest").get("mediaType") or media_type
+        header_digest = header_value(response, b"docker-content-digest")
         actual = "sha256:" + hashlib.sha256(body).hexdigest()
         if header_digest and header_digest != actual:
             raise ContentMismatch(f"manifest {reference}: registry says {header_digest}")
@@ -376,7 +378,7 @@ class _Session:
         body = await self._read(response, 1 << 20)
         if response.code != 200:
             raise RegistryUnauthorized(f"token request to {realm}: HTTP {response.code}")
-        answer = _json(body, "token response")
+        answer = json_object(body, "token response")
         token = answer.get("token") or answer.get("access_token")
         if not token:
             raise RegistryUnauthorized(f"token request to {realm}: no token in the answer")
@@ -419,21 +421,6 @@ async def pull_image(
         return await containerd.import_image(namespace, layout, name=result.name, unpack=unpack)
     finally:
         await puller._in_thread(shutil.rmtree, layout, True)
-
-
-def _header(response: IResponse, name: bytes) -> str:
-    values = response.headers.getRawHeaders(name) or [b""]
-    return values[0].decode("latin-1")
-
-
-def _json(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise PullError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise PullError(f"{what} is not a JSON object")
-    return doc
 
 
 def _write_file(path: str, data: bytes) -> None:
