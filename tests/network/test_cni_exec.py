@@ -9,8 +9,9 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from kukeond.base import naming
-from kukeond.host import cni
-from kukeond.host.cni import CniNetwork, CNIPluginError, CNITimeout, ProcessRunner
+from kukeond.host import cninetwork
+from kukeond.host.cni import CNIPluginError, CNITimeout
+from kukeond.host.cninetwork import CniNetwork, ProcessRunner
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test
@@ -104,7 +105,7 @@ class PluginExecTests(TestCase):
             return record
 
         for name in ("write_file_atomic", "_remove_file"):
-            self.patch(cni, name, recording(getattr(cni, name)))
+            self.patch(cninetwork, name, recording(getattr(cninetwork, name)))
         await self.net.attach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
         cache = os.path.join(self.run_path, "cache", "results")
         with open(os.path.join(cache, "r-s-s_k_c_root-eth0")) as handle:

@@ -10,13 +10,12 @@ from zope.interface.verify import verifyObject
 
 from kukeond.base import naming
 from kukeond.host.cni import (
-    CniNetwork,
     CNIPluginNotFound,
     INetwork,
     NetworkAlreadyExists,
     NetworkConfigNotLoaded,
-    render_conflist,
 )
+from kukeond.host.cninetwork import CniNetwork, render_conflist
 from kukeond.host.netpolicy import EgressInvalidDefault
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv

@@ -20,9 +20,8 @@ from kukeond.host.cni import (
     INetwork,
     NetworkConfigNotLoaded,
     SpaceNetwork,
-    _conflist_subnet,
-    _SpaceFiles,
 )
+from kukeond.host.cninetwork import _conflist_subnet, _SpaceFiles
 from kukeond.host.subnets import SubnetAllocator
 
 

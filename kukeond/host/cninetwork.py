@@ -1,0 +1,622 @@
+"""Space networks: one CNI bridge per space, cells attached with CNI ADD/DEL.
+
+Every space gets ``DATA/R/S/network.conflist`` (network ``R-S``, bridge
+``k-<fnv1a32(R-S)>``, host-local IPAM over the space's ``/24`` from
+:mod:`kukeond.host.subnets`) and, when its spec asks for one, an egress policy
+(:mod:`kukeond.host.netpolicy`). A cell's root container joins the network
+through the CNI plugins, run as the CNI specification describes: one process
+per plugin with ``CNI_*`` variables, the plugin's configuration (with
+``name``, ``cniVersion`` and the previous result injected) on stdin and a
+result or error JSON on stdout.
+
+Plugins are looked up in ``plugin_dirs`` in order (default ``/opt/cni/bin``
+only, as the reference; Debian installs them in ``/usr/lib/cni``, which
+``.ci/run`` and ``make run`` link into ``/opt/cni/bin``). The libcni result
+cache (``CACHE/results/<net>-<id>-<ifname>``) is written in libcni's format
+so either implementation can DEL what the other added.
+
+``ensure_space_network`` and ``space_network_exists`` only touch files under
+the run path and are synchronous; every other method runs host commands and
+returns a Deferred, never blocking the reactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IReactorProcess
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from kukeond.base import gojson, naming
+from kukeond.base.naming import bridge_name, network_name
+from kukeond.blocking import BlockingPool
+from kukeond.host import netpolicy
+from kukeond.host.cni import (
+    CNI_VERSION,
+    MAX_BRIDGE_NAME,
+    AttachResult,
+    BridgeNameTooLong,
+    CNIError,
+    CNIPluginError,
+    CNIPluginNotFound,
+    CNITimeout,
+    INetwork,
+    NetworkAlreadyExists,
+    NetworkConfigNotLoaded,
+    SpaceNetwork,
+    first_ipv4,
+)
+from kukeond.host.subnets import SubnetAllocator, SubnetStateCorrupt, write_file_atomic
+from kukeond.logs import Logger
+
+DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)
+DEFAULT_CACHE_DIR = "/opt/cni/cache"
+DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
+LEGACY_RESULTS_DIR = "/var/lib/cni/results"
+DEFAULT_TIMEOUT = 60.0
+
+_VETH_EXISTS = re.compile(r"container veth name .*already exists")
+
+
+def render_conflist(name: str, bridge: str, subnet: str) -> bytes:
+    """Render a space conflist byte for byte as the reference writes it."""
+    doc = {
+        "cniVersion": CNI_VERSION,
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "loopback"},
+        ],
+    }
+    return gojson.dumps_indent(doc).encode("utf-8")
+
+
+class _Collector(protocol.ProcessProtocol):
+    def __init__(self, stdin: bytes, done: defer.Deferred) -> None:
+        self._stdin = stdin
+        self._done = done
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+        self.timed_out = False
+
+    def connectionMade(self) -> None:  # noqa: N802
+        transport = self.transport
+        assert transport is not None  # connectionMade comes with the transport
+        if self._stdin:
+            transport.write(self._stdin)
+        transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:  # noqa: N802
+        self._out.append(data)
+
+    def errReceived(self, data: bytes) -> None:  # noqa: N802
+        self._err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+        code = getattr(reason.value, "exitCode", None)
+        self._done.callback(
+            (-1 if code is None else code, b"".join(self._out), b"".join(self._err))
+        )
+
+
+class ProcessRunner:
+    """Run a command without blocking the reactor, killing it after ``timeout``."""
+
+    def __init__(self, reactor: IReactorProcess, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._reactor = reactor
+        self.timeout = timeout
+
+    async def __call__(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, stdin: bytes = b""
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``argv``; returns ``(exit code, stdout, stderr)`` (-1: killed by signal)."""
+        done: defer.Deferred = defer.Deferred()
+        proto = _Collector(stdin, done)
+        transport = self._reactor.spawnProcess(
+            proto, argv[0], list(argv), env=dict(os.environ if env is None else env)
+        )
+
+        def expire() -> None:
+            proto.timed_out = True
+            try:
+                transport.signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
+
+        timer = self._reactor.callLater(self.timeout, expire)  # type: ignore[attr-defined]
+        try:
+            result = await done
+        finally:
+            if timer.active():
+                timer.cancel()
+        if proto.timed_out:
+            raise CNITimeout(f"{argv[0]}: timed out after {self.timeout:g}s")
+        return result
+
+
+def _read_json(path: str) -> Any:
+    with open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def _remove_file(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class _SpaceFiles:
+    """Conflist and subnet record of spaces: the file half shared by both networks."""
+
+    log = Logger()
+
+    def __init__(self, run_path: str, allocator: SubnetAllocator | None) -> None:
+        self.run_path = run_path
+        self.allocator = allocator or SubnetAllocator(run_path)
+
+    def read_conflist(self, path: str) -> dict[str, Any] | None:
+        try:
+            doc = _read_json(path)
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    @staticmethod
+    def bridge_plugin(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        for plugin in (doc or {}).get("plugins") or []:
+            if isinstance(plugin, dict) and plugin.get("type") == "bridge":
+                return plugin
+        return None
+
+    def ensure(self, realm: str, space: str, exclusive: bool) -> SpaceNetwork:
+        name = network_name(realm, space)
+        bridge = bridge_name(realm, space)
+        path = naming.network_conflist_path(self.run_path, realm, space)
+        doc = self.read_conflist(path)
+        if doc is not None and doc.get("name") == name and exclusive:
+            raise NetworkAlreadyExists(name, path)
+        plugin = self.bridge_plugin(doc)
+        old_subnet = _conflist_subnet(plugin)
+        if (
+            doc is not None
+            and plugin is not None
+            and plugin.get("bridge") == bridge
+            and doc.get("name") == name
+            and old_subnet
+            and self._recorded(realm, space, old_subnet)
+        ):
+            return SpaceNetwork(name, bridge, old_subnet, path, created=False)
+        self.log.info("Creating space network '{network}'", network=name)
+        subnet = self.allocator.allocate(realm, space, preferred=old_subnet)
+        write_file_atomic(path, render_conflist(name, bridge, subnet), 0o600)
+        return SpaceNetwork(name, bridge, subnet, path, created=True)
+
+    def _recorded(self, realm: str, space: str, subnet: str) -> bool:
+        """Make sure a live conflist's subnet is recorded; False if it cannot be.
+
+        A conflist written before ``network.json`` existed gets its subnet
+        recorded now, unless another space already holds it (then the caller
+        regenerates the conflist on a fresh block).
+        """
+        try:
+            if self.allocator.load_assigned(realm, space) is not None:
+                return True
+        except SubnetStateCorrupt as exc:
+            self.log.warn("keeping live conflist despite {error}", error=str(exc))
+            return True
+        return self.allocator.allocate(realm, space, preferred=subnet) == subnet
+
+    def exists(self, realm: str, space: str) -> bool:
+        doc = self.read_conflist(naming.network_conflist_path(self.run_path, realm, space))
+        return doc is not None and doc.get("name") == network_name(realm, space)
+
+    def remove_conflist(self, realm: str, space: str) -> tuple[bool, str | None]:
+        """Delete the conflist when it is this space's; return (removed, bridge)."""
+        path = naming.network_conflist_path(self.run_path, realm, space)
+        doc = self.read_conflist(path)
+        plugin = self.bridge_plugin(doc)
+        bridge = plugin.get("bridge") if plugin else None
+        if doc is None or doc.get("name") != network_name(realm, space):
+            return False, bridge
+        return _remove_file(path), bridge
+
+
+def _conflist_subnet(plugin: Mapping[str, Any] | None) -> str | None:
+    try:
+        subnet = plugin["ipam"]["ranges"][0][0]["subnet"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return subnet if isinstance(subnet, str) and subnet else None
+
+
+@implementer(INetwork)
+class CniNetwork:
+    """The real network: CNI plugins, ``ip`` and ``iptables`` on the host.
+
+    ``cache_dir``, ``ipam_dir`` and ``legacy_results_dir`` default to the
+    host's libcni/host-local locations; tests point them at a temporary
+    directory (a non-default ``ipam_dir`` is passed to host-local as its
+    ``dataDir``, never written into the conflist).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        run_path: str,
+        *,
+        plugin_dirs: Sequence[str] = DEFAULT_PLUGIN_DIRS,
+        cache_dir: str = DEFAULT_CACHE_DIR,
+        ipam_dir: str = DEFAULT_IPAM_DIR,
+        legacy_results_dir: str = LEGACY_RESULTS_DIR,
+        allocator: SubnetAllocator | None = None,
+        runner: ProcessRunner | None = None,
+        enforcer: netpolicy.IptablesEnforcer | None = None,
+    ) -> None:
+        self._files = _SpaceFiles(run_path, allocator)
+        self.plugin_dirs = list(plugin_dirs)
+        self.cache_dir = cache_dir
+        self.ipam_dir = ipam_dir
+        self.legacy_results_dir = legacy_results_dir
+        self._run = runner or ProcessRunner(reactor)
+        # Conflist reads, the fsync'd result cache and cleanup: never on the reactor.
+        self._disk = BlockingPool(reactor, "cni-files")
+        self._enforcer = enforcer or netpolicy.IptablesEnforcer(
+            self._run, netpolicy.reactor_resolver(reactor)
+        )
+
+    # -- spaces -----------------------------------------------------------
+
+    def ensure_space_network(self, realm: str, space: str, exclusive: bool = False) -> SpaceNetwork:
+        """See INetwork.ensure_space_network."""
+        return self._files.ensure(realm, space, exclusive)
+
+    def space_network_exists(self, realm: str, space: str) -> bool:
+        """See INetwork.space_network_exists."""
+        return self._files.exists(realm, space)
+
+    def apply_egress(self, realm: str, space: str, egress: Any) -> defer.Deferred:
+        """See INetwork.apply_egress."""
+        policy = netpolicy.policy_from_spec(realm, space, bridge_name(realm, space), egress)
+        return defer.Deferred.fromCoroutine(self._enforcer.apply(policy))
+
+    def remove_egress(self, realm: str, space: str) -> defer.Deferred:
+        """See INetwork.remove_egress."""
+        return defer.Deferred.fromCoroutine(self._enforcer.remove(realm, space))
+
+    def remove_space_network(self, realm: str, space: str) -> defer.Deferred:
+        """See INetwork.remove_space_network."""
+        return defer.Deferred.fromCoroutine(self._remove_space(realm, space))
+
+    async def _remove_space(self, realm: str, space: str) -> list[str]:
+        removed = []
+        try:
+            await self._enforcer.remove(realm, space)
+            removed.append("egress")
+        except netpolicy.EgressError as exc:
+            self.log.warn("failed to remove egress policy: {error}", error=str(exc))
+        # The conflist and subnet records stay on the reactor thread, as their writers
+        # (ensure_space_network, the allocator) do.
+        deleted, bridge = self._files.remove_conflist(realm, space)
+        if deleted:
+            removed.append("conflist")
+        if bridge and await self._delete_bridge(bridge):
+            removed.append("bridge")
+        removed += await self._disk.run(self._remove_network_state, network_name(realm, space))
+        if self._files.allocator.release(realm, space):
+            removed.append("subnet")
+        return removed
+
+    def _remove_network_state(self, name: str) -> list[str]:
+        """Remove a network's IPAM leases and cached results (blocking)."""
+        removed = []
+        ipam = os.path.join(self.ipam_dir, name)
+        if os.path.isdir(ipam):
+            shutil.rmtree(ipam)
+            removed.append("ipam")
+        if self._scrub_network_cache(name):
+            removed.append("cache")
+        return removed
+
+    async def _delete_bridge(self, bridge: str) -> bool:
+        code, out, err = await self._run(["ip", "link", "delete", bridge, "type", "bridge"])
+        text = (out + err).decode("utf-8", "replace").strip()
+        if code == 0:
+            return True
+        if "cannot find device" in text.lower():
+            return False
+        raise CNIError(f"ip link delete {bridge}: exit status {code}: {text}")
+
+    def _results_dirs(self) -> list[str]:
+        return [os.path.join(self.cache_dir, "results"), self.legacy_results_dir]
+
+    def _scrub_network_cache(self, name: str) -> list[str]:
+        removed = []
+        for directory in self._results_dirs():
+            for entry in _listdir(directory):
+                path = os.path.join(directory, entry)
+                try:
+                    owner = _read_json(path).get("networkName")
+                except (OSError, ValueError, AttributeError):
+                    owner = None
+                if owner == name or (owner is None and entry.startswith(name + "-")):
+                    if _remove_file(path):
+                        removed.append(path)
+        return removed
+
+    # -- containers -------------------------------------------------------
+
+    def attach(
+        self, container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """See INetwork.attach."""
+        return defer.Deferred.fromCoroutine(self._attach(container_id, netns, conflist, ifname))
+
+    def detach(
+        self, container_id: str, netns: str, conflist: str, ifname: str = "eth0"
+    ) -> defer.Deferred:
+        """See INetwork.detach."""
+        return defer.Deferred.fromCoroutine(self._detach(container_id, netns, conflist, ifname))
+
+    def scrub(self, container_id: str, network: str) -> defer.Deferred:
+        """See INetwork.scrub."""
+
+        async def with_nat() -> list[str]:
+            removed = await self._disk.run(self._scrub_files, container_id, network)
+            return removed + await self._scrub_masquerade(container_id, network)
+
+        return defer.Deferred.fromCoroutine(with_nat())
+
+    async def _scrub_masquerade(self, container_id: str, network: str) -> list[str]:
+        chain = masquerade_chain(network, container_id)
+        code, _, _ = await self._run(["iptables", "-w", "-t", "nat", "-L", chain, "-n"])
+        if code != 0:
+            return []
+        code, out, _ = await self._run(["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"])
+        for line in out.decode("utf-8", "replace").splitlines():
+            args = shlex.split(line)
+            if args[:2] == ["-A", "POSTROUTING"] and args[-2:] == ["-j", chain]:
+                await self._run(["iptables", "-w", "-t", "nat", "-D", *args[1:]])
+        await self._run(["iptables", "-w", "-t", "nat", "-F", chain])
+        await self._run(["iptables", "-w", "-t", "nat", "-X", chain])
+        return [f"nat:{chain}"]
+
+    def _scrub_files(self, container_id: str, network: str) -> list[str]:
+        removed = []
+        leases = os.path.join(self.ipam_dir, network)
+        for entry in _listdir(leases):
+            path = os.path.join(leases, entry)
+            if entry == container_id:
+                matched = True
+            else:
+                try:
+                    with open(path, "rb") as handle:
+                        tokens = handle.read(4096).decode("utf-8", "replace").split()
+                except OSError:
+                    continue
+                matched = container_id in tokens
+            if matched and _remove_file(path):
+                removed.append(path)
+        for directory in self._results_dirs():
+            for entry in _listdir(directory):
+                if (
+                    entry == container_id
+                    or entry.startswith(container_id + "-")
+                    or entry.startswith(f"{network}-{container_id}-")
+                ):
+                    path = os.path.join(directory, entry)
+                    if _remove_file(path):
+                        removed.append(path)
+        return removed
+
+    def _load(self, path: str) -> tuple[dict[str, Any], bytes]:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            doc = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise NetworkConfigNotLoaded(f"failed to load CNI config list {path}: {exc}") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
+            raise NetworkConfigNotLoaded(f"failed to load CNI config list {path}: no plugins")
+        return doc, raw
+
+    def _load_with_result(
+        self, path: str, container_id: str, ifname: str
+    ) -> tuple[dict[str, Any], dict | None]:
+        """The conflist and the container's cached result, in one trip to the disk."""
+        conf, _ = self._load(path)
+        return conf, self._cached_result(str(conf.get("name", "")), container_id, ifname)
+
+    def _cache_path(self, name: str, container_id: str, ifname: str) -> str:
+        return os.path.join(self.cache_dir, "results", f"{name}-{container_id}-{ifname}")
+
+    def _cached_result(self, name: str, container_id: str, ifname: str) -> dict | None:
+        try:
+            result = _read_json(self._cache_path(name, container_id, ifname)).get("result")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def _plugin_stdin(
+        self, conf: Mapping[str, Any], plugin: Mapping[str, Any], prev: dict | None
+    ) -> bytes:
+        body = dict(plugin)
+        body["name"] = conf.get("name", "")
+        body["cniVersion"] = conf.get("cniVersion", CNI_VERSION)
+        ipam = body.get("ipam")
+        if (
+            self.ipam_dir != DEFAULT_IPAM_DIR
+            and isinstance(ipam, dict)
+            and ipam.get("type") == "host-local"
+        ):
+            body["ipam"] = {**ipam, "dataDir": self.ipam_dir}
+        if prev is not None:
+            body["prevResult"] = prev
+        return json.dumps(body).encode("utf-8")
+
+    def _find_plugin(self, kind: str) -> str | None:
+        for directory in self.plugin_dirs:
+            candidate = os.path.join(directory, kind)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+        return None
+
+    async def _exec(
+        self,
+        conf: Mapping[str, Any],
+        plugin: Mapping[str, Any],
+        command: str,
+        container_id: str,
+        netns: str,
+        ifname: str,
+        prev: dict | None,
+    ) -> dict:
+        kind = str(plugin.get("type", ""))
+        name = str(conf.get("name", ""))
+        what = f'plugin type="{kind}" name="{name}" failed ({command.lower()})'
+        binary = self._find_plugin(kind)
+        if binary is None:
+            raise CNIPluginNotFound(
+                name,
+                f'{what}: failed to find plugin "{kind}" in path [{" ".join(self.plugin_dirs)}]',
+            )
+        env = dict(os.environ)
+        env.update(
+            CNI_COMMAND=command,
+            CNI_CONTAINERID=container_id,
+            CNI_NETNS=netns,
+            CNI_IFNAME=ifname,
+            CNI_ARGS="",
+            CNI_PATH=os.pathsep.join(self.plugin_dirs),
+        )
+        code, out, err = await self._run(
+            [binary], env=env, stdin=self._plugin_stdin(conf, plugin, prev)
+        )
+        if code != 0:
+            raise _plugin_failure(what, code, out, err)
+        if command == "DEL" or not out.strip():
+            return {}
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            raise CNIError(f"{what}: invalid result: {exc}") from exc
+
+    async def _attach(self, container_id: str, netns: str, path: str, ifname: str) -> AttachResult:
+        conf, raw = await self._disk.run(self._load, path)
+        name = str(conf.get("name", ""))
+        prev: dict | None = None
+        try:
+            for plugin in conf["plugins"]:
+                prev = await self._exec(conf, plugin, "ADD", container_id, netns, ifname, prev)
+        except CNIError as exc:
+            if _VETH_EXISTS.search(str(exc)):
+                cached = await self._disk.run(self._cached_result, name, container_id, ifname)
+                self.log.info(
+                    "container veth already exists, recovered cached result for {container_id}",
+                    container_id=container_id,
+                )
+                return AttachResult(first_ipv4(cached), cached or {}, reused=True)
+            await self._rollback(conf, container_id, netns, ifname, prev)
+            raise _translate(exc, conf) from exc
+        await self._disk.run(self._write_cache, name, container_id, ifname, raw, prev or {})
+        return AttachResult(first_ipv4(prev), prev or {})
+
+    async def _rollback(
+        self, conf: Mapping[str, Any], container_id: str, netns: str, ifname: str, prev: dict | None
+    ) -> None:
+        for plugin in reversed(conf["plugins"]):
+            try:
+                await self._exec(conf, plugin, "DEL", container_id, netns, ifname, prev)
+            except CNIError as exc:
+                self.log.debug("rollback DEL failed: {error}", error=str(exc))
+
+    async def _detach(self, container_id: str, netns: str, path: str, ifname: str) -> None:
+        conf, cached = await self._disk.run(self._load_with_result, path, container_id, ifname)
+        name = str(conf.get("name", ""))
+        try:
+            for plugin in reversed(conf["plugins"]):
+                await self._exec(conf, plugin, "DEL", container_id, netns, ifname, cached)
+        except CNIError as exc:
+            raise _translate(exc, conf) from exc
+        await self._disk.run(_remove_file, self._cache_path(name, container_id, ifname))
+
+    def _write_cache(
+        self, name: str, container_id: str, ifname: str, raw: bytes, result: dict
+    ) -> None:
+        entry = {
+            "kind": "cniCacheV1",
+            "containerId": container_id,
+            "config": base64.b64encode(raw).decode("ascii"),
+            "ifName": ifname,
+            "networkName": name,
+            "result": result,
+        }
+        write_file_atomic(
+            self._cache_path(name, container_id, ifname),
+            json.dumps(entry).encode("utf-8"),
+            0o600,
+            dir_mode=0o700,
+        )
+
+
+def masquerade_chain(network: str, container_id: str) -> str:
+    """Return the nat chain the bridge plugin's ipMasq makes for a container."""
+    return "CNI-" + hashlib.sha512((network + container_id).encode("utf-8")).hexdigest()[:24]
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _plugin_failure(what: str, code: int, out: bytes, err: bytes) -> CNIPluginError:
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "msg" in doc:
+        msg = str(doc.get("msg", ""))
+        if doc.get("details"):
+            msg = f"{msg}; {doc['details']}"
+        return CNIPluginError(f"{what}: {msg}", doc.get("code"), msg)
+    text = (out + err).decode("utf-8", "replace").strip()
+    return CNIPluginError(f"{what}: exit status {code}: {text}", None, text)
+
+
+def _translate(exc: CNIError, conf: Mapping[str, Any]) -> CNIError:
+    """Map a raw failure to the reference's typed errors where one applies."""
+    if isinstance(exc, CNIPluginNotFound):
+        return exc
+    text = str(exc)
+    plugin = _SpaceFiles.bridge_plugin(conf)
+    bridge = str(plugin.get("bridge", "")) if plugin else ""
+    if "numerical result out of range" in text and len(bridge) > MAX_BRIDGE_NAME:
+        return BridgeNameTooLong(bridge, text)
+    if "failed to find plugin" in text or "executable file not found" in text:
+        return CNIPluginNotFound(str(conf.get("name", "")), text)
+    return exc
