@@ -32,9 +32,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IReactorProcess
-from twisted.python.failure import Failure
+from twisted.internet import defer
 from zope.interface import implementer
 
 from kukeond.base import gojson, naming
@@ -49,13 +47,13 @@ from kukeond.host.cni import (
     CNIError,
     CNIPluginError,
     CNIPluginNotFound,
-    CNITimeout,
     INetwork,
     NetworkAlreadyExists,
     NetworkConfigNotLoaded,
     SpaceNetwork,
     first_ipv4,
 )
+from kukeond.host.process import ProcessRunner
 from kukeond.host.subnets import SubnetAllocator, SubnetStateCorrupt, write_file_atomic
 from kukeond.logs import Logger
 
@@ -63,7 +61,6 @@ DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)
 DEFAULT_CACHE_DIR = "/opt/cni/cache"
 DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
 LEGACY_RESULTS_DIR = "/var/lib/cni/results"
-DEFAULT_TIMEOUT = 60.0
 
 _VETH_EXISTS = re.compile(r"container veth name .*already exists")
 
@@ -89,69 +86,6 @@ def render_conflist(name: str, bridge: str, subnet: str) -> bytes:
         ],
     }
     return gojson.dumps_indent(doc).encode("utf-8")
-
-
-class _Collector(protocol.ProcessProtocol):
-    def __init__(self, stdin: bytes, done: defer.Deferred) -> None:
-        self._stdin = stdin
-        self._done = done
-        self._out: list[bytes] = []
-        self._err: list[bytes] = []
-        self.timed_out = False
-
-    def connectionMade(self) -> None:  # noqa: N802
-        transport = self.transport
-        assert transport is not None  # connectionMade comes with the transport
-        if self._stdin:
-            transport.write(self._stdin)
-        transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:  # noqa: N802
-        self._out.append(data)
-
-    def errReceived(self, data: bytes) -> None:  # noqa: N802
-        self._err.append(data)
-
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
-        code = getattr(reason.value, "exitCode", None)
-        self._done.callback(
-            (-1 if code is None else code, b"".join(self._out), b"".join(self._err))
-        )
-
-
-class ProcessRunner:
-    """Run a command without blocking the reactor, killing it after ``timeout``."""
-
-    def __init__(self, reactor: IReactorProcess, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._reactor = reactor
-        self.timeout = timeout
-
-    async def __call__(
-        self, argv: Sequence[str], env: Mapping[str, str] | None = None, stdin: bytes = b""
-    ) -> tuple[int, bytes, bytes]:
-        """Run ``argv``; returns ``(exit code, stdout, stderr)`` (-1: killed by signal)."""
-        done: defer.Deferred = defer.Deferred()
-        proto = _Collector(stdin, done)
-        transport = self._reactor.spawnProcess(
-            proto, argv[0], list(argv), env=dict(os.environ if env is None else env)
-        )
-
-        def expire() -> None:
-            proto.timed_out = True
-            try:
-                transport.signalProcess("KILL")
-            except error.ProcessExitedAlready:
-                pass
-
-        timer = self._reactor.callLater(self.timeout, expire)  # type: ignore[attr-defined]
-        try:
-            result = await done
-        finally:
-            if timer.active():
-                timer.cancel()
-        if proto.timed_out:
-            raise CNITimeout(f"{argv[0]}: timed out after {self.timeout:g}s")
-        return result
 
 
 def _read_json(path: str) -> Any:

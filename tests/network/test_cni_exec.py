@@ -11,7 +11,8 @@ from twisted.trial.unittest import TestCase
 from kukeond.base import naming
 from kukeond.host import cninetwork
 from kukeond.host.cni import CNIPluginError, CNITimeout
-from kukeond.host.cninetwork import CniNetwork, ProcessRunner
+from kukeond.host.cninetwork import CniNetwork
+from kukeond.host.process import ProcessRunner
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test
