@@ -35,7 +35,6 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
-from kukeond.base import gojson, naming
 from kukeond.base.naming import bridge_name, network_name
 from kukeond.blocking import BlockingPool
 from kukeond.host import netpolicy
@@ -48,13 +47,14 @@ from kukeond.host.cni import (
     CNIPluginError,
     CNIPluginNotFound,
     INetwork,
-    NetworkAlreadyExists,
     NetworkConfigNotLoaded,
     SpaceNetwork,
     first_ipv4,
 )
+from kukeond.host.files import read_json, remove_file
 from kukeond.host.process import ProcessRunner
-from kukeond.host.subnets import SubnetAllocator, SubnetStateCorrupt, write_file_atomic
+from kukeond.host.spacefiles import SpaceFiles
+from kukeond.host.subnets import SubnetAllocator, write_file_atomic
 from kukeond.logs import Logger
 
 DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)
@@ -63,126 +63,6 @@ DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
 LEGACY_RESULTS_DIR = "/var/lib/cni/results"
 
 _VETH_EXISTS = re.compile(r"container veth name .*already exists")
-
-
-def render_conflist(name: str, bridge: str, subnet: str) -> bytes:
-    """Render a space conflist byte for byte as the reference writes it."""
-    doc = {
-        "cniVersion": CNI_VERSION,
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": True,
-                "ipMasq": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            },
-            {"type": "loopback"},
-        ],
-    }
-    return gojson.dumps_indent(doc).encode("utf-8")
-
-
-def _read_json(path: str) -> Any:
-    with open(path, "rb") as handle:
-        return json.loads(handle.read())
-
-
-def _remove_file(path: str) -> bool:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-class _SpaceFiles:
-    """Conflist and subnet record of spaces: the file half shared by both networks."""
-
-    log = Logger()
-
-    def __init__(self, run_path: str, allocator: SubnetAllocator | None) -> None:
-        self.run_path = run_path
-        self.allocator = allocator or SubnetAllocator(run_path)
-
-    def read_conflist(self, path: str) -> dict[str, Any] | None:
-        try:
-            doc = _read_json(path)
-        except (FileNotFoundError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    @staticmethod
-    def bridge_plugin(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        for plugin in (doc or {}).get("plugins") or []:
-            if isinstance(plugin, dict) and plugin.get("type") == "bridge":
-                return plugin
-        return None
-
-    def ensure(self, realm: str, space: str, exclusive: bool) -> SpaceNetwork:
-        name = network_name(realm, space)
-        bridge = bridge_name(realm, space)
-        path = naming.network_conflist_path(self.run_path, realm, space)
-        doc = self.read_conflist(path)
-        if doc is not None and doc.get("name") == name and exclusive:
-            raise NetworkAlreadyExists(name, path)
-        plugin = self.bridge_plugin(doc)
-        old_subnet = _conflist_subnet(plugin)
-        if (
-            doc is not None
-            and plugin is not None
-            and plugin.get("bridge") == bridge
-            and doc.get("name") == name
-            and old_subnet
-            and self._recorded(realm, space, old_subnet)
-        ):
-            return SpaceNetwork(name, bridge, old_subnet, path, created=False)
-        self.log.info("Creating space network '{network}'", network=name)
-        subnet = self.allocator.allocate(realm, space, preferred=old_subnet)
-        write_file_atomic(path, render_conflist(name, bridge, subnet), 0o600)
-        return SpaceNetwork(name, bridge, subnet, path, created=True)
-
-    def _recorded(self, realm: str, space: str, subnet: str) -> bool:
-        """Make sure a live conflist's subnet is recorded; False if it cannot be.
-
-        A conflist written before ``network.json`` existed gets its subnet
-        recorded now, unless another space already holds it (then the caller
-        regenerates the conflist on a fresh block).
-        """
-        try:
-            if self.allocator.load_assigned(realm, space) is not None:
-                return True
-        except SubnetStateCorrupt as exc:
-            self.log.warn("keeping live conflist despite {error}", error=str(exc))
-            return True
-        return self.allocator.allocate(realm, space, preferred=subnet) == subnet
-
-    def exists(self, realm: str, space: str) -> bool:
-        doc = self.read_conflist(naming.network_conflist_path(self.run_path, realm, space))
-        return doc is not None and doc.get("name") == network_name(realm, space)
-
-    def remove_conflist(self, realm: str, space: str) -> tuple[bool, str | None]:
-        """Delete the conflist when it is this space's; return (removed, bridge)."""
-        path = naming.network_conflist_path(self.run_path, realm, space)
-        doc = self.read_conflist(path)
-        plugin = self.bridge_plugin(doc)
-        bridge = plugin.get("bridge") if plugin else None
-        if doc is None or doc.get("name") != network_name(realm, space):
-            return False, bridge
-        return _remove_file(path), bridge
-
-
-def _conflist_subnet(plugin: Mapping[str, Any] | None) -> str | None:
-    try:
-        subnet = plugin["ipam"]["ranges"][0][0]["subnet"]  # type: ignore[index]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return subnet if isinstance(subnet, str) and subnet else None
 
 
 @implementer(INetwork)
@@ -210,7 +90,7 @@ class CniNetwork:
         runner: ProcessRunner | None = None,
         enforcer: netpolicy.IptablesEnforcer | None = None,
     ) -> None:
-        self._files = _SpaceFiles(run_path, allocator)
+        self._files = SpaceFiles(run_path, allocator)
         self.plugin_dirs = list(plugin_dirs)
         self.cache_dir = cache_dir
         self.ipam_dir = ipam_dir
@@ -293,11 +173,11 @@ class CniNetwork:
             for entry in _listdir(directory):
                 path = os.path.join(directory, entry)
                 try:
-                    owner = _read_json(path).get("networkName")
+                    owner = read_json(path).get("networkName")
                 except (OSError, ValueError, AttributeError):
                     owner = None
                 if owner == name or (owner is None and entry.startswith(name + "-")):
-                    if _remove_file(path):
+                    if remove_file(path):
                         removed.append(path)
         return removed
 
@@ -352,7 +232,7 @@ class CniNetwork:
                 except OSError:
                     continue
                 matched = container_id in tokens
-            if matched and _remove_file(path):
+            if matched and remove_file(path):
                 removed.append(path)
         for directory in self._results_dirs():
             for entry in _listdir(directory):
@@ -362,7 +242,7 @@ class CniNetwork:
                     or entry.startswith(f"{network}-{container_id}-")
                 ):
                     path = os.path.join(directory, entry)
-                    if _remove_file(path):
+                    if remove_file(path):
                         removed.append(path)
         return removed
 
@@ -389,7 +269,7 @@ class CniNetwork:
 
     def _cached_result(self, name: str, container_id: str, ifname: str) -> dict | None:
         try:
-            result = _read_json(self._cache_path(name, container_id, ifname)).get("result")
+            result = read_json(self._cache_path(name, container_id, ifname)).get("result")
         except (OSError, ValueError, AttributeError):
             return None
         return result if isinstance(result, dict) else None
@@ -495,7 +375,7 @@ class CniNetwork:
                 await self._exec(conf, plugin, "DEL", container_id, netns, ifname, cached)
         except CNIError as exc:
             raise _translate(exc, conf) from exc
-        await self._disk.run(_remove_file, self._cache_path(name, container_id, ifname))
+        await self._disk.run(remove_file, self._cache_path(name, container_id, ifname))
 
     def _write_cache(
         self, name: str, container_id: str, ifname: str, raw: bytes, result: dict
@@ -547,7 +427,7 @@ def _translate(exc: CNIError, conf: Mapping[str, Any]) -> CNIError:
     if isinstance(exc, CNIPluginNotFound):
         return exc
     text = str(exc)
-    plugin = _SpaceFiles.bridge_plugin(conf)
+    plugin = SpaceFiles.bridge_plugin(conf)
     bridge = str(plugin.get("bridge", "")) if plugin else ""
     if "numerical result out of range" in text and len(bridge) > MAX_BRIDGE_NAME:
         return BridgeNameTooLong(bridge, text)

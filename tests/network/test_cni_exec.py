@@ -105,7 +105,7 @@ class PluginExecTests(TestCase):
 
             return record
 
-        for name in ("write_file_atomic", "_remove_file"):
+        for name in ("write_file_atomic", "remove_file"):
             self.patch(cninetwork, name, recording(getattr(cninetwork, name)))
         await self.net.attach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
         cache = os.path.join(self.run_path, "cache", "results")
@@ -113,7 +113,7 @@ class PluginExecTests(TestCase):
             self.assertEqual(json.load(handle)["result"], RESULT)
         await self.net.detach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
         self.assertEqual(os.listdir(cache), [])
-        self.assertEqual([t[0] for t in threads], ["write_file_atomic", "_remove_file"])
+        self.assertEqual([t[0] for t in threads], ["write_file_atomic", "remove_file"])
         main = threading.current_thread().name
         self.assertNotIn(main, [t[1] for t in threads])
 

@@ -15,8 +15,9 @@ from kukeond.host.cni import (
     NetworkAlreadyExists,
     NetworkConfigNotLoaded,
 )
-from kukeond.host.cninetwork import CniNetwork, render_conflist
+from kukeond.host.cninetwork import CniNetwork
 from kukeond.host.netpolicy import EgressInvalidDefault
+from kukeond.host.spacefiles import render_conflist
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test
