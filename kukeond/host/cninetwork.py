@@ -1,13 +1,13 @@
-"""Space networks: one CNI bridge per space, cells attached with CNI ADD/DEL.
+"""Space networks on the host: one CNI bridge per space, cells attached with CNI ADD/DEL.
 
-Every space gets ``DATA/R/S/network.conflist`` (network ``R-S``, bridge
+:class:`CniNetwork` is the real :class:`~kukeond.host.cni.INetwork`. Every
+space gets ``DATA/R/S/network.conflist`` (network ``R-S``, bridge
 ``k-<fnv1a32(R-S)>``, host-local IPAM over the space's ``/24`` from
-:mod:`kukeond.host.subnets`) and, when its spec asks for one, an egress policy
+:mod:`kukeond.host.subnets`; the files are :mod:`kukeond.host.spacefiles`)
+and, when its spec asks for one, an egress policy
 (:mod:`kukeond.host.netpolicy`). A cell's root container joins the network
-through the CNI plugins, run as the CNI specification describes: one process
-per plugin with ``CNI_*`` variables, the plugin's configuration (with
-``name``, ``cniVersion`` and the previous result injected) on stdin and a
-result or error JSON on stdout.
+through the CNI plugins, each run as the CNI specification describes
+(:mod:`kukeond.host.cniplugins`); a failed ADD is rolled back with DEL.
 
 Plugins are looked up in ``plugin_dirs`` in order (default ``/opt/cni/bin``
 only, as the reference; Debian installs them in ``/usr/lib/cni``, which
@@ -39,18 +39,14 @@ from kukeond.base.naming import bridge_name, network_name
 from kukeond.blocking import BlockingPool
 from kukeond.host import netpolicy
 from kukeond.host.cni import (
-    CNI_VERSION,
-    MAX_BRIDGE_NAME,
     AttachResult,
-    BridgeNameTooLong,
     CNIError,
-    CNIPluginError,
-    CNIPluginNotFound,
     INetwork,
     NetworkConfigNotLoaded,
     SpaceNetwork,
     first_ipv4,
 )
+from kukeond.host.cniplugins import DEFAULT_IPAM_DIR, exec_plugin, translate_error
 from kukeond.host.files import read_json, remove_file
 from kukeond.host.process import ProcessRunner
 from kukeond.host.spacefiles import SpaceFiles
@@ -59,7 +55,6 @@ from kukeond.logs import Logger
 
 DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin",)
 DEFAULT_CACHE_DIR = "/opt/cni/cache"
-DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
 LEGACY_RESULTS_DIR = "/var/lib/cni/results"
 
 _VETH_EXISTS = re.compile(r"container veth name .*already exists")
@@ -274,30 +269,6 @@ class CniNetwork:
             return None
         return result if isinstance(result, dict) else None
 
-    def _plugin_stdin(
-        self, conf: Mapping[str, Any], plugin: Mapping[str, Any], prev: dict | None
-    ) -> bytes:
-        body = dict(plugin)
-        body["name"] = conf.get("name", "")
-        body["cniVersion"] = conf.get("cniVersion", CNI_VERSION)
-        ipam = body.get("ipam")
-        if (
-            self.ipam_dir != DEFAULT_IPAM_DIR
-            and isinstance(ipam, dict)
-            and ipam.get("type") == "host-local"
-        ):
-            body["ipam"] = {**ipam, "dataDir": self.ipam_dir}
-        if prev is not None:
-            body["prevResult"] = prev
-        return json.dumps(body).encode("utf-8")
-
-    def _find_plugin(self, kind: str) -> str | None:
-        for directory in self.plugin_dirs:
-            candidate = os.path.join(directory, kind)
-            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                return candidate
-        return None
-
     async def _exec(
         self,
         conf: Mapping[str, Any],
@@ -308,35 +279,18 @@ class CniNetwork:
         ifname: str,
         prev: dict | None,
     ) -> dict:
-        kind = str(plugin.get("type", ""))
-        name = str(conf.get("name", ""))
-        what = f'plugin type="{kind}" name="{name}" failed ({command.lower()})'
-        binary = self._find_plugin(kind)
-        if binary is None:
-            raise CNIPluginNotFound(
-                name,
-                f'{what}: failed to find plugin "{kind}" in path [{" ".join(self.plugin_dirs)}]',
-            )
-        env = dict(os.environ)
-        env.update(
-            CNI_COMMAND=command,
-            CNI_CONTAINERID=container_id,
-            CNI_NETNS=netns,
-            CNI_IFNAME=ifname,
-            CNI_ARGS="",
-            CNI_PATH=os.pathsep.join(self.plugin_dirs),
+        return await exec_plugin(
+            self._run,
+            conf,
+            plugin,
+            command,
+            container_id,
+            netns,
+            ifname,
+            prev,
+            plugin_dirs=self.plugin_dirs,
+            ipam_dir=self.ipam_dir,
         )
-        code, out, err = await self._run(
-            [binary], env=env, stdin=self._plugin_stdin(conf, plugin, prev)
-        )
-        if code != 0:
-            raise _plugin_failure(what, code, out, err)
-        if command == "DEL" or not out.strip():
-            return {}
-        try:
-            return json.loads(out)
-        except ValueError as exc:
-            raise CNIError(f"{what}: invalid result: {exc}") from exc
 
     async def _attach(self, container_id: str, netns: str, path: str, ifname: str) -> AttachResult:
         conf, raw = await self._disk.run(self._load, path)
@@ -354,7 +308,7 @@ class CniNetwork:
                 )
                 return AttachResult(first_ipv4(cached), cached or {}, reused=True)
             await self._rollback(conf, container_id, netns, ifname, prev)
-            raise _translate(exc, conf) from exc
+            raise translate_error(exc, conf) from exc
         await self._disk.run(self._write_cache, name, container_id, ifname, raw, prev or {})
         return AttachResult(first_ipv4(prev), prev or {})
 
@@ -374,7 +328,7 @@ class CniNetwork:
             for plugin in reversed(conf["plugins"]):
                 await self._exec(conf, plugin, "DEL", container_id, netns, ifname, cached)
         except CNIError as exc:
-            raise _translate(exc, conf) from exc
+            raise translate_error(exc, conf) from exc
         await self._disk.run(remove_file, self._cache_path(name, container_id, ifname))
 
     def _write_cache(
@@ -406,31 +360,3 @@ def _listdir(directory: str) -> list[str]:
         return sorted(os.listdir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-def _plugin_failure(what: str, code: int, out: bytes, err: bytes) -> CNIPluginError:
-    try:
-        doc = json.loads(out)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and "msg" in doc:
-        msg = str(doc.get("msg", ""))
-        if doc.get("details"):
-            msg = f"{msg}; {doc['details']}"
-        return CNIPluginError(f"{what}: {msg}", doc.get("code"), msg)
-    text = (out + err).decode("utf-8", "replace").strip()
-    return CNIPluginError(f"{what}: exit status {code}: {text}", None, text)
-
-
-def _translate(exc: CNIError, conf: Mapping[str, Any]) -> CNIError:
-    """Map a raw failure to the reference's typed errors where one applies."""
-    if isinstance(exc, CNIPluginNotFound):
-        return exc
-    text = str(exc)
-    plugin = SpaceFiles.bridge_plugin(conf)
-    bridge = str(plugin.get("bridge", "")) if plugin else ""
-    if "numerical result out of range" in text and len(bridge) > MAX_BRIDGE_NAME:
-        return BridgeNameTooLong(bridge, text)
-    if "failed to find plugin" in text or "executable file not found" in text:
-        return CNIPluginNotFound(str(conf.get("name", "")), text)
-    return exc
