@@ -20,7 +20,7 @@ from kukeond.controller.reconcile_service import ReconcileService
 from kukeond.controller.runtime import Runtime
 from kukeond.handlers.registry import collect_handlers
 from kukeond.host.cgroups import detect_cgroups
-from kukeond.host.cni import CniNetwork
+from kukeond.host.cninetwork import CniNetwork
 from kukeond.host.subnets import SubnetAllocator
 from kukeond.listener import ListenerService
 from kukeond.logs import Logger, parse_level, set_level

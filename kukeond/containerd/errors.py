@@ -78,6 +78,30 @@ class DigestMismatch(ImageFormatError):
     """A blob's bytes do not hash to the digest that names it."""
 
 
+class PullError(ContainerdError):
+    """The image could not be pulled (registry answer, transport or content problem)."""
+
+    code = "UNKNOWN"
+
+
+class RegistryUnauthorized(PullError):
+    """The registry refused our (missing or wrong) credentials."""
+
+    code = "PERMISSION_DENIED"
+
+
+class RegistryNotFound(PullError):
+    """The repository, tag, manifest or blob does not exist in the registry."""
+
+    code = "NOT_FOUND"
+
+
+class ContentMismatch(PullError):
+    """Downloaded bytes do not match the digest or size that named them."""
+
+    code = "DATA_LOSS"
+
+
 _BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,

@@ -2,8 +2,9 @@
 
 The HTTP side runs on the reactor with :class:`twisted.web.client.Agent`;
 blob bodies are streamed (the transport is paused while a chunk is written),
-hashed and written on a small dedicated thread pool, so neither the reactor
-thread nor memory ever holds a whole layer. Anonymous, basic and bearer-token
+hashed and written on a small dedicated thread pool
+(:mod:`kukeond.containerd.httpbody`), so neither the reactor thread nor
+memory ever holds a whole layer. Anonymous, basic and bearer-token
 authentication are supported; an image index (or Docker manifest list) is
 resolved to the host platform.
 
@@ -27,15 +28,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -43,35 +41,37 @@ from twisted.web.client import (
     RequestGenerationFailed,
     RequestNotSent,
     RequestTransmissionFailed,
-    ResponseDone,
     ResponseFailed,
 )
 from twisted.web.error import Error as WebError
 from twisted.web.error import SchemeNotSupported
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from kukeond.blocking import BlockingPool
-from kukeond.containerd.errors import ContainerdError
-from kukeond.containerd.reference import host_platform, normalize_reference
+from kukeond.containerd.distribution import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    MEDIA_OCI_INDEX,
+    choose_platform,
+    header_value,
+    json_object,
+    parse_challenges,
+)
+from kukeond.containerd.errors import (
+    ContentMismatch,
+    PullError,
+    RegistryNotFound,
+    RegistryUnauthorized,
+)
+from kukeond.containerd.httpbody import BlobSink, Collector
+from kukeond.containerd.reference import ImageReference, host_platform, parse_reference
 from kukeond.logs import Logger
-
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
-
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST})
-MANIFEST_TYPES = frozenset({MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST})
 
 NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 
 MAX_MANIFEST_BYTES = 4 << 20
-_CHUNK_FLUSH = 1 << 20
 _PROGRESS_EVERY = 16 << 20
 
 
@@ -88,79 +88,6 @@ _TRANSPORT_FAILURES = (
     OSError,
 )
 """How a request to a registry fails on the way (refused, reset, TLS, redirects, timeout)."""
-
-
-class PullError(ContainerdError):
-    """The image could not be pulled (registry answer, transport or content problem)."""
-
-    code = "UNKNOWN"
-
-
-class RegistryUnauthorized(PullError):
-    """The registry refused our (missing or wrong) credentials."""
-
-    code = "PERMISSION_DENIED"
-
-
-class RegistryNotFound(PullError):
-    """The repository, tag, manifest or blob does not exist in the registry."""
-
-    code = "NOT_FOUND"
-
-
-class ContentMismatch(PullError):
-    """Downloaded bytes do not match the digest or size that named them."""
-
-    code = "DATA_LOSS"
-
-
-@dataclass(frozen=True)
-class ImageReference:
-    """A parsed, normalised image reference (``docker.io/library/busybox:latest``)."""
-
-    registry: str
-    repository: str
-    tag: str = ""
-    digest: str = ""
-
-    @property
-    def name(self) -> str:
-        """The full name as containerd records it."""
-        out = f"{self.registry}/{self.repository}"
-        if self.tag:
-            out += ":" + self.tag
-        if self.digest:
-            out += "@" + self.digest
-        return out
-
-    @property
-    def api_host(self) -> str:
-        """``host[:port]`` of the registry API (Docker Hub's API lives elsewhere)."""
-        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
-
-    @property
-    def manifest_ref(self) -> str:
-        """What to put after ``/manifests/``: the digest when pinned, else the tag."""
-        return self.digest or self.tag
-
-
-def parse_reference(ref: str) -> ImageReference:
-    """Normalise ``ref`` (``busybox``, ``host:5000/a/b:t``, ``x@sha256:…``) and split it."""
-    full = normalize_reference(ref)
-    registry, _, remainder = full.partition("/")
-    digest = ""
-    if "@" in remainder:
-        remainder, _, digest = remainder.partition("@")
-        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-            raise ValueError(f"unsupported digest in image reference {ref!r}")
-    tag = ""
-    slash = remainder.rfind("/")
-    colon = remainder.rfind(":")
-    if colon > slash:
-        remainder, tag = remainder[:colon], remainder[colon + 1 :]
-    if not remainder or remainder != remainder.lower():
-        raise ValueError(f"invalid repository in image reference {ref!r}")
-    return ImageReference(registry, remainder, tag, digest)
 
 
 @dataclass(frozen=True)
@@ -189,189 +116,10 @@ class PullResult:
     bytes_fetched: int
 
 
-def parse_challenges(values: list[str]) -> list[tuple[str, dict[str, str]]]:
-    """Parse ``WWW-Authenticate`` headers into ``(scheme, params)`` pairs (scheme lower-cased)."""
-    out = []
-    for value in values:
-        match = re.match(r"\s*([A-Za-z][A-Za-z0-9_-]*)\s*(.*)", value)
-        if not match:
-            continue
-        params = {
-            key.lower(): quoted if quoted or not bare else bare
-            for key, quoted, bare in re.findall(
-                r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', match.group(2)
-            )
-        }
-        out.append((match.group(1).lower(), params))
-    return out
-
-
-def choose_platform(manifests: list[dict[str, Any]], platform: tuple[str, str]) -> dict[str, Any]:
-    """The first index entry for ``platform`` (``(os, arch)``), or the only entry."""
-    want_os, want_arch = platform
-    for entry in manifests:
-        plat = entry.get("platform") or {}
-        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
-            return entry
-    if len(manifests) == 1 and not manifests[0].get("platform"):
-        return manifests[0]
-    raise RegistryNotFound(f"no manifest for platform {want_os}/{want_arch}")
-
-
 def _is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     name = name.strip("[]")
     return name in ("localhost", "::1") or name.startswith("127.")
-
-
-def _producer(body: Protocol) -> IPushProducer:
-    """The transport of a response body, which Twisted's web client makes a push producer."""
-    return cast(IPushProducer, body.transport)
-
-
-class _Collector(Protocol):
-    """Gather a small body, refusing more than ``limit`` bytes."""
-
-    def __init__(self, done: Deferred[bytes], limit: int) -> None:
-        self._done = done
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._too_big = False
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted protocol API
-        self._size += len(data)
-        if self._size > self._limit:
-            if not self._too_big:
-                self._too_big = True
-                _producer(self).stopProducing()
-            return
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        if self._too_big:
-            self._done.errback(PullError(f"response larger than {self._limit} bytes"))
-        elif reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._parts))
-        else:
-            self._done.errback(reason)
-
-
-class _BlobSink(Protocol):
-    """Stream a response body to a file on a thread pool, hashing as it goes.
-
-    The transport is paused while a chunk is being written and resumed
-    once the write finished, so at most ~1 MiB sits in memory. Fires
-    ``done`` with ``(size, sha256 hex)``.
-    """
-
-    def __init__(
-        self,
-        reactor: IReactorTime,
-        path: str,
-        run: Callable[..., Deferred[Any]],
-        idle_timeout: float,
-        done: Deferred[tuple[int, str]],
-        progress: Callable[[int], None],
-    ) -> None:
-        self._reactor = reactor
-        self._run = run
-        self._path = path
-        self._done = done
-        self._progress = progress
-        self._idle_timeout = idle_timeout
-        self._hasher = hashlib.sha256()
-        self._file: Any = None
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._received = 0
-        self._pending = 0
-        self._paused = False
-        self._finished = False
-        self._error: Failure | None = None
-        self._timer: IDelayedCall | None = None
-        self._tail: Deferred[Any] = run(open, path, "wb")
-        self._tail.addCallback(self._opened)
-        self._tail.addErrback(self._write_failed)
-
-    def connectionMade(self) -> None:  # noqa: N802
-        self._timer = self._reactor.callLater(self._idle_timeout, self._timed_out)
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self._error is not None:
-            return
-        self._received += len(data)
-        self._buffer.append(data)
-        self._buffered += len(data)
-        self._touch()
-        if self._buffered >= _CHUNK_FLUSH:
-            self._flush()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        self._finished = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._error is None and not reason.check(ResponseDone, PotentialDataLoss):
-            self._error = reason
-        if self._error is None:
-            self._flush()
-        self._tail.addCallback(lambda _: self._run(self._close))
-        self._tail.addBoth(self._finish)
-
-    def _opened(self, handle: Any) -> None:
-        self._file = handle
-
-    def _write_chunk(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hasher.update(chunk)
-
-    def _close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-    def _flush(self) -> None:
-        if not self._buffer or self._error is not None:
-            return
-        chunk = b"".join(self._buffer)
-        self._buffer.clear()
-        self._buffered = 0
-        self._pending += 1
-        if not self._paused and not self._finished:
-            self._paused = True
-            _producer(self).pauseProducing()
-        self._tail.addCallback(lambda _: self._run(self._write_chunk, chunk))
-        self._tail.addCallback(self._written, len(chunk))
-        self._tail.addErrback(self._write_failed)
-
-    def _written(self, _: object, size: int) -> None:
-        self._pending -= 1
-        self._progress(size)
-        if self._pending == 0 and self._paused and not self._finished:
-            self._paused = False
-            self._touch()
-            _producer(self).resumeProducing()
-
-    def _write_failed(self, failure: Failure) -> None:
-        if self._error is None:
-            self._error = failure
-        if not self._finished:
-            _producer(self).stopProducing()
-
-    def _touch(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self._idle_timeout)
-
-    def _timed_out(self) -> None:
-        self._error = Failure(PullError(f"no data for {self._idle_timeout:g}s"))
-        _producer(self).stopProducing()
-
-    def _finish(self, result: object) -> None:
-        if isinstance(result, Failure) and self._error is None:
-            self._error = result
-        if self._error is not None:
-            self._done.errback(self._error)
-        else:
-            self._done.callback((self._received, self._hasher.hexdigest()))
 
 
 class RegistryPuller:
@@ -439,7 +187,7 @@ class RegistryPuller:
         await self._write_blob(blob_dir, target_digest, body)
 
         if media_type in INDEX_TYPES:
-            entries = _json(body, "image index").get("manifests") or []
+            entries = json_object(body, "image index").get("manifests") or []
             chosen = choose_platform(entries, self._platform)
             body, media_type = await session.manifest(chosen["digest"])
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -449,7 +197,7 @@ class RegistryPuller:
         manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if media_type not in MANIFEST_TYPES:
             raise PullError(f"unsupported manifest media type {media_type!r}")
-        manifest = _json(body, "image manifest")
+        manifest = json_object(body, "image manifest")
         config = manifest.get("config") or {}
         layers = manifest.get("layers") or []
         wanted = [config, *layers]
@@ -518,10 +266,10 @@ class _Session:
         response = await self._get(f"{self._base}/manifests/{reference}", accept)
         body = await self._read(response, MAX_MANIFEST_BYTES)
         self._check_status(response, body, f"manifest {reference}")
-        media_type = _header(response, b"content-type").split(";", 1)[0].strip()
+        media_type = header_value(response, b"content-type").split(";", 1)[0].strip()
         if media_type not in INDEX_TYPES | MANIFEST_TYPES:
-            media_type = _json(body, "manifest").get("mediaType") or media_type
-        header_digest = _header(response, b"docker-content-digest")
+            media_type = json_object(body, "manifest").get("mediaType") or media_type
+        header_digest = header_value(response, b"docker-content-digest")
         actual = "sha256:" + hashlib.sha256(body).hexdigest()
         if header_digest and header_digest != actual:
             raise ContentMismatch(f"manifest {reference}: registry says {header_digest}")
@@ -554,9 +302,7 @@ class _Session:
                 )
 
         response.deliverBody(
-            _BlobSink(
-                puller._reactor, temp, puller._in_thread, puller._idle_timeout, done, progress
-            )
+            BlobSink(puller._reactor, temp, puller._in_thread, puller._idle_timeout, done, progress)
         )
         try:
             size, hexdigest = await done
@@ -632,7 +378,7 @@ class _Session:
         body = await self._read(response, 1 << 20)
         if response.code != 200:
             raise RegistryUnauthorized(f"token request to {realm}: HTTP {response.code}")
-        answer = _json(body, "token response")
+        answer = json_object(body, "token response")
         token = answer.get("token") or answer.get("access_token")
         if not token:
             raise RegistryUnauthorized(f"token request to {realm}: no token in the answer")
@@ -640,7 +386,7 @@ class _Session:
 
     async def _read(self, response: IResponse, limit: int) -> bytes:
         done: Deferred[bytes] = Deferred()
-        response.deliverBody(_Collector(done, limit))
+        response.deliverBody(Collector(done, limit))
         done.addTimeout(self._puller._request_timeout, self._puller._reactor)
         return await done
 
@@ -675,21 +421,6 @@ async def pull_image(
         return await containerd.import_image(namespace, layout, name=result.name, unpack=unpack)
     finally:
         await puller._in_thread(shutil.rmtree, layout, True)
-
-
-def _header(response: IResponse, name: bytes) -> str:
-    values = response.headers.getRawHeaders(name) or [b""]
-    return values[0].decode("latin-1")
-
-
-def _json(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise PullError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise PullError(f"{what} is not a JSON object")
-    return doc
 
 
 def _write_file(path: str, data: bytes) -> None:

@@ -1,11 +1,14 @@
-"""Docker-style image reference normalisation and OCI digest helpers."""
+"""Docker-style image references (normalised and parsed), OCI digest helpers, the host platform."""
 
 from __future__ import annotations
 
 import hashlib
 import platform
+import re
+from dataclasses import dataclass
 
 DEFAULT_DOMAIN = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
 
 
 def normalize_reference(ref: str) -> str:
@@ -25,6 +28,55 @@ def normalize_reference(ref: str) -> str:
     if "@" not in last and ":" not in last:
         ref += ":latest"
     return ref
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """A parsed, normalised image reference (``docker.io/library/busybox:latest``)."""
+
+    registry: str
+    repository: str
+    tag: str = ""
+    digest: str = ""
+
+    @property
+    def name(self) -> str:
+        """The full name as containerd records it."""
+        out = f"{self.registry}/{self.repository}"
+        if self.tag:
+            out += ":" + self.tag
+        if self.digest:
+            out += "@" + self.digest
+        return out
+
+    @property
+    def api_host(self) -> str:
+        """``host[:port]`` of the registry API (Docker Hub's API lives elsewhere)."""
+        return DOCKER_HUB_API if self.registry == DEFAULT_DOMAIN else self.registry
+
+    @property
+    def manifest_ref(self) -> str:
+        """What to put after ``/manifests/``: the digest when pinned, else the tag."""
+        return self.digest or self.tag
+
+
+def parse_reference(ref: str) -> ImageReference:
+    """Normalise ``ref`` (``busybox``, ``host:5000/a/b:t``, ``x@sha256:…``) and split it."""
+    full = normalize_reference(ref)
+    registry, _, remainder = full.partition("/")
+    digest = ""
+    if "@" in remainder:
+        remainder, _, digest = remainder.partition("@")
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ValueError(f"unsupported digest in image reference {ref!r}")
+    tag = ""
+    slash = remainder.rfind("/")
+    colon = remainder.rfind(":")
+    if colon > slash:
+        remainder, tag = remainder[:colon], remainder[colon + 1 :]
+    if not remainder or remainder != remainder.lower():
+        raise ValueError(f"invalid repository in image reference {ref!r}")
+    return ImageReference(registry, remainder, tag, digest)
 
 
 def sha256_digest(data: bytes) -> str:

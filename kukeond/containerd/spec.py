@@ -1,8 +1,9 @@
 """OCI runtime spec builder: a container's ``config.json`` as plain JSON-able data.
 
 :func:`build_spec` starts from the same Linux default spec that containerd 1.6
-generates (``ctr oci spec``) and applies a :class:`SpecOptions` in a fixed
-order that mirrors the reference daemon's option chain:
+generates (``ctr oci spec``, see :mod:`kukeond.containerd.defaultspec`) and
+applies a :class:`SpecOptions` in a fixed order that mirrors the reference
+daemon's option chain:
 
 1. image config (env, entrypoint + cmd, working dir, user and supplementary groups);
 2. the default ``PATH`` (replaces any ``PATH`` from the image);
@@ -27,184 +28,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-OCI_VERSION = "1.0.2-dev"
-DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-DEFAULT_CAPABILITIES: tuple[str, ...] = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
-
-# Every capability the kernel defines, indexed by its number (CAP_LAST_CAP = 40).
-ALL_CAPABILITIES: tuple[str, ...] = tuple(
-    "CAP_" + name
-    for name in (
-        "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
-        "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK "
-        "IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN "
-        "SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE "
-        "AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND "
-        "AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE"
-    ).split()
-)
-
-DEFAULT_MASKED_PATHS: tuple[str, ...] = (
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-)
-
-DEFAULT_READONLY_PATHS: tuple[str, ...] = (
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-)
-
-# Namespaces a default container gets, in containerd's order.
-DEFAULT_NAMESPACES: tuple[str, ...] = ("pid", "ipc", "uts", "mount", "network")
-NAMESPACE_TYPES = frozenset(DEFAULT_NAMESPACES) | {"cgroup", "user", "time"}
-
-DEFAULT_NOFILE = 1024
+from kukeond.containerd.capabilities import ALL_CAPABILITIES, apply_capabilities
+from kukeond.containerd.defaultspec import DEFAULT_PATH_ENV, NAMESPACE_TYPES, default_spec
+from kukeond.containerd.keyorder import canonical
+from kukeond.containerd.mounts import Mount
+from kukeond.containerd.userdb import additional_gids, find_group, find_passwd, is_numeric_id
 
 
 class SpecError(ValueError):
     """The options cannot be turned into a spec (bad user, unknown option, ...)."""
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One entry of the spec's ``mounts`` list; the constructors cover the usual kinds."""
-
-    destination: str
-    type: str
-    source: str
-    options: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """The mount as the spec writes it (``options`` omitted when empty)."""
-        out: dict[str, Any] = {
-            "destination": self.destination,
-            "type": self.type,
-            "source": self.source,
-        }
-        if self.options:
-            out["options"] = list(self.options)
-        return out
-
-    @classmethod
-    def bind(cls, source: str, destination: str, readonly: bool = False) -> Mount:
-        """A recursive bind mount, ``ro`` or ``rw``."""
-        return cls(destination, "bind", source, ("rbind", "ro" if readonly else "rw"))
-
-    @classmethod
-    def tmpfs(
-        cls,
-        destination: str,
-        size_bytes: int = 0,
-        mode: int | None = None,
-        readonly: bool = False,
-        options: Sequence[str] = (),
-    ) -> Mount:
-        """A tmpfs volume: ``size=<bytes>``, ``mode=<4 octal digits>``, then ``ro``/``rw``.
-
-        ``options`` come first, so a caller can put ``nosuid``/``nodev`` ahead.
-        """
-        opts = list(options)
-        if size_bytes > 0:
-            opts.append(f"size={size_bytes}")
-        if mode is not None:
-            opts.append(f"mode={mode:04o}")
-        opts.append("ro" if readonly else "rw")
-        return cls(destination, "tmpfs", "tmpfs", tuple(opts))
-
-    @classmethod
-    def cgroup(cls, destination: str = "/sys/fs/cgroup", readonly: bool = False) -> Mount:
-        """The cgroup filesystem (what a nested runtime needs under a private cgroup ns)."""
-        mode = "ro" if readonly else "rw"
-        return cls(destination, "cgroup", "cgroup", (mode, "nosuid", "noexec", "nodev"))
-
-    @classmethod
-    def proc(cls, destination: str = "/proc") -> Mount:
-        """procfs as containerd mounts it."""
-        return cls(destination, "proc", "proc", ("nosuid", "noexec", "nodev"))
-
-    @classmethod
-    def sysfs(cls, destination: str = "/sys", readonly: bool = True) -> Mount:
-        """sysfs as containerd mounts it (read-only unless privileged)."""
-        return cls(
-            destination, "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro" if readonly else "rw")
-        )
-
-    @classmethod
-    def dev(cls, destination: str = "/dev") -> Mount:
-        """The small tmpfs that holds the container's device nodes."""
-        return cls(
-            destination, "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")
-        )
-
-    @classmethod
-    def devpts(cls, destination: str = "/dev/pts") -> Mount:
-        """A private devpts instance."""
-        return cls(
-            destination,
-            "devpts",
-            "devpts",
-            ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
-        )
-
-    @classmethod
-    def shm(cls, destination: str = "/dev/shm", size_kb: int = 65536) -> Mount:
-        """POSIX shared memory tmpfs."""
-        return cls(
-            destination,
-            "tmpfs",
-            "shm",
-            ("nosuid", "noexec", "nodev", "mode=1777", f"size={size_kb}k"),
-        )
-
-    @classmethod
-    def mqueue(cls, destination: str = "/dev/mqueue") -> Mount:
-        """POSIX message queues."""
-        return cls(destination, "mqueue", "mqueue", ("nosuid", "noexec", "nodev"))
-
-    @classmethod
-    def run(cls, destination: str = "/run") -> Mount:
-        """The tmpfs containerd puts on ``/run``."""
-        return cls(
-            destination, "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")
-        )
-
-
-DEFAULT_MOUNTS: tuple[Mount, ...] = (
-    Mount.proc(),
-    Mount.dev(),
-    Mount.devpts(),
-    Mount.shm(),
-    Mount.mqueue(),
-    Mount.sysfs(),
-    Mount.run(),
-)
 
 
 @dataclass(frozen=True)
@@ -400,30 +232,6 @@ class SpecOptions:
     root_path: str = "rootfs"
 
 
-def default_spec(namespace: str = "default", container_id: str = "") -> dict[str, Any]:
-    """containerd 1.6's default Linux spec for ``container_id`` in ``namespace``."""
-    caps = list(DEFAULT_CAPABILITIES)
-    return {
-        "ociVersion": OCI_VERSION,
-        "process": {
-            "user": {"uid": 0, "gid": 0},
-            "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
-            "rlimits": [Rlimit("RLIMIT_NOFILE", DEFAULT_NOFILE, DEFAULT_NOFILE).to_json()],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs"},
-        "mounts": [m.to_json() for m in DEFAULT_MOUNTS],
-        "linux": {
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "cgroupsPath": _join_path("/", namespace, container_id),
-            "namespaces": [{"type": t} for t in DEFAULT_NAMESPACES],
-            "maskedPaths": list(DEFAULT_MASKED_PATHS),
-            "readonlyPaths": list(DEFAULT_READONLY_PATHS),
-        },
-    }
-
-
 def build_spec(options: SpecOptions) -> dict[str, Any]:
     """The OCI runtime spec for ``options``, as a dict ready for ``json.dumps``."""
     spec = default_spec(options.namespace, options.container_id)
@@ -460,7 +268,7 @@ def build_spec(options: SpecOptions) -> dict[str, Any]:
     if options.readonly_rootfs:
         spec["root"]["readonly"] = True
     if options.capabilities is not None:
-        _apply_capabilities(process, options.capabilities)
+        apply_capabilities(process, options.capabilities.add, options.capabilities.drop)
     if options.no_new_privileges is not None:
         process["noNewPrivileges"] = options.no_new_privileges
     if options.seccomp_unconfined:
@@ -475,7 +283,7 @@ def build_spec(options: SpecOptions) -> dict[str, Any]:
 
     if not process.get("noNewPrivileges"):
         process.pop("noNewPrivileges", None)
-    return _canonical(spec)
+    return canonical(spec)
 
 
 def merge_env(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
@@ -496,19 +304,6 @@ def merge_env(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
     return [entry for entry in result if entry]
 
 
-def normalize_capability(name: str) -> str:
-    """Upper-case a capability name and give it the ``CAP_`` prefix (``ALL`` stays ``ALL``)."""
-    upper = name.strip().upper()
-    if upper in ("ALL", "CAP_ALL"):
-        return "ALL"
-    return upper if upper.startswith("CAP_") else "CAP_" + upper
-
-
-def capabilities_up_to(last_cap: int) -> tuple[str, ...]:
-    """The capabilities numbered 0..``last_cap`` (``/proc/sys/kernel/cap_last_cap``)."""
-    return ALL_CAPABILITIES[: last_cap + 1]
-
-
 def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int, int]:
     """Resolve ``user``, ``uid``, ``user:group``, ``uid:gid``... to numbers, as containerd does.
 
@@ -517,43 +312,30 @@ def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int,
     """
     parts = user.split(":")
     if len(parts) == 1:
-        if _is_int(parts[0]):
+        if is_numeric_id(parts[0]):
             number = int(parts[0])
-            entry = _find_passwd(passwd, lambda e: e[2] == number)
+            entry = find_passwd(passwd, lambda e: e[2] == number)
             return (number, 0) if entry is None else (entry[2], entry[3])
-        entry = _find_passwd(passwd, lambda e: e[0] == parts[0])
+        entry = find_passwd(passwd, lambda e: e[0] == parts[0])
         if entry is None:
             raise SpecError(f"no such user {parts[0]!r} in the image's /etc/passwd")
         return entry[2], entry[3]
     if len(parts) != 2:
         raise SpecError(f"invalid USER value {user}")
     name, grp = parts
-    uid = int(name) if _is_int(name) else None
-    gid = int(grp) if _is_int(grp) else None
+    uid = int(name) if is_numeric_id(name) else None
+    gid = int(grp) if is_numeric_id(grp) else None
     if uid is None:
-        entry = _find_passwd(passwd, lambda e: e[0] == name)
+        entry = find_passwd(passwd, lambda e: e[0] == name)
         if entry is None:
             raise SpecError(f"no such user {name!r} in the image's /etc/passwd")
         uid = entry[2]
     if gid is None:
-        found = _find_group(group, lambda g: g[0] == grp)
+        found = find_group(group, lambda g: g[0] == grp)
         if found is None:
             raise SpecError(f"no such group {grp!r} in the image's /etc/group")
         gid = found[2]
     return uid, gid
-
-
-def additional_gids(user: str, passwd: str | None, group: str | None) -> list[int] | None:
-    """Supplementary gids of ``user`` (name or uid) from ``group``; ``None`` when unknowable."""
-    if _is_int(user):
-        uid = int(user)
-        entry = _find_passwd(passwd, lambda e: e[2] == uid)
-        if entry is None:
-            return None
-        user = entry[0]
-    if group is None:
-        return None
-    return [g[2] for g in _parse_group(group) if g[0] != user and user in g[3]]
 
 
 def _apply_image_config(
@@ -612,30 +394,6 @@ def _apply_namespaces(
     linux["namespaces"] = namespaces
 
 
-def _apply_capabilities(process: dict[str, Any], wanted: Capabilities) -> None:
-    drop = [normalize_capability(c) for c in wanted.drop if c.strip()]
-    add = [normalize_capability(c) for c in wanted.add if c.strip()]
-    sets = process.setdefault("capabilities", {})
-    keys = ("bounding", "effective", "permitted")
-    if "ALL" in drop:
-        for key in keys:
-            sets.pop(key, None)
-    elif drop:
-        for key in keys:
-            sets[key] = [c for c in sets.get(key, []) if c not in drop]
-    if "ALL" in add:
-        add = [c for c in add if c != "ALL"] + list(ALL_CAPABILITIES)
-    for key in keys:
-        current = sets.get(key, [])
-        for cap in add:
-            if cap not in current:
-                current.append(cap)
-        if current:
-            sets[key] = current
-        else:
-            sets.pop(key, None)
-
-
 def _set_rlimit(process: dict[str, Any], rlimit: Rlimit) -> None:
     limits = process.setdefault("rlimits", [])
     for i, existing in enumerate(limits):
@@ -653,133 +411,3 @@ def _apply_resources(linux: dict[str, Any], resources: Resources) -> None:
         res.setdefault("cpu", {})["shares"] = resources.cpu_shares
     if resources.pids_limit > 0:
         res["pids"] = {"limit": resources.pids_limit}
-
-
-def _join_path(*parts: str) -> str:
-    segments = [s for p in parts for s in p.split("/") if s and s != "."]
-    return "/" + "/".join(segments)
-
-
-def _is_int(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _parse_passwd(text: str) -> list[tuple[str, str, int, int]]:
-    entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        fields += [""] * (7 - len(fields))
-        entries.append((fields[0], fields[1], _int_or_zero(fields[2]), _int_or_zero(fields[3])))
-    return entries
-
-
-def _parse_group(text: str) -> list[tuple[str, str, int, list[str]]]:
-    entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        fields += [""] * (4 - len(fields))
-        members = [m for m in fields[3].split(",") if m]
-        entries.append((fields[0], fields[1], _int_or_zero(fields[2]), members))
-    return entries
-
-
-def _int_or_zero(text: str) -> int:
-    return int(text) if _is_int(text) else 0
-
-
-def _find_passwd(text: str | None, match: Any) -> tuple[str, str, int, int] | None:
-    if text is None:
-        return None
-    return next((e for e in _parse_passwd(text) if match(e)), None)
-
-
-def _find_group(text: str | None, match: Any) -> tuple[str, str, int, list[str]] | None:
-    if text is None:
-        return None
-    return next((g for g in _parse_group(text) if match(g)), None)
-
-
-# Key order of the Go runtime-spec structs, so json.dumps output reads like containerd's.
-_KEY_ORDER: dict[str, tuple[str, ...]] = {
-    "spec": (
-        "ociVersion",
-        "process",
-        "root",
-        "hostname",
-        "mounts",
-        "hooks",
-        "annotations",
-        "linux",
-    ),
-    "process": (
-        "terminal",
-        "consoleSize",
-        "user",
-        "args",
-        "commandLine",
-        "env",
-        "cwd",
-        "capabilities",
-        "rlimits",
-        "noNewPrivileges",
-        "apparmorProfile",
-        "oomScoreAdj",
-        "selinuxLabel",
-    ),
-    "user": ("uid", "gid", "umask", "additionalGids", "username"),
-    "capabilities": ("bounding", "effective", "inheritable", "permitted", "ambient"),
-    "root": ("path", "readonly"),
-    "linux": (
-        "uidMappings",
-        "gidMappings",
-        "sysctl",
-        "resources",
-        "cgroupsPath",
-        "namespaces",
-        "devices",
-        "seccomp",
-        "rootfsPropagation",
-        "maskedPaths",
-        "readonlyPaths",
-        "mountLabel",
-        "intelRdt",
-        "personality",
-    ),
-    "resources": (
-        "devices",
-        "memory",
-        "cpu",
-        "pids",
-        "blockIO",
-        "hugepageLimits",
-        "network",
-        "rdma",
-        "unified",
-    ),
-}
-
-
-def _ordered(obj: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
-    out = {k: obj[k] for k in order if k in obj}
-    out.update((k, v) for k, v in obj.items() if k not in out)
-    return out
-
-
-def _canonical(spec: dict[str, Any]) -> dict[str, Any]:
-    process = spec["process"]
-    process["user"] = _ordered(process["user"], _KEY_ORDER["user"])
-    if "capabilities" in process:
-        process["capabilities"] = _ordered(process["capabilities"], _KEY_ORDER["capabilities"])
-    spec["process"] = _ordered(process, _KEY_ORDER["process"])
-    spec["root"] = _ordered(spec["root"], _KEY_ORDER["root"])
-    linux = spec["linux"]
-    if "resources" in linux:
-        linux["resources"] = _ordered(linux["resources"], _KEY_ORDER["resources"])
-    spec["linux"] = _ordered(linux, _KEY_ORDER["linux"])
-    return _ordered(spec, _KEY_ORDER["spec"])

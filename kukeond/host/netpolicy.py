@@ -27,6 +27,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import DNSLookupError
 
 from kukeond.base import naming
+from kukeond.host.cni import CNIError
 from kukeond.logs import Logger
 
 MASTER_CHAIN = "KUKEON-EGRESS"
@@ -350,8 +351,6 @@ class IptablesEnforcer:
         self._locks: dict[str, defer.DeferredLock] = {}
 
     async def _iptables(self, *args: str, check: bool = True) -> tuple[int, str]:
-        from kukeond.host.cni import CNIError  # the runner's failures; cni imports this module
-
         try:
             code, out, err = await self._run([self._binary, "-w", *args])
         except (CNIError, OSError) as exc:

@@ -31,22 +31,21 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from kukeond.containerd import archive
-from kukeond.containerd.pull import (
+from kukeond.containerd.distribution import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
-    ContentMismatch,
-    Credentials,
-    ImageReference,
-    PullError,
-    RegistryNotFound,
-    RegistryPuller,
-    RegistryUnauthorized,
-    _BlobSink,
     choose_platform,
     parse_challenges,
-    parse_reference,
-    pull_image,
 )
+from kukeond.containerd.errors import (
+    ContentMismatch,
+    PullError,
+    RegistryNotFound,
+    RegistryUnauthorized,
+)
+from kukeond.containerd.httpbody import BlobSink
+from kukeond.containerd.pull import Credentials, RegistryPuller, pull_image
+from kukeond.containerd.reference import ImageReference, parse_reference
 
 USER, PASSWORD = "kuke", "s3cret"
 
@@ -700,7 +699,7 @@ class BlobSinkTests(SynchronousTestCase):
             d.callback(fn(*args, **kwargs))
 
     def sink(self, run):
-        sink = _BlobSink(self.clock, self.path, run, 10, self.done, lambda size: None)
+        sink = BlobSink(self.clock, self.path, run, 10, self.done, lambda size: None)
         sink.makeConnection(self.transport)
         return sink
 

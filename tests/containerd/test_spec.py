@@ -9,11 +9,13 @@ import subprocess
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond.containerd import spec as oci
+from kukeond.containerd.capabilities import ALL_CAPABILITIES, capabilities_up_to
+from kukeond.containerd.defaultspec import DEFAULT_PATH_ENV, default_spec
+from kukeond.containerd.mounts import Mount
 from kukeond.containerd.spec import (
     Capabilities,
     Device,
     ImageConfig,
-    Mount,
     Namespace,
     Resources,
     Rlimit,
@@ -92,7 +94,7 @@ def _build(**kwargs):
 
 class DefaultSpecTests(SynchronousTestCase):
     def test_default_equals_containerd(self):
-        self.assertEqual(oci.default_spec(), CONTAINERD_DEFAULT_SPEC)
+        self.assertEqual(default_spec(), CONTAINERD_DEFAULT_SPEC)
 
     def test_build_without_options_equals_containerd(self):
         self.assertEqual(_build(), CONTAINERD_DEFAULT_SPEC)
@@ -115,7 +117,7 @@ class DefaultSpecTests(SynchronousTestCase):
 
     def test_default_path_env(self):
         spec = build_spec(SpecOptions())
-        self.assertEqual(spec["process"]["env"], [oci.DEFAULT_PATH_ENV])
+        self.assertEqual(spec["process"]["env"], [DEFAULT_PATH_ENV])
 
     def test_result_is_not_shared(self):
         first = _build()
@@ -151,13 +153,13 @@ class ImageConfigTests(SynchronousTestCase):
         )
         process = spec["process"]
         # The default PATH comes after the image and wins, as in the reference daemon.
-        self.assertEqual(process["env"], [oci.DEFAULT_PATH_ENV, "HOME=/root"])
+        self.assertEqual(process["env"], [DEFAULT_PATH_ENV, "HOME=/root"])
         self.assertEqual(process["args"], ["/entry", "a", "b"])
         self.assertEqual(process["cwd"], "/srv")
 
     def test_image_without_env_gets_default_path(self):
         spec = _build(image_config=ImageConfig(cmd=("sh",)))
-        self.assertEqual(spec["process"]["env"], [oci.DEFAULT_PATH_ENV])
+        self.assertEqual(spec["process"]["env"], [DEFAULT_PATH_ENV])
         self.assertEqual(spec["process"]["cwd"], "/")
 
     def test_image_user_name_resolved_with_supplementary_groups(self):
@@ -191,7 +193,7 @@ class ProcessTests(SynchronousTestCase):
                 env=("B=3", "C=4", "A"),
             )
         )
-        self.assertEqual(spec["process"]["env"], ["B=3", oci.DEFAULT_PATH_ENV, "C=4"])
+        self.assertEqual(spec["process"]["env"], ["B=3", DEFAULT_PATH_ENV, "C=4"])
 
     def test_merge_env_later_duplicate_wins(self):
         self.assertEqual(oci.merge_env([], ["X=1", "X=2"]), ["X=2"])
@@ -331,7 +333,7 @@ class SecurityTests(SynchronousTestCase):
 
     def test_add_all(self):
         spec = _build(capabilities=Capabilities(add=("ALL",)))
-        self.assertEqual(sorted(self.caps(spec)["bounding"]), sorted(oci.ALL_CAPABILITIES))
+        self.assertEqual(sorted(self.caps(spec)["bounding"]), sorted(ALL_CAPABILITIES))
 
     def test_readonly_rootfs(self):
         self.assertEqual(_build(readonly_rootfs=True)["root"], {"path": "rootfs", "readonly": True})
@@ -358,8 +360,8 @@ class SecurityTests(SynchronousTestCase):
             devices=(Device("/dev/kvm", "c", 10, 232, 0o660, 0, 0),),
             mounts=(Mount.cgroup(readonly=True),),
         )
-        self.assertEqual(self.caps(spec)["bounding"], list(oci.ALL_CAPABILITIES))
-        self.assertEqual(self.caps(spec)["effective"], list(oci.ALL_CAPABILITIES))
+        self.assertEqual(self.caps(spec)["bounding"], list(ALL_CAPABILITIES))
+        self.assertEqual(self.caps(spec)["effective"], list(ALL_CAPABILITIES))
         self.assertNotIn("maskedPaths", spec["linux"])
         self.assertNotIn("readonlyPaths", spec["linux"])
         sysfs = next(m for m in spec["mounts"] if m["type"] == "sysfs")
@@ -386,8 +388,8 @@ class SecurityTests(SynchronousTestCase):
         self.assertIn("CAP_NET_ADMIN", self.caps(spec)["bounding"])
 
     def test_capabilities_up_to(self):
-        self.assertEqual(oci.capabilities_up_to(37)[-1], "CAP_AUDIT_READ")
-        self.assertEqual(len(oci.capabilities_up_to(40)), 41)
+        self.assertEqual(capabilities_up_to(37)[-1], "CAP_AUDIT_READ")
+        self.assertEqual(len(capabilities_up_to(40)), 41)
 
 
 class LinuxTests(SynchronousTestCase):

@@ -49,7 +49,7 @@ from kukeond.base import naming
 from kukeond.client import APIError, BlockingClient, ClientError, KukeonClient
 from kukeond.containerd.grpc import GrpcContainerd
 from kukeond.host.cgroups import detect_cgroups
-from kukeond.host.cni import masquerade_chain
+from kukeond.host.cninetwork import masquerade_chain
 from tests.network.hostenv import (
     free_parent_cidr,
     link_exists,

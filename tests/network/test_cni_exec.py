@@ -9,8 +9,10 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from kukeond.base import naming
-from kukeond.host import cni
-from kukeond.host.cni import CniNetwork, CNIPluginError, CNITimeout, ProcessRunner
+from kukeond.host import cninetwork
+from kukeond.host.cni import CNIPluginError, CNITimeout
+from kukeond.host.cninetwork import CniNetwork
+from kukeond.host.process import ProcessRunner
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test
@@ -103,15 +105,15 @@ class PluginExecTests(TestCase):
 
             return record
 
-        for name in ("write_file_atomic", "_remove_file"):
-            self.patch(cni, name, recording(getattr(cni, name)))
+        for name in ("write_file_atomic", "remove_file"):
+            self.patch(cninetwork, name, recording(getattr(cninetwork, name)))
         await self.net.attach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
         cache = os.path.join(self.run_path, "cache", "results")
         with open(os.path.join(cache, "r-s-s_k_c_root-eth0")) as handle:
             self.assertEqual(json.load(handle)["result"], RESULT)
         await self.net.detach("s_k_c_root", "/proc/1/ns/net", self.sn.conflist_path)
         self.assertEqual(os.listdir(cache), [])
-        self.assertEqual([t[0] for t in threads], ["write_file_atomic", "_remove_file"])
+        self.assertEqual([t[0] for t in threads], ["write_file_atomic", "remove_file"])
         main = threading.current_thread().name
         self.assertNotIn(main, [t[1] for t in threads])
 

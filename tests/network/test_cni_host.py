@@ -7,7 +7,9 @@ from twisted.trial.unittest import TestCase
 
 from kukeond.base import naming
 from kukeond.host import netpolicy
-from kukeond.host.cni import CNIPluginNotFound, ProcessRunner, masquerade_chain
+from kukeond.host.cni import CNIPluginNotFound
+from kukeond.host.cninetwork import masquerade_chain
+from kukeond.host.process import ProcessRunner
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test
 from tests.network.test_network import real_network

@@ -10,14 +10,14 @@ from zope.interface.verify import verifyObject
 
 from kukeond.base import naming
 from kukeond.host.cni import (
-    CniNetwork,
     CNIPluginNotFound,
     INetwork,
     NetworkAlreadyExists,
     NetworkConfigNotLoaded,
-    render_conflist,
 )
+from kukeond.host.cninetwork import CniNetwork
 from kukeond.host.netpolicy import EgressInvalidDefault
+from kukeond.host.spacefiles import render_conflist
 from kukeond.host.subnets import SubnetAllocator
 from tests.network import hostenv
 from tests.network.hostenv import coroutine_test

@@ -20,9 +20,8 @@ from kukeond.host.cni import (
     INetwork,
     NetworkConfigNotLoaded,
     SpaceNetwork,
-    _conflist_subnet,
-    _SpaceFiles,
 )
+from kukeond.host.spacefiles import SpaceFiles, conflist_subnet
 from kukeond.host.subnets import SubnetAllocator
 
 
@@ -42,7 +41,7 @@ class FakeNetwork:
         allocator: SubnetAllocator | None = None,
         missing_plugins: Sequence[str] = (),
     ) -> None:
-        self._files = _SpaceFiles(run_path, allocator)
+        self._files = SpaceFiles(run_path, allocator)
         self.missing_plugins = set(missing_plugins)
         self.attached: dict[tuple[str, str, str], str] = {}
         self.bridges: set[str] = set()
@@ -115,8 +114,8 @@ class FakeNetwork:
                     f'(add): failed to find plugin "{kind}" in path',
                 )
         key = (name, container_id, ifname)
-        plugin = _SpaceFiles.bridge_plugin(doc)
-        subnet = ipaddress.IPv4Network(_conflist_subnet(plugin) or "", strict=False)
+        plugin = SpaceFiles.bridge_plugin(doc)
+        subnet = ipaddress.IPv4Network(conflist_subnet(plugin) or "", strict=False)
         if key in self.attached:
             ip = self.attached[key]
             return AttachResult(ip, _fake_result(ip, subnet, ifname), reused=True)

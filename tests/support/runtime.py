@@ -22,7 +22,7 @@ from kukeond.config import DaemonConfig
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import detect_cgroups
-from kukeond.host.cni import CniNetwork
+from kukeond.host.cninetwork import CniNetwork
 from kukeond.host.subnets import SubnetAllocator
 from kukeond.store.metadata import MetadataStore
 from tests.support.fake_cgroups import FakeCgroups
