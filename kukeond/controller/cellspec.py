@@ -27,6 +27,7 @@ from kukeond.api.v1beta1 import VOLUME_BIND, VOLUME_TMPFS, ContainerSpec
 from kukeond.base import naming
 from kukeond.containerd import spec as oci
 from kukeond.containerd.model import ImageRuntimeConfig
+from kukeond.containerd.mounts import Mount
 
 CNI_ANNOTATION = "io.kukeon.cni.config"
 PROFILE_LABEL = "kukeon.io/profile"
@@ -140,22 +141,20 @@ def process_args(container: ContainerSpec, root: bool) -> tuple[str, ...]:
     return ()
 
 
-def volume_mounts(container: ContainerSpec) -> list[oci.Mount]:
+def volume_mounts(container: ContainerSpec) -> list[Mount]:
     """Bind and tmpfs volumes of ``spec.volumes`` (validated beforehand)."""
     mounts = []
     for volume in container.volumes or []:
         if volume.kind == VOLUME_TMPFS:
             mounts.append(
-                oci.Mount.tmpfs(
-                    volume.target, volume.sizeBytes, volume.mode or None, volume.readOnly
-                )
+                Mount.tmpfs(volume.target, volume.sizeBytes, volume.mode or None, volume.readOnly)
             )
         elif volume.kind in ("", VOLUME_BIND) and volume.source and volume.target:
-            mounts.append(oci.Mount.bind(volume.source, volume.target, volume.readOnly))
+            mounts.append(Mount.bind(volume.source, volume.target, volume.readOnly))
     return mounts
 
 
-def tmpfs_mounts(container: ContainerSpec) -> list[oci.Mount]:
+def tmpfs_mounts(container: ContainerSpec) -> list[Mount]:
     """``spec.tmpfs`` entries: ``nosuid,nodev``, ``size=`` when set, then the given options."""
     mounts = []
     for entry in container.tmpfs or []:
@@ -166,7 +165,7 @@ def tmpfs_mounts(container: ContainerSpec) -> list[oci.Mount]:
         if entry.sizeBytes > 0:
             options.append(f"size={entry.sizeBytes}")
         options.extend(entry.options or [])
-        mounts.append(oci.Mount(path, "tmpfs", "tmpfs", tuple(options)))
+        mounts.append(Mount(path, "tmpfs", "tmpfs", tuple(options)))
     return mounts
 
 
@@ -191,7 +190,7 @@ def build_container_spec(
     seccomp_profile: Mapping[str, Any] | None = None,
     kuketty: Kuketty | None = None,
     secret_env: Sequence[str] = (),
-    secret_mounts: Sequence[oci.Mount] = (),
+    secret_mounts: Sequence[Mount] = (),
 ) -> tuple[dict[str, Any], list[str]]:
     """Return ``(OCI spec, workload argv)`` for ``container`` (containerd ID ``cid``).
 
@@ -213,8 +212,8 @@ def build_container_spec(
 
     mounts = []
     if ctx.etc_hosts:
-        mounts.append(oci.Mount.bind(ctx.etc_hosts, "/etc/hosts", readonly=True))
-    mounts.append(oci.Mount.bind(ctx.etc_hostname, "/etc/hostname", readonly=True))
+        mounts.append(Mount.bind(ctx.etc_hosts, "/etc/hosts", readonly=True))
+    mounts.append(Mount.bind(ctx.etc_hostname, "/etc/hostname", readonly=True))
     host_namespaces = set()
     if container.hostNetwork:
         host_namespaces.add("network")
@@ -224,7 +223,7 @@ def build_container_spec(
     if not container.hostCgroup:
         namespaces.append(oci.Namespace("cgroup"))
         if ctx.nested_cgroup:
-            mounts.append(oci.Mount.cgroup())
+            mounts.append(Mount.cgroup())
     for ns_type, path in (join or {}).items():
         namespaces.append(oci.Namespace(ns_type, path))
     mounts.extend(volume_mounts(container))
@@ -237,9 +236,9 @@ def build_container_spec(
             )
         mounts.extend(
             [
-                oci.Mount.bind(kuketty.binary, KUKETTY_IN_CONTAINER, readonly=True),
-                oci.Mount.bind(kuketty.tty_dir, TTY_IN_CONTAINER),
-                oci.Mount.bind(kuketty.metadata, KUKETTY_METADATA_IN_CONTAINER, readonly=True),
+                Mount.bind(kuketty.binary, KUKETTY_IN_CONTAINER, readonly=True),
+                Mount.bind(kuketty.tty_dir, TTY_IN_CONTAINER),
+                Mount.bind(kuketty.metadata, KUKETTY_METADATA_IN_CONTAINER, readonly=True),
             ]
         )
     caps = container.capabilities

@@ -27,7 +27,8 @@ PULL_TIMEOUT = 600.0
 
 def credentials_for(image: str, entries: Iterable[RegistryCredentials]) -> Any:
     """The ``pull.Credentials`` for ``image`` among a realm's entries, or ``None``."""
-    from kukeond.containerd.pull import Credentials, parse_reference
+    from kukeond.containerd.pull import Credentials
+    from kukeond.containerd.reference import parse_reference
 
     host = parse_reference(image).registry
     fallback = None

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from kukeond.api.v1beta1 import ContainerSpec
 from kukeond.base.atomic import replace_file
-from kukeond.containerd import spec as oci
+from kukeond.containerd.mounts import Mount
 from kukeond.errors import KukeonError
 
 FILE_MODE = 0o400
@@ -37,7 +37,7 @@ class Resolved:
     """What a container's secrets add to its runtime spec, and the files staged for them."""
 
     env: list[str] = field(default_factory=list)
-    mounts: list[oci.Mount] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
 
@@ -160,7 +160,7 @@ def resolve(
                     f"{_q(entry.name)}): {exc.strerror or exc}"
                 ) from None
             out.files.append(path)
-            out.mounts.append(oci.Mount.bind(path, entry.mount_path, readonly=True))
+            out.mounts.append(Mount.bind(path, entry.mount_path, readonly=True))
     except BaseException:
         remove_staged(secrets_dir, cid)
         raise

@@ -38,8 +38,8 @@ class HostFailureReportingTests(TestCase):
     @defer.inlineCallbacks
     def test_host_failures_become_unknown_errors_not_bugs(self):
         from kukeond.containerd.errors import Unavailable
-        from kukeond.handlers.registry import reporting_host_failures
         from kukeond.errors import KukeonError
+        from kukeond.handlers.registry import reporting_host_failures
 
         async def handler(args):
             raise Unavailable("failed to connect to containerd at unix:///x: gone")
