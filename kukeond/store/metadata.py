@@ -315,7 +315,8 @@ class MetadataStore:
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
-            return self._absent(key)
+            self._absent(key)
+            return None
         cached = self._files.get(key)
         if cached is not None and cached.version == _version_of(st) and not _racy(st.st_mtime_ns):
             return cached
@@ -327,7 +328,8 @@ class MetadataStore:
         """Read the file: its version (recorded) and document (``None``: absent or unusable)."""
         got = self._read(key, path)
         if got is None:
-            return self._absent(key), None
+            self._absent(key)
+            return None, None
         stored, doc = got
         if cached is not None and cached.same_content(stored):
             stored = cached  # the same content keeps its decoded values
