@@ -1,4 +1,4 @@
-"""The daemon process starts without TLS machinery, and a pull can still speak TLS."""
+"""The daemon process starts without TLS machinery or YAML, and a pull can still speak TLS."""
 
 import os
 import shutil
@@ -13,8 +13,8 @@ from kukeond.startup import install_reactor
 from tests.daemon.test_listener import short_tmpdir
 from tests.daemon.test_process import ROOT, wait_for
 
-# Extension modules that only pyOpenSSL's stack maps into the process.
-TLS_LIBRARIES = ("cryptography", "_cffi_backend")
+# Extension modules of pyOpenSSL's stack, and PyYAML's (no configuration file, no apply).
+RARE_LIBRARIES = ("cryptography", "_cffi_backend", "/yaml/")
 
 
 def mapped_files(pid: int) -> set[str]:
@@ -23,7 +23,7 @@ def mapped_files(pid: int) -> set[str]:
 
 
 class StartupTests(TestCase):
-    def test_serving_daemon_has_no_tls_libraries(self):
+    def test_serving_daemon_maps_no_tls_or_yaml_library(self):
         directory = short_tmpdir(self)
         pid_file = os.path.join(directory, "kukeond.pid")
         flags = [
@@ -50,7 +50,7 @@ class StartupTests(TestCase):
         self.addCleanup(stop)
         self.assertTrue(wait_for(lambda: os.path.exists(pid_file) or proc.poll() is not None))
         self.assertIsNone(proc.poll(), "the daemon exited")
-        loaded = [path for path in mapped_files(proc.pid) if any(n in path for n in TLS_LIBRARIES)]
+        loaded = [path for path in mapped_files(proc.pid) if any(n in path for n in RARE_LIBRARIES)]
         self.assertEqual(loaded, [])
         self.assertTrue(any("cygrpc" in path for path in mapped_files(proc.pid)))
 
