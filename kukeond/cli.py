@@ -11,14 +11,23 @@ import signal
 import sys
 from typing import cast
 
-from twisted.internet.interfaces import IReactorThreads
-from twisted.logger import FilteringLogObserver, LogLevelFilterPredicate, globalLogBeginner
-from twisted.python import usage
+# Before anything imports Twisted's transports (see kukeond.startup).
+from kukeond.startup import install_reactor
 
-from kukeond.daemon import StartupError
-from kukeond.listener import ListenerError
-from kukeond.logs import logfmt_observer, parse_level
-from kukeond.tap import Options, makeService
+install_reactor()
+
+from twisted.internet.interfaces import IReactorThreads  # noqa: E402
+from twisted.logger import (  # noqa: E402
+    FilteringLogObserver,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+)
+from twisted.python import usage  # noqa: E402
+
+from kukeond.daemon import StartupError  # noqa: E402
+from kukeond.listener import ListenerError  # noqa: E402
+from kukeond.logs import logfmt_observer, parse_level  # noqa: E402
+from kukeond.tap import Options, makeService  # noqa: E402
 
 
 def _start_logging(level_name: str) -> None:

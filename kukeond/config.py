@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 DEFAULT_CONFIGURATION = "/etc/kukeon/kukeond.yaml"
 DEFAULT_RECONCILE_SECONDS = 30.0
 
@@ -261,6 +259,8 @@ def load_server_configuration(path: str) -> dict[str, Any]:
         return {}
     except OSError as e:
         raise ConfigurationError(f"read server configuration {path!r}: {e.strerror}") from None
+    import yaml  # here: a daemon without a configuration file does without it
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -14,10 +14,10 @@ import errno
 import os
 import socket
 import stat
+import sys
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 
 from kukeond.logs import Logger
@@ -78,8 +78,12 @@ def systemd_activated() -> bool:
 
     Twisted reads (and clears) ``LISTEN_FDS``/``LISTEN_PID`` when its endpoint
     module is imported, which under twistd happens before our code runs, so
-    the inherited descriptors are asked of its ``systemd:`` parser.
+    the inherited descriptors are asked of its ``systemd:`` parser. That
+    module loads pyOpenSSL (see :mod:`kukeond.startup`), so it is imported
+    only when it was already, or when the environment names sockets.
     """
+    if "twisted.internet.endpoints" not in sys.modules and "LISTEN_FDS" not in os.environ:
+        return False
     from twisted.internet.endpoints import _SystemdParser
 
     return bool(_SystemdParser._sddaemon.inheritedDescriptors())
@@ -123,6 +127,8 @@ class ListenerService(Service):
 
     def _listen(self) -> None:
         if systemd_activated():
+            from twisted.internet.endpoints import serverFromString
+
             d = serverFromString(self._reactor, "systemd:domain=UNIX:index=0").listen(self.factory)
             self._port = _result_now(d)
             self._owns_socket = False

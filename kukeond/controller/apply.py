@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, yamldoc
+from kukeond.api import docrules
 from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import GoStruct
 from kukeond.controller import cells
@@ -68,8 +68,6 @@ CONTAINER_FIELDS = (
 """Container fields an apply compares; the first three need the container recreated."""
 
 RUNTIME_FIELDS = frozenset(("image", "command", "args"))
-
-_ORDER = {kind: i for i, kind in enumerate(yamldoc.KINDS)}
 
 
 class Breaking(Exception):
@@ -179,8 +177,11 @@ class Applier:
         ``failed`` with the reference's line for them; the valid ones are
         applied in kind order (parents first) all the same.
         """
+        from kukeond.api import yamldoc  # with PyYAML: loaded by the first apply
+
         parsed, rejected = yamldoc.parse_documents(raw)
-        ordered = sorted(parsed, key=lambda p: (_ORDER[p.kind], p.index))
+        order = {kind: i for i, kind in enumerate(yamldoc.KINDS)}
+        ordered = sorted(parsed, key=lambda p: (order[p.kind], p.index))
         done = [
             Applied(bad.index, bad.kind, bad.name, FAILED, str(bad), None, {}) for bad in rejected
         ]

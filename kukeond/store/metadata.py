@@ -9,13 +9,19 @@ Other writers share the tree: ``kuke delete -f`` and ``kuke --no-daemon``
 run the reference's controller in-process on the run path, and a second
 daemon may take the host over. So:
 
-* Every read reflects the disk. A document is cached per *version*, the
-  file's ``(inode, mtime, size)``; each read stats the file (a couple of
-  microseconds on a local file system) and parses it again only when it
-  changed. A directory's listing is cached per the directory's own
-  ``(inode, mtime)``, which moves whenever an entry is added or removed.
-  A version touched within :data:`RACY_NS` is never trusted from the cache,
-  since two writes within one timestamp tick can look alike.
+* Every read reflects the disk. The index knows each file by *version*,
+  its ``(inode, mtime, size)``, plus a digest of its content; each read
+  stats the file (a couple of microseconds on a local file system) and reads
+  it again only when it changed. The documents themselves are not held: a
+  decoded JSON tree costs about 7 KiB per cell, and the page cache keeps the
+  file, so :meth:`MetadataStore.get` reads and parses it (about 20 us for a
+  cell, twice the deep copy of a held tree; the hot reads go through
+  :meth:`MetadataStore.decoded` instead). A directory's listing is cached
+  per the directory's own ``(inode, mtime)``, which moves whenever an entry
+  is added or removed. A version touched within :data:`RACY_NS` is never
+  trusted from the cache, since two writes within one timestamp tick can
+  look alike; a re-read of such a file that finds the same digest keeps
+  what was decoded.
 * No write replaces a document that changed on disk since the daemon last
   saw it: :meth:`MetadataStore.put` compares the file's version with the
   one expected (by default the last the daemon read or wrote, or an explicit
@@ -31,7 +37,7 @@ daemon may take the host over. So:
   ``inline=True`` runs the work in the calling thread (tests, tools).
 * :meth:`MetadataStore.decoded` keeps one decoded object per document
   version (its class is the caller's business), so hot reads skip both the
-  copy and the decode.
+  read and the decode; only what callers ask for this way is held.
 * :meth:`MetadataStore.lock` hands out one lock per key; request handlers and
   the reconciler hold it around read-modify-write of a document.
 * :meth:`MetadataStore.load` sweeps the temp files an interrupted write left
@@ -41,6 +47,7 @@ daemon may take the host over. So:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -173,14 +180,30 @@ def _racy(mtime_ns: int) -> bool:
     return time.time_ns() - mtime_ns < RACY_NS
 
 
-@dataclass(eq=False)
+def _digest(raw: bytes) -> bytes:
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+@dataclass(eq=False, slots=True)
 class _Stored:
-    """One version of one metadata file: its document, or why it is unusable."""
+    """One version of one metadata file: a digest of its content, or why it is unusable.
+
+    The document is not kept (the disk has it); ``decoded`` holds what
+    :meth:`MetadataStore.decoded` computed from this version.
+    """
 
     version: Version
-    doc: Document | None
+    digest: bytes | None
     corrupt: MetadataCorrupt | None = None
     decoded: dict[Callable[[Document], Any], Any] = field(default_factory=dict)
+
+    def same_content(self, other: _Stored) -> bool:
+        """Whether ``other`` is this version with this content (and usable)."""
+        return (
+            self.digest is not None
+            and self.version == other.version
+            and self.digest == other.digest
+        )
 
 
 def _file_names(directory: str) -> list[str]:
@@ -291,7 +314,7 @@ class MetadataStore:
         return path
 
     def _current(self, key: Key) -> _Stored | None:
-        """The file's current version, parsed only when it changed; ``None`` if absent."""
+        """The file's current version, read only when it changed; ``None`` if absent."""
         path = self._path(key)
         try:
             st = os.stat(path)
@@ -301,15 +324,35 @@ class MetadataStore:
         cached = self._files.get(key)
         if cached is not None and cached.version == _version_of(st) and not _racy(st.st_mtime_ns):
             return cached
-        stored = self._read(key, path)
-        if stored is None:
+        return self._fetch(key, path, cached)[0]
+
+    def _fetch(
+        self, key: Key, path: str, cached: _Stored | None
+    ) -> tuple[_Stored | None, Document | None]:
+        """Read the file: its version (recorded) and document (``None``: absent or unusable)."""
+        got = self._read(key, path)
+        if got is None:
             self._absent(key)
-            return None
-        if cached is not None and cached.version == stored.version and cached.doc == stored.doc:
-            stored = cached  # a racy re-read of the same content keeps its decoded values
+            return None, None
+        stored, doc = got
+        if cached is not None and cached.same_content(stored):
+            stored = cached  # the same content keeps its decoded values
         self._files[key] = stored
         self._observe(key, stored.version)
-        return stored
+        return stored, doc
+
+    def _document(self, key: Key) -> tuple[_Stored, Document] | None:
+        """The usable current version of ``key`` and its document, read from the disk.
+
+        ``None`` when absent; raises :class:`MetadataCorrupt` when unusable.
+        """
+        stored, doc = self._fetch(key, self._path(key), self._files.get(key))
+        if stored is None:
+            return None
+        if stored.corrupt is not None:
+            raise stored.corrupt
+        assert doc is not None
+        return stored, doc
 
     def _absent(self, key: Key) -> None:
         self._files.pop(key, None)
@@ -321,8 +364,8 @@ class MetadataStore:
         if key not in self._pending:
             self._seen[key] = version
 
-    def _read(self, key: Key, path: str) -> _Stored | None:
-        """The file's content with the version of exactly what was read."""
+    def _read(self, key: Key, path: str) -> tuple[_Stored, Document | None] | None:
+        """The file's document with the version of exactly what was read; ``None`` if absent."""
         try:
             with open(path, "rb") as fh:
                 version = _version_of(os.fstat(fh.fileno()))
@@ -332,13 +375,14 @@ class MetadataStore:
         except OSError as exc:
             return self._unusable(key, path, file_version(path) or (0, 0, 0), str(exc))
         try:
-            return _Stored(version, parse_document(raw))
+            doc = parse_document(raw)
         except ValueError as exc:
             return self._unusable(key, path, version, str(exc))
+        return _Stored(version, _digest(raw)), doc
 
-    def _unusable(self, key: Key, path: str, version: Version, reason: str) -> _Stored:
+    def _unusable(self, key: Key, path: str, version: Version, reason: str) -> tuple[_Stored, None]:
         self.log.warn("skipping unreadable metadata {path}: {reason}", path=path, reason=reason)
-        return _Stored(version, None, MetadataCorrupt(key, path, reason))
+        return _Stored(version, None, MetadataCorrupt(key, path, reason)), None
 
     def _subdirs(self, key: Key) -> tuple[str, ...]:
         """Names of the directories below ``key``'s directory that could hold resources."""
@@ -370,7 +414,7 @@ class MetadataStore:
     def exists(self, key: Key) -> bool:
         """Whether a usable document is stored under ``key``."""
         stored = self._current(_check_key(key))
-        return stored is not None and stored.doc is not None
+        return stored is not None and stored.corrupt is None
 
     def _usable(self, key: Key) -> _Stored | None:
         stored = self._current(_check_key(key))
@@ -381,12 +425,12 @@ class MetadataStore:
         return stored
 
     def get(self, key: Key) -> Document | None:
-        """A copy of the document under ``key``; ``None`` if absent.
+        """The document under ``key``, read from the disk (the caller's own); ``None`` if absent.
 
         Raises :class:`MetadataCorrupt` if the file exists but is unusable.
         """
-        stored = self._usable(key)
-        return None if stored is None else copy_json(stored.doc)
+        found = self._document(_check_key(key))
+        return None if found is None else found[1]
 
     def version(self, key: Key) -> Version | None:
         """The version of ``key`` the daemon last read or wrote (``None``: absent).
@@ -412,8 +456,19 @@ class MetadataStore:
         values = stored.decoded
         if decode in values:
             return values[decode]
-        assert stored.doc is not None  # a usable version has its document
-        value = values[decode] = decode(stored.doc)
+        value = self._decode(key, decode)
+        return None if value is _ABSENT else value
+
+    def _decode(self, key: Key, decode: Callable[[Document], Any]) -> Any:
+        """Read ``key`` and decode it, kept with the version read; ``_ABSENT`` if it vanished."""
+        found = self._document(key)
+        if found is None:
+            return _ABSENT
+        stored, doc = found
+        values = stored.decoded
+        value = values.get(decode, _ABSENT)
+        if value is _ABSENT:  # a version other than the one stat saw may have been read
+            value = values[decode] = decode(doc)
         return value
 
     def children(self, key: Key = ()) -> list[str]:
@@ -427,18 +482,21 @@ class MetadataStore:
         out = []
         for name in self._subdirs(key):
             stored = self._current((*key, name))
-            if stored is not None and stored.doc is not None:
+            if stored is not None and stored.corrupt is None:
                 out.append(name)
         return out
 
     def documents(self, key: Key = ()) -> list[tuple[Key, Document]]:
-        """``(key, copy of document)`` of every resource directly below ``key``, sorted."""
+        """``(key, document)`` of every resource directly below ``key``, sorted, read from disk."""
         key = _check_key(key, allow_empty=True)
+        if len(key) == 4:
+            return []
         out = []
-        for name in self.children(key):
-            stored = self._files.get((*key, name))
-            if stored is not None and stored.doc is not None:
-                out.append(((*key, name), copy_json(stored.doc)))
+        for name in self._subdirs(key):
+            child = (*key, name)
+            stored, doc = self._fetch(child, self._path(child), self._files.get(child))
+            if stored is not None and doc is not None:
+                out.append((child, doc))
         return out
 
     def keys(self, depth: int, under: Key = ()) -> list[Key]:
@@ -477,12 +535,16 @@ class MetadataStore:
             for name in self._subdirs(parent):
                 key = (*parent, name)
                 stored = self._current(key)
-                if stored is None or stored.doc is None:
+                if stored is None or stored.corrupt is not None:
                     continue
-                values = stored.decoded
-                value = values.get(decode, _ABSENT)
+                value = stored.decoded.get(decode, _ABSENT)
                 if value is _ABSENT:
-                    value = values[decode] = decode(stored.doc)
+                    try:
+                        value = self._decode(key, decode)
+                    except MetadataCorrupt:  # changed since the stat: skipped like the others
+                        continue
+                    if value is _ABSENT:
+                        continue
                 out.append((key, value))
         return out
 
@@ -532,7 +594,7 @@ class MetadataStore:
 
         def written(outcome: tuple[bool, Version]) -> Document:
             existed, version = outcome
-            self._files[key] = _Stored(version, stored)
+            self._files[key] = _Stored(version, _digest(data))
             if existed:
                 self.log.info("metadata file already exists, overwriting: {path}", path=path)
             else:
