@@ -274,7 +274,7 @@ class Map(GoType):
             self.encode = gojson.sorted_map
         else:
             self.encode = lambda v: (
-                None if v is None else {k: enc(x) for k, x in gojson.sorted_map(v).items()}
+                None if v is None else {k: enc(x) for k, x in (gojson.sorted_map(v) or {}).items()}
             )
 
     def decode(self, raw: Any) -> dict | None:
@@ -371,7 +371,11 @@ class GoStruct:
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        enc, dec, fold, scalar, mutable = [], {}, {}, {}, []
+        enc: list[tuple] = []
+        dec: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+        fold: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+        scalar: dict[str, Any] = {}
+        mutable: list[tuple] = []
         for entry in cls.fields:
             key, t = entry[0], as_type(entry[1])
             omitempty = len(entry) > 2 and entry[2]
