@@ -27,8 +27,9 @@ fatal for its connection.
 
 Between pieces the worker checks whether it was cancelled (the connection
 closed, the daemon stops), so it never runs on for long after that, and it
-yields the GIL (``time.sleep(0)``), so a reactor thread that waits for it
-gets it at once instead of after the interpreter's switch interval.
+lets go of the GIL for a moment (``time.sleep(0)``), which a reactor thread
+waiting for it may take then, rather than only when the interpreter's
+switch interval (5 ms) forces a hand-over.
 """
 
 from __future__ import annotations
