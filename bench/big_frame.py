@@ -6,7 +6,8 @@ Starts the daemon as ``bench/rpc.py`` does (no containerd), then, per run:
   (base64 of random bytes, for a realm that does not exist: the daemon
   decodes all of it, then answers ``RealmNotFound``);
 * meanwhile this process sends Pings on another connection in a closed loop
-  (send, wait for the answer, send the next) and times each.
+  (send, wait for the answer, send the next) and times each;
+* the same frame is also sent once with no Pings, for the decode's own time.
 
 Prints the Ping latencies (count, p50, p99, max) before the big frame,
 while it is being sent, and while it is being decoded (from its last byte
@@ -105,18 +106,26 @@ def peak_rss_mib(pid: int) -> float:
     return -1.0
 
 
-def one_run(sock_path: str, mb: int, pinger: Pinger) -> None:
+def big_frame(sock_path: str, mb: int, pinger: Pinger | None) -> tuple:
+    """Send one big frame from a child process; Ping meanwhile when given a pinger."""
     parent, child = multiprocessing.Pipe()
     proc = multiprocessing.get_context("fork").Process(target=send_big, args=(sock_path, mb, child))
     proc.start()
     size = parent.recv()
-    before = pinger.loop(1.0)
+    before = pinger.loop(1.0) if pinger is not None else []
     parent.send("go")
     during = []
-    while not parent.poll():
+    while pinger is not None and not parent.poll():
         during.append(pinger.ping())
     started, sent, replied, answer = parent.recv()
     proc.join()
+    return size, before, during, started, sent, replied, answer
+
+
+def one_run(sock_path: str, mb: int, pinger: Pinger) -> None:
+    alone = big_frame(sock_path, mb, None)
+    print(f"  no other client: last byte sent -> reply {alone[5] - alone[4]:.2f} s")
+    size, before, during, started, sent, replied, answer = big_frame(sock_path, mb, pinger)
     upload = [lat for at, lat in during if at < sent]
     decode = [lat for at, lat in during if at >= sent]
     # A Ping sent during the upload but answered after it belongs to both.
