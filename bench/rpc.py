@@ -32,7 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PING = b'{"method":"KukeonV1.Ping","params":[{}],"id":%d}'
 
 
-def start_daemon(directory: str) -> tuple[subprocess.Popen, str]:
+def start_daemon(directory: str, root: str = ROOT) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m kukeond.cli serve`` from the source tree ``root`` (this one by default)."""
     sock = os.path.join(directory, "kukeond.sock")
     proc = subprocess.Popen(
         [
@@ -43,8 +44,8 @@ def start_daemon(directory: str) -> tuple[subprocess.Popen, str]:
             "--reconcile-interval", "0", "--log-level", "warn",
             "--cgroup-root", "/kukeon-bench",
         ],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=root),
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not os.path.exists(os.path.join(directory, "kukeond.pid")):

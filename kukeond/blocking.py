@@ -18,14 +18,19 @@ DEFAULT_TIMEOUT = 60.0
 class BlockingPool:
     """A named, bounded thread pool, created on first use and stopped at reactor shutdown.
 
-    Every call gets a deadline: past it the Deferred fails with
-    ``twisted.internet.defer.TimeoutError`` (the thread itself cannot be
-    interrupted and finishes on its own). A call after :meth:`stop` starts a
-    fresh pool, since a stopped ``ThreadPool`` cannot be restarted.
+    Every call gets a deadline, unless the pool is made with ``timeout=None``:
+    past it the Deferred fails with ``twisted.internet.defer.TimeoutError``
+    (the thread itself cannot be interrupted and finishes on its own). A call
+    after :meth:`stop` starts a fresh pool, since a stopped ``ThreadPool``
+    cannot be restarted.
     """
 
     def __init__(
-        self, reactor: Any, name: str, max_threads: int = 2, timeout: float = DEFAULT_TIMEOUT
+        self,
+        reactor: Any,
+        name: str,
+        max_threads: int = 2,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self.name = name
         self._reactor = reactor
@@ -45,7 +50,10 @@ class BlockingPool:
             self._pool = pool
             self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._halt)
         d = deferToThreadPool(self._reactor, pool, fn, *args, **kwargs)
-        d.addTimeout(self._timeout if timeout is None else timeout, self._reactor)
+        if timeout is None:
+            timeout = self._timeout
+        if timeout is not None:
+            d.addTimeout(timeout, self._reactor)
         return d
 
     def stop(self) -> None:

@@ -25,7 +25,7 @@ from kukeond.host.subnets import SubnetAllocator
 from kukeond.listener import ListenerService
 from kukeond.logs import Logger, parse_level, set_level
 from kukeond.rpc.dispatch import Dispatcher, Handler
-from kukeond.rpc.protocol import KukeonFactory
+from kukeond.rpc.protocol import KukeonFactory, default_frame_decoder
 from kukeond.status import DaemonStatus
 from kukeond.store.metadata import MetadataStore
 
@@ -205,7 +205,11 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> OrderedServices:
     handlers = build_handlers(runtime)
     handlers["Status"] = status.handle
     dispatcher = Dispatcher(handlers)
-    factory = KukeonFactory(dispatcher, max_frame_bytes=config.max_frame_bytes)
+    factory = KukeonFactory(
+        dispatcher,
+        max_frame_bytes=config.max_frame_bytes,
+        frame_decoder=default_frame_decoder(reactor),
+    )
     status.factory = factory
     ListenerService(
         reactor,

@@ -130,3 +130,16 @@ class ShutdownTests(unittest.SynchronousTestCase):
         pool.stop()
         self.assertEqual(fake.triggers, [])
         self.assertEqual(pool_threads("kukeond-test-stop"), [])
+
+    def test_no_deadline(self):
+        fake = TriggerReactor()
+        pool = BlockingPool(fake, "kukeond-test-nodeadline", timeout=None)
+        self.addCleanup(pool.stop)
+        d = pool.run(lambda: 3)
+        self.assertEqual(fake.getDelayedCalls(), [])
+        fake.deliver()
+        self.assertEqual(self.successResultOf(d), 3)
+        d = pool.run(lambda: 4, timeout=5)  # a deadline of its own still applies
+        self.assertEqual(len(fake.getDelayedCalls()), 1)
+        fake.deliver()
+        self.assertEqual(self.successResultOf(d), 4)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Self, Union, get_args, get_origin
 
 from kukeond.base import gojson
+from kukeond.base.bigbytes import BytesBuilder
 
 # omitempty modes
 _NEVER = 0  # not tagged, or a struct/time (Go never omits those)
@@ -172,12 +173,43 @@ class _Int(GoType):
         raise _Mismatch(json_kind(raw), self.go_type)
 
 
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]*")
+
+
+def _illegal_base64(pos: int) -> DecodeError:
+    return DecodeError(f"illegal base64 data at input byte {pos}")
+
+
+class DecodedBytes:
+    """A ``[]byte`` value decoded ahead of its struct: the bytes, or the error text.
+
+    The RPC layer decodes the long base64 string of a large request off the
+    reactor thread, a piece at a time (:func:`decode_base64`), and puts this in
+    the parsed JSON where the string was; the struct decoder then takes the
+    outcome as it is, in field order, as if it had decoded the string itself.
+    """
+
+    __slots__ = ("data", "error")
+
+    def __init__(self, data: bytes | None = None, error: str | None = None) -> None:
+        self.data = data
+        self.error = error
+
+    def __repr__(self) -> str:
+        size = None if self.data is None else len(self.data)
+        return f"DecodedBytes(<{size} bytes>, error={self.error!r})"
+
+
 class _Bytes(GoType):
     go_type = "[]uint8"
 
     def decode(self, raw: Any) -> bytes | None:
         if raw is None:
             return None
+        if type(raw) is DecodedBytes:
+            if raw.error is not None:
+                raise DecodeError(raw.error)
+            return raw.data
         if not isinstance(raw, str):
             raise _Mismatch(json_kind(raw), self.go_type)
         if "\n" in raw or "\r" in raw:  # Go's decoder skips line breaks
@@ -187,16 +219,61 @@ class _Bytes(GoType):
                 return binascii.a2b_base64(raw, strict_mode=True)
             except binascii.Error:
                 pass
-        data = raw.encode("utf-8", "replace")
-        m = re.match(rb"[A-Za-z0-9+/]*", data)
-        pos = m.end() if m else 0
-        raise DecodeError(f"illegal base64 data at input byte {pos}")
+        m = _BASE64_RUN.match(raw.encode("utf-8", "replace"))
+        raise _illegal_base64(m.end() if m else 0)
 
     @staticmethod
     def encode(value: bytes | None) -> str | None:
         if value is None:
             return None
         return base64.b64encode(value).decode("ascii")
+
+
+def decode_base64(text: Any, piece: int, between: Callable[[], None]) -> bytes:
+    """Decode base64 ``text`` as a ``[]byte`` field does, ``piece`` characters per C call.
+
+    ``text`` is a bytes-like object holding no line breaks (the raw content
+    of a JSON string without escapes: a line break there is not valid JSON,
+    so the caller never gets this far with one). The result and the error
+    text are those of the field decoder; ``piece`` is a multiple of 4, so
+    every piece but the last is whole base64 quanta and must decode to
+    exactly three bytes per four characters (padding only at the very end).
+    Each C call holds the GIL for one piece; ``between()`` runs before each
+    one and may raise to abandon the work.
+    """
+    if piece <= 0 or piece % 4:
+        raise ValueError(f"piece must be a positive multiple of 4, not {piece}")
+    view = memoryview(text).cast("B")
+    size = len(view)
+    if size % 4:
+        raise _illegal_base64(_base64_run(view, piece, between))
+    out = BytesBuilder(size // 4 * 3)
+    try:
+        whole = piece // 4 * 3
+        for start in range(0, size, piece):
+            between()
+            try:
+                data = binascii.a2b_base64(view[start : start + piece], strict_mode=True)
+            except binascii.Error:
+                data = None
+            if data is None or (len(data) != whole and start + piece < size):
+                raise _illegal_base64(_base64_run(view, piece, between))
+            out.write(data)
+        return out.getvalue()
+    finally:
+        out.close()
+
+
+def _base64_run(view: memoryview, piece: int, between: Callable[[], None]) -> int:
+    """Length of the leading run of base64 alphabet characters, one piece per C call."""
+    size = len(view)
+    for start in range(0, size, piece):
+        between()
+        stop = min(start + piece, size)
+        end = _BASE64_RUN.match(view, start, stop).end()  # type: ignore[union-attr]
+        if end < stop:
+            return end
+    return size
 
 
 class _Time(GoType):
@@ -435,7 +512,8 @@ class GoStruct:
         if "go_name" not in cls.__dict__:
             cls.go_name = f"{cls.go_package}.{cls.__name__}" if cls.go_package else ""
         cls.fields = cls.fields + tuple(_declared_fields(cls))
-        enc, mutable = [], []
+        enc: list[tuple] = []
+        mutable: list[tuple] = []
         dec: dict[str, tuple[str, Callable[[Any], Any]]] = {}
         fold: dict[str, tuple[str, Callable[[Any], Any]]] = {}
         scalar: dict[str, Any] = {}
@@ -523,3 +601,14 @@ class GoStruct:
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={self.__dict__[k]!r}" for k, _, _ in self._enc)
         return f"{type(self).__name__}({inner})"
+
+
+def bytes_field(cls: Any, key: str) -> bool:
+    """Tell whether ``key`` of a JSON object decodes into a ``[]byte`` field of struct ``cls``.
+
+    Keys match as the struct decoder matches them: exactly first, then case-insensitively.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, GoStruct)):
+        return False
+    entry = cls._dec.get(key) or cls._fold.get(key.lower())
+    return entry is not None and entry[1] == BYTES.decode

@@ -25,6 +25,7 @@ class GoNumber(float):
     """
 
     __slots__ = ("literal",)
+    literal: str
 
     def __new__(cls, literal: str) -> GoNumber:
         """Make the number from its JSON literal."""
@@ -82,10 +83,15 @@ decode_object = _DECODER.raw_decode
 """``decode_object(text, pos)``: the JSON value starting at ``pos`` and the index after it."""
 
 
-def decode_request(frame: bytes) -> Request:
+def decode_request(frame: bytes | bytearray) -> Request:
     """Decode one complete JSON object into a :class:`Request` or raise :class:`RequestError`."""
+    return decode_request_text(frame.decode("utf-8", "replace"))
+
+
+def decode_request_text(text: str) -> Request:
+    """:func:`decode_request` of a frame already decoded from UTF-8."""
     try:
-        obj = _DECODER.decode(frame.decode("utf-8", "replace"))
+        obj = _DECODER.decode(text)
     except ValueError as e:
         raise RequestError(f"malformed JSON: {e}") from None
     return request_from_object(obj)
@@ -97,12 +103,12 @@ def request_from_object(obj: Any) -> Request:
         raise RequestError("request is not a JSON object")
     if len(obj) == 3 and "method" in obj and "params" in obj and "id" in obj:
         # The shape every client sends: no case folding, no duplicates to settle.
-        method = obj["method"]
-        if type(method) is not str:
-            if method is not None:
+        name = obj["method"]
+        if type(name) is not str:
+            if name is not None:
                 raise RequestError("method is not a string")
-            method = ""
-        return Request(method, obj["params"], _compact_raw(obj["id"]))
+            name = ""
+        return Request(name, obj["params"], _compact_raw(obj["id"]))
     method: Any = None
     params: Any = _MISSING
     id_value: Any = None

@@ -15,7 +15,7 @@ its traceback.
 from __future__ import annotations
 
 import types as _types
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -29,8 +29,21 @@ SERVICE = "KukeonV1"
 
 _Coroutine = _types.CoroutineType
 
-Handler = Callable[[Any], Awaitable[Any] | Any]
+Handler = Callable[[Any], Any]
+"""Takes the decoded Args; returns a Reply, a Deferred or a coroutine firing with one."""
 Outcome = tuple[Any, str | None]
+
+
+class Call:
+    """A request ready to run: its handler, decoded arguments, method name and Reply type."""
+
+    __slots__ = ("handler", "args", "method", "reply_type")
+
+    def __init__(self, handler: Handler, args: Any, method: str, reply_type: Any) -> None:
+        self.handler = handler
+        self.args = args
+        self.method = method
+        self.reply_type = reply_type
 
 
 class Dispatcher:
@@ -58,7 +71,7 @@ class Dispatcher:
             raise ValueError(f"handlers for methods that do not exist: {sorted(unknown)}")
         self._handlers = dict(handlers)
         self._types = types
-        self._routes: dict[str, tuple[Handler, type, type, Any]] = {}
+        self._routes: dict[str, tuple[Handler, Any, Any, Any]] = {}
 
     def methods(self) -> list[str]:
         """Return the full names of the methods that have handlers."""
@@ -70,12 +83,24 @@ class Dispatcher:
         A handler that answers synchronously gets its outcome returned
         directly (no Deferred on the hot path); otherwise a Deferred fires with it.
         """
+        call = self.prepare(request)
+        if isinstance(call, Call):
+            return self.run(call)
+        return call
+
+    def prepare(self, request: Request) -> Call | Outcome:
+        """Find the handler and decode the arguments: a :class:`Call`, or the protocol error.
+
+        Touches nothing but the request and the route table, so a large
+        request can be prepared on a worker thread and run on the reactor.
+        """
         method = request.method
         route = self._routes.get(method)
         if route is None:
-            route = self._route(method)
-            if type(route) is str:
-                return None, route
+            found = self._route(method)
+            if isinstance(found, str):
+                return None, found
+            route = found
         handler, args_type, reply_type, empty_args = route
         params = request.params
         if type(params) is not list:
@@ -94,19 +119,28 @@ class Dispatcher:
         except Exception as e:  # noqa: BLE001 - a bug of a decoder: logged, answered as the rest
             self.log.failure("decoding the arguments of {method} raised", method=method)
             return None, str(e) or type(e).__name__
+        return Call(handler, args, method, reply_type)
+
+    def run(self, call: Call) -> Outcome | defer.Deferred:
+        """Run a prepared call's handler and shape its reply (on the reactor thread)."""
         try:
-            reply = handler(args)
+            reply = call.handler(call.args)
         except Exception as e:  # noqa: BLE001 - a handler never takes the daemon down; logged
-            return self._failed(e, method, reply_type)
+            return self._failed(e, call.method, call.reply_type)
         if type(reply) is _Coroutine:
             reply = defer.Deferred.fromCoroutine(reply)
         if isinstance(reply, defer.Deferred):
             return reply.addCallbacks(
-                _outcome, self._failed_async, errbackArgs=(method, reply_type)
+                _outcome, self._failed_async, errbackArgs=(call.method, call.reply_type)
             )
         return reply.to_wire(), None
 
-    def _route(self, method: str) -> tuple[Handler, type, type, Any] | str:
+    def args_type(self, method: str) -> Any:
+        """The Args type of ``method``, or ``None`` when it has no handler."""
+        route = self._routes.get(method) or self._route(method)
+        return None if isinstance(route, str) else route[1]
+
+    def _route(self, method: str) -> tuple[Handler, Any, Any, Any] | str:
         """Look ``method`` up: its handler and types, or the protocol error text.
 
         Found methods are remembered (there are a few dozen); misses are not,
@@ -128,12 +162,12 @@ class Dispatcher:
         route = self._routes[method] = (handler, args_type, reply_type, empty_args)
         return route
 
-    def _failed(self, exc: BaseException, method: str, reply_type: type) -> Outcome:
+    def _failed(self, exc: BaseException, method: str, reply_type: Any) -> Outcome:
         if not isinstance(exc, KukeonError):
             self.log.failure("handler for {method} raised", method=method)
         return reply_type.failure(exc).to_wire(), None
 
-    def _failed_async(self, failure: Failure, method: str, reply_type: type) -> Outcome:
+    def _failed_async(self, failure: Failure, method: str, reply_type: Any) -> Outcome:
         if not failure.check(KukeonError):
             self.log.failure("handler for {method} raised", failure, method=method)
         return reply_type.failure(failure.value).to_wire(), None

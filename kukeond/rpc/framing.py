@@ -57,7 +57,7 @@ class FrameSplitter:
         """Add ``data`` to the stream and return every object it completes."""
         buf = self._buf
         buf += data
-        frames: list[bytes] = []
+        frames: list[bytes | bytearray] = []
         pos = self._pos
         while True:
             if self._start < 0:
@@ -80,11 +80,16 @@ class FrameSplitter:
                 break
             if end - self._start > self.max_frame_bytes:
                 raise FrameTooLarge(self.max_frame_bytes)
-            if self._start == 0 and end == len(buf):
-                # The buffer is exactly one frame (the usual shape of a large
-                # request): hand it over instead of copying it.
+            if self._start == 0 and end >= len(buf) - end:
+                # The frame starts the buffer and is most of it (the usual
+                # shape of a large request, maybe with the next request's first
+                # bytes behind it): hand the buffer over and keep a copy of the
+                # short tail, instead of copying the frame out (two copies of
+                # up to max_frame_bytes on the reactor thread).
+                tail = buf[end:]
+                del buf[end:]
                 frames.append(buf)
-                buf = self._buf = bytearray()
+                buf = self._buf = tail
                 end = 0
             else:
                 frames.append(bytes(buf[self._start : end]))

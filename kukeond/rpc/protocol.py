@@ -5,11 +5,21 @@ written whole when it completes. Input that Go's decoder could not read (bad
 JSON, a top-level array, a header of the wrong type, an over-long frame) ends
 the connection after the responses already in flight are written, and nothing
 after it is read. A half-close by the client is honoured the same way.
+
+Requests start in the order they arrive, as in Go's server, which reads and
+decodes one request before it reads the next. A large frame (an image
+tarball) is decoded on a worker thread (:mod:`kukeond.rpc.bigframe`); until
+it is done the frames behind it wait, undecoded, and the connection reads
+nothing more. The wait keeps the order, and keeps a rule of the protocol:
+when that large frame turns out not to be a request Go could read, nothing
+after it runs. Other connections are served meanwhile.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
+from typing import Any
 
 from twisted.internet import defer, unix
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -18,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kukeond.logs import Logger
+from kukeond.rpc.bigframe import LARGE_FRAME, Cancelled, Decoded, FrameDecoder, PendingDecode
 from kukeond.rpc.codec import (
     Request,
     RequestError,
@@ -26,7 +37,7 @@ from kukeond.rpc.codec import (
     encode_response,
     request_from_object,
 )
-from kukeond.rpc.dispatch import Dispatcher
+from kukeond.rpc.dispatch import Call, Dispatcher, Outcome
 from kukeond.rpc.framing import FrameError, FrameSplitter, FrameTooLarge
 
 _NON_WHITESPACE = re.compile(r"[^ \t\r\n]").search
@@ -47,13 +58,20 @@ class KukeonProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, dispatcher: Dispatcher, max_frame_bytes: int) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, max_frame_bytes: int, large_frame_bytes: int | None = None
+    ) -> None:
         self._dispatcher = dispatcher
         self._splitter = FrameSplitter(max_frame_bytes)
+        # Frames from this size on are decoded by the factory's FrameDecoder.
+        self._large = max_frame_bytes + 1 if large_frame_bytes is None else large_frame_bytes
         self._in_flight = 0
         self._closing = False  # no more requests are read; close once idle
         self._lost = False
         self._socket = None  # the connected socket, when replies may be sent directly
+        self._decoding: PendingDecode | None = None  # a large frame on the worker thread
+        self._waiting: deque[bytes | bytearray] = deque()  # frames behind it, in order
+        self._paused = False  # reading paused while a large frame decodes
         self.factory: KukeonFactory | None = None
 
     @property
@@ -72,17 +90,23 @@ class KukeonProtocol(Protocol):
         """Split ``data`` into requests and start each one."""
         if self._closing:
             return
-        requests: list[Request] = []
-        if not self._splitter.pending and data.isascii():
+        if (
+            not self._splitter.pending
+            and self._decoding is None
+            and len(data) < self._large
+            and data.isascii()
+        ):
             # The usual chunk: whole ASCII requests and nothing buffered. One C
             # call per request finds its end and decodes it; anything else
             # (an incomplete, malformed or oversized object, or a top-level
             # value that is not an object) goes to the splitter from there on,
             # which keeps every error behaviour.
+            requests: list[Request] = []
             rest = self._decode_ascii(data, requests)
             if rest < 0:
                 self._start_all(requests, rest == _BAD_REQUEST)
                 return
+            self._start_all(requests, False)
             data = data[rest:]
         try:
             frames = self._splitter.feed(data)
@@ -94,15 +118,82 @@ class KukeonProtocol(Protocol):
             self.log.debug("closing connection on undecodable input: {error}", error=e)
             self._start_all([], True)
             return
-        bad = False
-        for frame in frames:
+        self._waiting.extend(frames)
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Start the waiting frames in order, up to a large one (decoded on a worker thread)."""
+        waiting = self._waiting
+        while waiting and self._decoding is None:
+            frame = waiting.popleft()
+            if len(frame) >= self._large and self.factory is not None:
+                self._decode_later(frame, self.factory)
+                break
             try:
-                requests.append(decode_request(frame))
+                request = decode_request(frame)
             except RequestError as e:
                 self.log.debug("closing connection on undecodable request: {error}", error=e)
-                bad = True
+                waiting.clear()
+                self._stop_reading()
                 break
-        self._start_all(requests, bad)
+            self._start(request)
+        if self._decoding is None and self._paused:
+            self._paused = False
+            if not self._closing and not self._lost:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+        self._close_if_idle()
+
+    def _decode_later(self, frame: bytes | bytearray, factory: KukeonFactory) -> None:
+        """Decode ``frame`` on the worker thread, reading nothing more until it is started.
+
+        Not reading also keeps what a client can make us hold to the frames
+        already read, as when requests are decoded inline.
+        """
+        try:
+            pending = self._decoding = factory.decode_large(frame)
+        except Exception:  # noqa: BLE001 - no thread for it: this connection only
+            self.log.failure("closing connection: cannot decode a large request")
+            self._waiting.clear()
+            self._stop_reading()
+            return
+        if not self._paused and not self._closing:
+            self._paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        pending.deferred.addCallbacks(
+            self._decoded, self._decode_failed, callbackArgs=(pending,), errbackArgs=(pending,)
+        )
+
+    def _decoded(self, decoded: Decoded, pending: PendingDecode) -> None:
+        if self._decoding is not pending:
+            return  # abandoned: the connection closed or the daemon stops
+        self._decoding = None
+        request, call = decoded
+        self._start(request, call)
+        self._start_waiting()
+
+    def _decode_failed(self, failure: Failure, pending: PendingDecode) -> None:
+        if self._decoding is not pending:
+            if not failure.check(Cancelled, RequestError):
+                self.log.failure("decoding an abandoned large request failed", failure)
+            return
+        self._decoding = None
+        if failure.check(RequestError):
+            self.log.debug(
+                "closing connection on undecodable request: {error}",
+                error=failure.getErrorMessage(),
+            )
+        else:  # a bug, or no memory for the decoded tarball: this connection only
+            self.log.failure("closing connection: decoding a large request failed", failure)
+        self._waiting.clear()
+        self._stop_reading()
+        self._start_waiting()
+
+    def _abandon(self) -> None:
+        """Drop the large frame being decoded and the frames waiting behind it, unanswered."""
+        pending, self._decoding = self._decoding, None
+        self._waiting.clear()
+        if pending is not None:
+            pending.cancel()
 
     def _decode_ascii(self, data: bytes, requests: list[Request]) -> int:
         """Decode the whole requests at the start of ``data``; return where the rest begins.
@@ -145,12 +236,18 @@ class KukeonProtocol(Protocol):
             self._stop_reading()
         self._close_if_idle()
 
-    def _start(self, request: Request) -> None:
+    def _start(self, request: Request, call: Call | Outcome | None = None) -> None:
+        """Start ``request``, or its ``call`` when it was prepared on the worker thread."""
         self._in_flight += 1
         if self.factory is not None:
             self.factory.request_started()
         try:
-            outcome = self._dispatcher.dispatch(request)
+            if call is None:
+                outcome = self._dispatcher.dispatch(request)
+            elif isinstance(call, Call):
+                outcome = self._dispatcher.run(call)
+            else:
+                outcome = call
             if not isinstance(outcome, defer.Deferred):
                 self._respond(outcome, request.id_text)
                 self._finished(None)
@@ -196,7 +293,7 @@ class KukeonProtocol(Protocol):
             if sent == len(data):
                 return
             data = data[sent:]
-        transport.write(data)
+        transport.write(data)  # type: ignore[union-attr]
 
     def _internal_error(self, failure: Failure, id_text: str) -> None:
         # The dispatcher turns handler errors into replies; reaching here means
@@ -216,11 +313,17 @@ class KukeonProtocol(Protocol):
     def _stop_reading(self) -> None:
         self._closing = True
         if not self._lost:
-            self.transport.pauseProducing()
+            self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def _close_if_idle(self) -> None:
-        if self._closing and self._in_flight == 0 and not self._lost:
-            self.transport.loseConnection()
+        if (
+            self._closing
+            and self._in_flight == 0
+            and self._decoding is None
+            and not self._waiting
+            and not self._lost
+        ):
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
         """The client half-closed: answer what is in flight, then close."""
@@ -231,13 +334,20 @@ class KukeonProtocol(Protocol):
         """Nothing to do: we only write responses."""
 
     def stop_reading_and_close(self) -> None:
-        """Used at shutdown: read no more requests, close once the in-flight ones are answered."""
+        """Used at shutdown: read no more requests, close once the in-flight ones are answered.
+
+        A large frame still being decoded is abandoned like the unread
+        input behind it: its worker stops at its next piece, so neither the
+        drain nor the thread pool's join at shutdown waits for it.
+        """
+        self._abandon()
         self._stop_reading()
         self._close_if_idle()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the connection; handlers still running finish without writing."""
         self._lost = True
+        self._abandon()
         if self.factory is not None:
             self.factory.connection_lost(self)
 
@@ -249,21 +359,31 @@ class KukeonFactory(Factory):
         self,
         dispatcher: Dispatcher,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        frame_decoder: FrameDecoder | None = None,
+        large_frame_bytes: int = LARGE_FRAME,
     ) -> None:
         self.dispatcher = dispatcher
         self.noisy = False
         self.max_frame_bytes = max_frame_bytes
+        self.frame_decoder = frame_decoder  # made on first use when not given
+        self.large_frame_bytes = large_frame_bytes
         self.connections: set[KukeonProtocol] = set()
         self.in_flight = 0
         self.served = 0
         self._idle_waiters: list[defer.Deferred] = []
         self._closed_waiters: list[defer.Deferred] = []
 
-    def buildProtocol(self, addr) -> KukeonProtocol:
+    def buildProtocol(self, addr: Any) -> KukeonProtocol:  # type: ignore[override]
         """Create the protocol for one accepted connection."""
-        proto = KukeonProtocol(self.dispatcher, self.max_frame_bytes)
+        proto = KukeonProtocol(self.dispatcher, self.max_frame_bytes, self.large_frame_bytes)
         proto.factory = self
         return proto
+
+    def decode_large(self, frame: bytes | bytearray) -> PendingDecode:
+        """Start decoding a large frame on the worker thread."""
+        if self.frame_decoder is None:
+            self.frame_decoder = default_frame_decoder()
+        return self.frame_decoder.decode(frame, self.dispatcher)
 
     def request_started(self) -> None:
         """Count a request in."""
@@ -310,3 +430,12 @@ class KukeonFactory(Factory):
         d.addTimeout(timeout, clock, onTimeoutCancel=lambda _result, _timeout: self.in_flight)
         d.addCallback(lambda left: left or 0)
         return d
+
+
+def default_frame_decoder(reactor: Any = None) -> FrameDecoder:
+    """A :class:`FrameDecoder` with one thread of its own, stopped at reactor shutdown."""
+    from kukeond.blocking import BlockingPool
+
+    if reactor is None:
+        from twisted.internet import reactor
+    return FrameDecoder(BlockingPool(reactor, "kukeond-rpc-decode", max_threads=1, timeout=None))

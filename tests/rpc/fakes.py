@@ -64,3 +64,29 @@ def make_handlers(clock=None, pending=None):
         raise KukeonError("realm name is required", kinds=frozenset({"RealmNameRequired"}))
 
     return {"Echo": echo, "Slow": slow, "Boom": boom, "BoomLater": boom_later, "Fail": fail}
+
+
+class FakePool:
+    """Stands in for the large-frame decoder's thread pool: each job runs when the test says."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def run(self, fn, *args, **kwargs):
+        from twisted.internet import defer
+
+        d = defer.Deferred()
+        self.jobs.append((fn, args, kwargs, d))
+        return d
+
+    def finish(self, index=0):
+        """Run a queued job here and fire its Deferred with the outcome."""
+        from twisted.python.failure import Failure
+
+        fn, args, kwargs, d = self.jobs.pop(index)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:  # noqa: BLE001 - handed to the Deferred, as a pool does
+            d.errback(Failure())
+        else:
+            d.callback(result)

@@ -68,3 +68,22 @@ class FrameSplitterTests(SynchronousTestCase):
         for i in range(0, len(payload), 65536):
             got += s.feed(payload[i : i + 65536])
         self.assertEqual(got, [payload])
+
+    def test_big_frame_with_the_next_one_behind_it(self):
+        big = b'{"Tarball":"' + b"QUJD" * 100_000 + b'"}'
+        second = b'{"method":"KukeonV1.Ping","params":[{}],"id":2}'
+        stream = big + b" " + second + b"\n" + second
+        s = FrameSplitter(1 << 24)
+        got = []
+        for i in range(0, len(stream), 65536):
+            got += s.feed(stream[i : i + 65536])
+        self.assertEqual(got, [big, second, second])
+        self.assertEqual(s.pending, 0)
+
+    def test_big_frame_then_an_incomplete_one(self):
+        big = b'{"Tarball":"' + b"QUJD" * 1000 + b'"}'
+        s = FrameSplitter(1 << 24)
+        self.assertEqual(s.feed(big[:-10]), [])
+        self.assertEqual(s.feed(big[-10:] + b'{"a":'), [big])
+        self.assertEqual(s.pending, 5)
+        self.assertEqual(s.feed(b"[1]}"), [b'{"a":[1]}'])
