@@ -58,6 +58,7 @@ lint: install
 	$(VENV)/bin/ruff check kukeond tests bench tools twisted setup.py
 	$(VENV)/bin/ruff format --check kukeond tests bench tools twisted setup.py
 	$(VENV)/bin/mypy kukeond
+	$(PY) -m tools.layers --check
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
