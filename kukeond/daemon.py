@@ -181,10 +181,17 @@ class OrderedServices(MultiService):
 
     @inlineCallbacks
     def stopService(self):
-        """Stop the children last-to-first, each after the previous one has stopped."""
+        """Stop the children last-to-first, each after the previous one has stopped.
+
+        A child whose stop fails is logged and the others are still stopped:
+        one left running (a thread pool) would keep the process alive.
+        """
         Service.stopService(self)
         for svc in reversed(list(self)):
-            yield maybeDeferred(svc.stopService)
+            try:
+                yield maybeDeferred(svc.stopService)
+            except Exception:  # noqa: BLE001 - every other service must still stop
+                log.failure("stopping {service} failed", service=svc.name or type(svc).__name__)
 
 
 def build_daemon(config: DaemonConfig, reactor: Any = None) -> OrderedServices:

@@ -177,7 +177,10 @@ class ListenerService(Service):
         if port is None:
             return
         if self._owns_socket:
-            yield defer.maybeDeferred(port.stopListening)
+            try:
+                yield defer.maybeDeferred(port.stopListening)
+            except FileNotFoundError:  # someone removed the socket file: the port is closed
+                self.log.warn("socket {path} was already removed", path=self.socket_path)
         else:
             # Twisted unlinks a unix port's path when it stops listening; an
             # inherited socket belongs to the systemd unit, so only stop accepting.

@@ -1,5 +1,6 @@
 import grp
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -85,6 +86,13 @@ class ListenerTests(TestCase):
         yield svc.stopService()
         self.assertFalse(os.path.exists(self.sock))
         self.assertFalse(os.path.exists(self.pid))
+
+    @defer.inlineCallbacks
+    def test_stop_after_the_run_directory_was_removed(self):
+        svc = self.start()
+        shutil.rmtree(os.path.dirname(self.sock))
+        yield svc.stopService()
+        self.assertFalse(svc.running)
 
     def test_stale_pid_file_replaced(self):
         os.makedirs(os.path.dirname(self.pid))

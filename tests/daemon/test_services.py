@@ -34,3 +34,17 @@ class OrderedServicesTests(SynchronousTestCase):
         self.assertNoResult(done)
         first.stopping.callback(None)
         self.successResultOf(done)
+
+    def test_a_failed_stop_does_not_keep_the_others_running(self):
+        log = []
+        top = OrderedServices()
+        first, second = Recorder("containerd", log), Recorder("listener", log)
+        first.setServiceParent(top)
+        second.setServiceParent(top)
+        top.startService()
+        done = top.stopService()
+        second.stopping.errback(FileNotFoundError("socket already removed"))
+        self.assertEqual(log, ["stop listener", "stop containerd"])
+        first.stopping.callback(None)
+        self.successResultOf(done)
+        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
