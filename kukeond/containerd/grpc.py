@@ -109,6 +109,7 @@ class GrpcContainerd:
     create_container = _threaded("create_container")
     get_container = _threaded("get_container")
     list_containers = _threaded("list_containers")
+    container_ids = _threaded("container_ids")
     update_container_labels = _threaded("update_container_labels")
     delete_container = _threaded("delete_container")
     snapshot_mounts = _threaded("snapshot_mounts")

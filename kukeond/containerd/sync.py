@@ -818,6 +818,14 @@ class SyncContainerd:
         reply = self.call("Containers.List", c_pb.ListContainersRequest(filters=filters), namespace)
         return sorted((self._container_info(c) for c in reply.containers), key=lambda c: c.id)
 
+    def container_ids(self, namespace: str, ids: Sequence[str]) -> frozenset[str]:
+        """Which of ``ids`` name a container: one ``Containers.List`` whose filters are ORed."""
+        if not ids:
+            return frozenset()
+        filters = [f"id=={json.dumps(i)}" for i in ids]
+        reply = self.call("Containers.List", c_pb.ListContainersRequest(filters=filters), namespace)
+        return frozenset(c.id for c in reply.containers)
+
     def update_container_labels(
         self, namespace: str, container_id: str, labels: Mapping[str, str | None]
     ) -> ContainerInfo:
