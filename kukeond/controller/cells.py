@@ -34,7 +34,6 @@ from typing import Any
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1
 from kukeond.api.v1beta1 import (
-    KIND_CELL,
     READY,
     CellDoc,
     ContainerSpec,
@@ -44,18 +43,17 @@ from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import secrets
 from kukeond.controller.cell_files import check_volumes
+from kukeond.controller.cell_reads import decode_cell, finish_output, stored_cell
 from kukeond.controller.cell_runner import (
     CellKey,
     as_kukeon_error,
     cell_key,
     containerd_id_of,
     derive_cell_state,
-    gather,
     root_container,
 )
 from kukeond.controller.common import (
-    as_output,
-    matching_wire,
+    matching_decoded,
     q,
     read_doc,
     required,
@@ -88,14 +86,8 @@ def identify(doc: CellDoc) -> CellKey:
     return (realm, space, stack, name)
 
 
-def output(doc: CellDoc) -> CellDoc:
-    """A cell as it leaves the daemon (``containers`` arrays never null)."""
-    as_output(doc, KIND_CELL)
-    if doc.spec.containers is None:
-        doc.spec.containers = []
-    if doc.status.containers is None:
-        doc.status.containers = []
-    return doc
+output = finish_output
+"""A cell as it leaves the daemon (``containers`` arrays never null)."""
 
 
 def merge_space_defaults(runtime: Runtime, doc: CellDoc) -> None:
@@ -302,37 +294,38 @@ class CellHandlers:
         return kukeonv1.CreateCellReply(Result=result)
 
     async def get(self, args: Any) -> Any:
-        """GetCell: stored document with live container statuses."""
+        """GetCell: the stored document with the container states containerd gives now.
+
+        One listing says which of the cell's containers (and its root) exist,
+        and a task is asked for where one does; a GetCell arriving while the
+        same query runs for another request shares its answer. The reply is
+        the stored version's text with the live statuses spliced in.
+        """
         docrules.normalize_request_doc(args.Doc)
         key = identify(args.Doc)
         result = kukeonv1.GetCellResult()
-        cell = read_doc(self.rt, key, CellDoc, KIND_CELL)
-        if cell is None:
+        text = stored_cell(self.rt, key)
+        if text is None:
             result.Cell = output(args.Doc)
             return kukeonv1.GetCellReply(Result=result)
         ns = self.runner.namespace(key[0])
-        # The container states and the root's existence are asked for at once.
-        live, root_exists = await gather((self._live_statuses(cell, ns),
-                                          _root_exists(self.runner, cell, ns)))  # fmt: skip
-        if live is not None:
-            cell.status.containers = live
-        result.Cell = output(cell)
-        result.MetadataExists = True
-        result.CgroupExists = self.rt.cgroups.exists(self.runner.cgroup_path(cell))
-        result.RootContainerExists = root_exists
-        return kukeonv1.GetCellReply(Result=result)
-
-    async def _live_statuses(self, cell: CellDoc, ns: str) -> Any:
         try:
-            return await self.runner.live_statuses(cell, ns)
+            live = await self.runner.shared_states(ns, text.query, text.running)
         except cerrors.ContainerdError:
-            return None
+            live = None  # the stored statuses stand; the root counts as absent
+        result.Cell = text.raw if live is None else text.with_states(live.states)
+        result.MetadataExists = True
+        group = text.cgroup_path or naming.cgroup_path(self.rt.cgroup_root, *text.key)
+        result.CgroupExists = self.rt.cgroups.exists(group)
+        present = live.present if live is not None else None
+        result.RootContainerExists = present is not None and text.root_cid in present
+        return kukeonv1.GetCellReply(Result=result)
 
     async def list(self, args: Any) -> Any:
         """ListCells: stored documents (no live queries); empty filters match all."""
         wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip())
         # Each cell's wire text is built once per stored version and spliced.
-        cells = matching_wire(self.rt, 4, wanted, CellDoc, KIND_CELL, output)
+        cells = [text.raw for text in matching_decoded(self.rt, 4, wanted, decode_cell)]
         return kukeonv1.ListCellsReply(Cells=cells)
 
     async def start(self, args: Any) -> Any:

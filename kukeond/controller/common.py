@@ -247,8 +247,19 @@ def matching_wire(
     finish: Callable[[D], Any] | None = None,
 ) -> list[gojson.RawJSON]:
     """The wire text of every document :func:`matching_keys` finds (unreadable ones: skipped)."""
+    return matching_decoded(runtime, depth, wanted, stored_wire(cls, kind, finish))
+
+
+def matching_decoded(
+    runtime: Runtime, depth: int, wanted: tuple[str, ...], decode: Callable[[Any], Any]
+) -> list[Any]:
+    """``decode`` of every document :func:`matching_keys` finds, once per stored version.
+
+    ``decode`` follows the rules of ``MetadataStore.decoded`` and answers
+    :class:`Unreadable` for a document it cannot use; those are skipped.
+    """
     prefix = _prefix(wanted)
-    found = runtime.store.decoded_keys(depth, prefix, stored_wire(cls, kind, finish))
+    found = runtime.store.decoded_keys(depth, prefix, decode)
     if any(wanted[len(prefix) :]):  # a name below a wildcard: filter
         found = [
             (key, value) for key, value in found
@@ -257,7 +268,7 @@ def matching_wire(
     return _readable(found, warn=False)
 
 
-def _readable(found: Any, *, warn: bool) -> list[gojson.RawJSON]:
+def _readable(found: Any, *, warn: bool) -> list[Any]:
     out = []
     for key, value in found:
         if type(value) is Unreadable:
