@@ -139,7 +139,7 @@ class EgressRestore(Service):
 def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Service]]:
     """Create the runtime collaborators and the services that own their threads."""
     containerd = GrpcContainerd(config.containerd_socket, reactor=reactor)
-    store = MetadataStore(config.run_path, reactor=reactor)
+    store = MetadataStore(config.run_path, reactor=reactor, watch=True)
     runtime = Runtime(
         config=config,
         store=store,

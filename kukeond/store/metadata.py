@@ -16,6 +16,12 @@ daemon may take the host over. So:
   ``(inode, mtime)``, which moves whenever an entry is added or removed.
   A version touched within :data:`RACY_NS` is never trusted from the cache,
   since two writes within one timestamp tick can look alike.
+* With ``watch=True`` (the daemon's store) inotify says what changed instead
+  (:mod:`kukeond.store.watch`): every read first takes the queued events,
+  and a document or listing read since its directory was watched, with no
+  event since, is served without a ``stat``. The kernel queues an event
+  during the system call that changes the tree, so a change another writer
+  has made is seen by the next read all the same.
 * No write replaces a document that changed on disk since the daemon last
   saw it: :meth:`MetadataStore.put` compares the file's version with the
   one expected (by default the last the daemon read or wrote, or an explicit
@@ -55,6 +61,7 @@ from twisted.python.threadpool import ThreadPool
 from kukeond.base import atomic, gojson, naming
 from kukeond.logs import Logger
 from kukeond.store.locks import KeyedLock
+from kukeond.store.watch import TreeWatch
 
 Key = tuple[str, ...]
 Document = dict[str, Any]
@@ -213,9 +220,15 @@ class MetadataStore:
         inline: bool = False,
         clock: Callable[[], str] = gojson.now,
         reactor: Any = None,
+        watch: bool = False,
     ) -> None:
         self.run_path = run_path
         self._inline = inline
+        self._watching = watch
+        self._watch: TreeWatch | None = None
+        # keys whose cached document / listing no event has touched since it was read
+        self._fresh: set[Key] = set()
+        self._fresh_dirs: set[Key] = set()
         self._clock = clock
         self._files: dict[Key, _Stored] = {}
         # parent key -> (the directory's (inode, mtime), its subdirectory names, sorted)
@@ -242,10 +255,46 @@ class MetadataStore:
         self._pool.start()
 
     def stop(self) -> None:
-        """Stop the write thread after the queued writes have run."""
+        """Stop the write thread after the queued writes have run; stop watching."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()
+        self._watching = False
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            watch.close()
+        self._fresh.clear()
+        self._fresh_dirs.clear()
+
+    def _sync(self) -> None:
+        """Forget what the events queued since the last read say may have changed."""
+        watch = self._watch
+        if watch is None:
+            if not self._watching:
+                return
+            try:
+                watch = self._watch = TreeWatch(naming.data_dir(self.run_path))
+            except OSError as exc:
+                self._watching = False
+                self.log.warn("not watching the metadata tree: {error}", error=str(exc))
+                return
+        changes = watch.changes()
+        if not changes:
+            return
+        if changes.everything:
+            self._fresh.clear()
+            self._fresh_dirs.clear()
+            return
+        self._fresh.difference_update(changes.documents)
+        self._fresh_dirs.difference_update(changes.listings)
+        for top in changes.subtrees:
+            size = len(top)
+            for fresh in (self._fresh, self._fresh_dirs):
+                fresh.difference_update([k for k in fresh if k[:size] == top])
+
+    def _watched(self, key: Key) -> bool:
+        """Watch ``key``'s directory (and its ancestors) before it is read; whether it is."""
+        return self._watch is not None and self._watch.watch(key)
 
     def load(self) -> int:
         """Sweep interrupted writes' temp files from the run path, then read every document.
@@ -257,6 +306,8 @@ class MetadataStore:
         self._files.clear()
         self._dirs.clear()
         self._seen.clear()
+        self._fresh.clear()
+        self._fresh_dirs.clear()
         # Network files share the tree and the temp names; the run path's own
         # files (the instance file) are written the same way.
         top = [(self.run_path, [], _file_names(self.run_path))]
@@ -289,7 +340,13 @@ class MetadataStore:
         return path
 
     def _current(self, key: Key) -> _Stored | None:
-        """The file's current version, parsed only when it changed; ``None`` if absent."""
+        """The file's current version, parsed only when it changed; ``None`` if absent.
+
+        Callers take the queued changes first (:meth:`_sync`).
+        """
+        if key in self._fresh:
+            return self._files[key]
+        watched = self._watched(key)
         path = self._path(key)
         try:
             st = os.stat(path)
@@ -297,6 +354,8 @@ class MetadataStore:
             return self._absent(key)
         cached = self._files.get(key)
         if cached is not None and cached.version == _version_of(st) and not _racy(st.st_mtime_ns):
+            if watched:
+                self._fresh.add(key)
             return cached
         stored = self._read(key, path)
         if stored is None:
@@ -304,11 +363,14 @@ class MetadataStore:
         if cached is not None and cached.version == stored.version and cached.doc == stored.doc:
             stored = cached  # a racy re-read of the same content keeps its decoded values
         self._files[key] = stored
+        if watched:
+            self._fresh.add(key)
         self._observe(key, stored.version)
         return stored
 
     def _absent(self, key: Key) -> None:
         self._files.pop(key, None)
+        self._fresh.discard(key)
         self._observe(key, None)
 
     def _observe(self, key: Key, version: Version | None) -> None:
@@ -338,15 +400,21 @@ class MetadataStore:
 
     def _subdirs(self, key: Key) -> tuple[str, ...]:
         """Names of the directories below ``key``'s directory that could hold resources."""
+        if key in self._fresh_dirs:
+            return self._dirs[key][1]
+        watched = self._watched(key)
         directory = os.path.join(naming.data_dir(self.run_path), *key)
         try:
             st = os.stat(directory)
         except (FileNotFoundError, NotADirectoryError):
             self._dirs.pop(key, None)
+            self._fresh_dirs.discard(key)
             return ()
         version = (st.st_ino, st.st_mtime_ns)
         cached = self._dirs.get(key)
         if cached is not None and cached[0] == version and not _racy(st.st_mtime_ns):
+            if watched:
+                self._fresh_dirs.add(key)
             return cached[1]
         try:
             with os.scandir(directory) as entries:
@@ -359,16 +427,21 @@ class MetadataStore:
                 )
         except (FileNotFoundError, NotADirectoryError):
             self._dirs.pop(key, None)
+            self._fresh_dirs.discard(key)
             return ()
         self._dirs[key] = (version, names)
+        if watched:
+            self._fresh_dirs.add(key)
         return names
 
     def exists(self, key: Key) -> bool:
         """Whether a usable document is stored under ``key``."""
+        self._sync()
         stored = self._current(_check_key(key))
         return stored is not None and stored.doc is not None
 
     def _usable(self, key: Key) -> _Stored | None:
+        self._sync()
         stored = self._current(_check_key(key))
         if stored is None:
             return None
@@ -419,6 +492,7 @@ class MetadataStore:
         key = _check_key(key, allow_empty=True)
         if len(key) == 4:
             return []
+        self._sync()
         out = []
         for name in self._subdirs(key):
             stored = self._current((*key, name))
@@ -445,6 +519,7 @@ class MetadataStore:
         under = _check_key(under, allow_empty=True)
         if len(under) >= depth:
             return [under] if len(under) == depth and self.exists(under) else []
+        self._sync()
         level: list[Key] = [under]
         for _ in range(depth - 1 - len(under)):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
@@ -464,6 +539,7 @@ class MetadataStore:
             if len(under) == depth and self.exists(under):
                 return [(under, self.decoded(under, decode))]
             return []
+        self._sync()
         level: list[Key] = [under]
         for _ in range(depth - 1 - len(under)):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
@@ -484,6 +560,7 @@ class MetadataStore:
     def corrupt(self) -> dict[Key, MetadataCorrupt]:
         """The unusable files of the tree, by key."""
         found: dict[Key, MetadataCorrupt] = {}
+        self._sync()
         level: list[Key] = [()]
         for _ in range(4):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
@@ -551,6 +628,7 @@ class MetadataStore:
 
         def removed(existed: bool) -> bool:
             self._files.pop(key, None)
+            self._fresh.discard(key)
             return existed
 
         return self._writing(key, remove).addCallback(removed)
@@ -564,6 +642,8 @@ class MetadataStore:
             for index in (self._seen, self._files, self._dirs):
                 for stale in [k for k in index if k[: len(key)] == key]:
                     del index[stale]
+            for fresh in (self._fresh, self._fresh_dirs):
+                fresh.difference_update([k for k in fresh if k[: len(key)] == key])
 
         return self._writing(key, lambda: atomic.remove_tree(directory)).addCallback(removed)
 
