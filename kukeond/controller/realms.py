@@ -161,7 +161,8 @@ class Realms:
 
     async def list(self, args: Any) -> Any:
         """``ListRealms``: every readable realm, by name (``[]`` when none)."""
-        realms = common.list_docs(self.runtime, (), v1.RealmDoc, KIND)
+        # Each realm's wire text is built once per stored version and spliced.
+        realms = common.list_wire(self.runtime, (), v1.RealmDoc, KIND)
         return kukeonv1.ListRealmsReply(Realms=realms)
 
     # --- delete / purge ---------------------------------------------------------

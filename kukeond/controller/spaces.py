@@ -206,7 +206,7 @@ class Spaces:
         realms = [realm] if realm else rt.store.children(())
         found = []
         for name in realms:
-            found += common.list_docs(rt, (name,), v1.SpaceDoc, KIND)
+            found += common.list_wire(rt, (name,), v1.SpaceDoc, KIND)
         return kukeonv1.ListSpacesReply(Spaces=found)
 
     # --- delete ---------------------------------------------------------------

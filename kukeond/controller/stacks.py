@@ -156,7 +156,7 @@ class Stacks:
             if not common.safe(realm_name):
                 continue
             for space_name in [space] if space else rt.store.children((realm_name,)):
-                found += common.list_docs(rt, (realm_name, space_name), v1.StackDoc, KIND)
+                found += common.list_wire(rt, (realm_name, space_name), v1.StackDoc, KIND)
         return kukeonv1.ListStacksReply(Stacks=found)
 
     # --- delete ---------------------------------------------------------------
