@@ -39,7 +39,7 @@ from kukeond.api.v1beta1 import (
     ContainerSpec,
     SpaceDoc,
 )
-from kukeond.base import naming
+from kukeond.base import gojson, naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import secrets
 from kukeond.controller.cell_files import check_volumes
@@ -53,7 +53,7 @@ from kukeond.controller.cell_runner import (
     root_container,
 )
 from kukeond.controller.common import (
-    matching_decoded,
+    matching_array,
     q,
     read_doc,
     required,
@@ -88,6 +88,17 @@ def identify(doc: CellDoc) -> CellKey:
 
 output = finish_output
 """A cell as it leaves the daemon (``containers`` arrays never null)."""
+
+_LIST_HEAD, _LIST_TAIL = (
+    gojson.dumps(kukeonv1.ListCellsReply(Cells=[gojson.RawJSON(b"0")]).to_wire())
+    .encode()
+    .split(b"[0]")
+)
+"""ListCellsReply's text before and after the ``Cells`` array."""
+
+
+def _raw_text(text: Any) -> gojson.RawJSON:
+    return text.raw
 
 
 def merge_space_defaults(runtime: Runtime, doc: CellDoc) -> None:
@@ -322,11 +333,14 @@ class CellHandlers:
         return kukeonv1.GetCellReply(Result=result)
 
     async def list(self, args: Any) -> Any:
-        """ListCells: stored documents (no live queries); empty filters match all."""
+        """ListCells: stored documents (no live queries); empty filters match all.
+
+        Each cell's wire text is built once per stored version, and the array
+        of them is kept while nothing in the tree changed: the reply is spliced.
+        """
         wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip())
-        # Each cell's wire text is built once per stored version and spliced.
-        cells = [text.raw for text in matching_decoded(self.rt, 4, wanted, decode_cell)]
-        return kukeonv1.ListCellsReply(Cells=cells)
+        cells = matching_array(self.rt, 4, wanted, decode_cell, _raw_text)
+        return gojson.RawJSON(_LIST_HEAD + cells + _LIST_TAIL)
 
     async def start(self, args: Any) -> Any:
         """StartCell: refuses a running cell, else (re)starts every container."""

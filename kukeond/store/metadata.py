@@ -229,6 +229,9 @@ class MetadataStore:
         # keys whose cached document / listing no event has touched since it was read
         self._fresh: set[Key] = set()
         self._fresh_dirs: set[Key] = set()
+        # moves whenever the cache may have changed; listings made within one epoch are kept
+        self._epoch = 0
+        self._listed: dict[tuple[int, Key, Any], tuple[int, list[tuple[Key, Any]]]] = {}
         self._clock = clock
         self._files: dict[Key, _Stored] = {}
         # parent key -> (the directory's (inode, mtime), its subdirectory names, sorted)
@@ -263,8 +266,13 @@ class MetadataStore:
         if self._watch is not None:
             watch, self._watch = self._watch, None
             watch.close()
+        self._forget_fresh()
+
+    def _forget_fresh(self) -> None:
+        self._epoch += 1
         self._fresh.clear()
         self._fresh_dirs.clear()
+        self._listed.clear()
 
     def _sync(self) -> None:
         """Forget what the events queued since the last read say may have changed."""
@@ -282,9 +290,9 @@ class MetadataStore:
         if not changes:
             return
         if changes.everything:
-            self._fresh.clear()
-            self._fresh_dirs.clear()
+            self._forget_fresh()
             return
+        self._epoch += 1
         self._fresh.difference_update(changes.documents)
         self._fresh_dirs.difference_update(changes.listings)
         for top in changes.subtrees:
@@ -306,8 +314,7 @@ class MetadataStore:
         self._files.clear()
         self._dirs.clear()
         self._seen.clear()
-        self._fresh.clear()
-        self._fresh_dirs.clear()
+        self._forget_fresh()
         # Network files share the tree and the temp names; the run path's own
         # files (the instance file) are written the same way.
         top = [(self.run_path, [], _file_names(self.run_path))]
@@ -346,6 +353,7 @@ class MetadataStore:
         """
         if key in self._fresh:
             return self._files[key]
+        self._epoch += 1
         watched = self._watched(key)
         path = self._path(key)
         try:
@@ -402,6 +410,7 @@ class MetadataStore:
         """Names of the directories below ``key``'s directory that could hold resources."""
         if key in self._fresh_dirs:
             return self._dirs[key][1]
+        self._epoch += 1
         watched = self._watched(key)
         directory = os.path.join(naming.data_dir(self.run_path), *key)
         try:
@@ -530,9 +539,11 @@ class MetadataStore:
     ) -> list[tuple[Key, Any]]:
         """``(key, decode(document))`` of every key :meth:`keys` gives, sorted.
 
-        Each file is validated against the disk once (one ``stat``), and
-        ``decode`` runs once per stored version as in :meth:`decoded`, whose
-        rules apply.
+        Each file is validated against the disk once (one ``stat``, or none
+        when the store watches the tree and nothing changed), and ``decode``
+        runs once per stored version as in :meth:`decoded`, whose rules apply.
+        A watching store hands out the same list again while nothing in the
+        tree changed: callers must not modify it.
         """
         under = _check_key(under, allow_empty=True)
         if len(under) >= depth:
@@ -540,14 +551,19 @@ class MetadataStore:
                 return [(under, self.decoded(under, decode))]
             return []
         self._sync()
+        epoch = self._epoch
+        listed = self._listed.get((depth, under, decode))
+        if listed is not None and listed[0] == epoch:
+            return listed[1]
         level: list[Key] = [under]
         for _ in range(depth - 1 - len(under)):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
         out = []
+        fresh, files = self._fresh, self._files
         for parent in level:
             for name in self._subdirs(parent):
                 key = (*parent, name)
-                stored = self._current(key)
+                stored = files[key] if key in fresh else self._current(key)
                 if stored is None or stored.doc is None:
                     continue
                 values = stored.decoded
@@ -555,6 +571,11 @@ class MetadataStore:
                 if value is _ABSENT:
                     value = values[decode] = decode(stored.doc)
                 out.append((key, value))
+        if self._watch is not None and self._epoch == epoch:
+            # Everything came from what no event has touched: good until something does.
+            if len(self._listed) >= 64:
+                self._listed.clear()
+            self._listed[(depth, under, decode)] = (epoch, out)
         return out
 
     def corrupt(self) -> dict[Key, MetadataCorrupt]:
@@ -604,6 +625,7 @@ class MetadataStore:
 
         def written(outcome: tuple[bool, Version]) -> Document:
             existed, version = outcome
+            self._epoch += 1
             self._files[key] = _Stored(version, stored)
             if existed:
                 self.log.info("metadata file already exists, overwriting: {path}", path=path)
@@ -627,6 +649,7 @@ class MetadataStore:
             return existed
 
         def removed(existed: bool) -> bool:
+            self._epoch += 1
             self._files.pop(key, None)
             self._fresh.discard(key)
             return existed
@@ -639,6 +662,7 @@ class MetadataStore:
         directory = naming.resource_dir(self.run_path, *key)
 
         def removed(_: None) -> None:
+            self._epoch += 1
             for index in (self._seen, self._files, self._dirs):
                 for stale in [k for k in index if k[: len(key)] == key]:
                     del index[stale]

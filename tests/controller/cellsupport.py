@@ -92,9 +92,9 @@ class Calls:
         self.table = {**cells.handlers(runtime), **containers.handlers(runtime)}
 
     async def __call__(self, method, **fields):
-        args_type = kukeonv1.METHODS[method][0]
+        args_type, reply_type = kukeonv1.METHODS[method]
         reply = await self.table[method](args_type(**fields))
-        return type(reply).from_wire(json.loads(gojson.dumps(reply.to_wire())))
+        return reply_type.from_wire(json.loads(gojson.dumps(reply.to_wire())))
 
 
 async def wait_for(predicate, timeout=20.0):

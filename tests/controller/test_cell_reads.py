@@ -13,7 +13,9 @@ from kukeond.api.v1beta1 import READY, STOPPED, UNKNOWN, CellDoc
 from kukeond.base import gojson
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import cells
+from kukeond.controller.cell_reads import decode_cell
 from kukeond.controller.cell_runner import InFlight
+from kukeond.controller.common import matching_array
 from kukeond.store.metadata import render_document
 from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload
 from tests.support.runtime import fake_runtime
@@ -158,8 +160,10 @@ class GetCellLiveTests(TestCase):
 
 
 class ListCellsOtherWriterTests(TestCase):
+    watch = False
+
     def setUp(self):
-        self.rt = fake_runtime(self)
+        self.rt = fake_runtime(self, watch=self.watch)
         self.call = Calls(self.rt)
 
     async def names(self, **where):
@@ -184,6 +188,32 @@ class ListCellsOtherWriterTests(TestCase):
         self.assertEqual(cells[-1].metadata.labels["team"], "red")
         got = (await self.call("GetCell", Doc=cell_doc("c"))).Result
         self.assertEqual(got.Cell.metadata.labels["team"], "red")
+
+    async def test_the_array_is_kept_while_nothing_changes(self):
+        await make_parents(self.rt)
+        for name in ("a", "b"):
+            await self.call("CreateCell", Doc=cell_doc(name))
+        wanted = ("r1", "", "")
+        first = matching_array(self.rt, 4, wanted, decode_cell, lambda t: t.raw)
+        again = matching_array(self.rt, 4, wanted, decode_cell, lambda t: t.raw)
+        self.assertEqual(first, again)
+        self.assertEqual([c["metadata"]["name"] for c in json.loads(first)], ["a", "b"])
+        if self.watch:
+            same = matching_array(self.rt, 4, wanted, decode_cell, _raw)
+            self.assertIs(matching_array(self.rt, 4, wanted, decode_cell, _raw), same)
+        await self.call("StopCell", Doc=cell_doc("b"))
+        after = json.loads(matching_array(self.rt, 4, wanted, decode_cell, _raw))
+        self.assertEqual(after[1]["status"]["state"], STOPPED)
+
+
+def _raw(text):
+    return text.raw
+
+
+class WatchedListCellsTests(ListCellsOtherWriterTests):
+    """The same, the store trusting inotify as the daemon's does."""
+
+    watch = True
 
 
 class InFlightTests(TestCase):

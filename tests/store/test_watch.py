@@ -67,11 +67,15 @@ class WatchedStoreTests(SynchronousTestCase):
         self.assertEqual(len(self.listed()), 40)
         self.assertEqual(self.store.get(("r", "s", "k1", "c3")), cell("c3"))
         self.assertEqual(stats, [])
+        # Nothing changed: the very same listing is handed out again.
+        listing = self.store.decoded_keys(4, ("r",), image_of)
+        self.assertIs(self.store.decoded_keys(4, ("r",), image_of), listing)
         # One document rewritten in place: it alone is looked at again.
         self.write(("r", "s", "k1", "c3"), cell("c3", image="alpine"))
         stats.clear()  # the writing above stats too
         self.assertEqual(dict(self.listed())[("r", "s", "k1", "c3")], "alpine")
         self.assertEqual(stats, [self.store.path(("r", "s", "k1", "c3"))])
+        self.assertIsNot(self.store.decoded_keys(4, ("r",), image_of), listing)
 
     def test_every_change_of_another_writer_is_seen_at_once(self):
         self.populate()
