@@ -376,8 +376,11 @@ def remove_cgroup(runtime: Runtime, group: str, *, fatal: bool) -> bool:
 def realm_namespace(runtime: Runtime, realm: str) -> str:
     """The containerd namespace of a stored realm (its ``spec.namespace``), else the default."""
     explicit = ""
-    if safe(realm) and runtime.store.exists((realm,)):
-        explicit = runtime.store.decoded((realm,), _stored_namespace)
+    if safe(realm):
+        try:
+            explicit = runtime.store.decoded((realm,), _stored_namespace) or ""
+        except MetadataCorrupt:
+            pass  # an unusable realm document names no namespace
     return naming.realm_namespace(realm, runtime.suffix, explicit.strip() or None)
 
 

@@ -18,10 +18,13 @@ the queue overflowed, everything counts as changed.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import struct
+import termios
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -114,6 +117,7 @@ class TreeWatch:
         self._libc = libc
         self._by_key: dict[Key, int] = {}
         self._by_wd: dict[int, Key] = {}
+        self._queued = array.array("i", [0])
 
     def close(self) -> None:
         """Drop every watch."""
@@ -150,8 +154,16 @@ class TreeWatch:
             self._by_wd[wd] = prefix
         return True
 
-    def changes(self) -> Changes:
-        """Read every queued event; what they say may have changed since the last call."""
+    def changes(self) -> Changes | None:
+        """Read every queued event; what they say may have changed since the last call.
+
+        ``None`` when no event is queued (one ``ioctl``, the common case).
+        """
+        if self.fd < 0:
+            return None
+        fcntl.ioctl(self.fd, termios.FIONREAD, self._queued, True)
+        if not self._queued[0]:
+            return None
         found = Changes()
         for wd, mask, name in self._events():
             if mask & IN_Q_OVERFLOW:
