@@ -263,9 +263,10 @@ async def query_states(
     else:
         present = await _present(client, namespace, cids)
         asked = cids if present is None else tuple(c for c in cids if c in present)
-        tasks = dict(
-            zip(asked, await gather(_task_status(client, namespace, c) for c in asked), strict=True)
-        )
+        tasks = {}
+        if asked:  # none for a stopped cell
+            statuses = await gather(_task_status(client, namespace, c) for c in asked)
+            tasks = dict(zip(asked, statuses, strict=True))
     states = {
         cid: STOPPED
         if present is not None and cid not in present

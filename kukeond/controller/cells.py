@@ -101,6 +101,17 @@ def _raw_text(text: Any) -> gojson.RawJSON:
     return text.raw
 
 
+def _get_reply_parts(cgroup: bool, root: bool) -> tuple[bytes, bytes]:
+    result = kukeonv1.GetCellResult(Cell=gojson.RawJSON(b"0"), MetadataExists=True)
+    result.CgroupExists, result.RootContainerExists = cgroup, root
+    before, after = gojson.dumps(kukeonv1.GetCellReply(Result=result).to_wire()).split('"Cell":0')
+    return (before + '"Cell":').encode(), after.encode()
+
+
+_GET_REPLY = {(c, r): _get_reply_parts(c, r) for c in (False, True) for r in (False, True)}
+"""A found cell's GetCellReply text around the cell, by (CgroupExists, RootContainerExists)."""
+
+
 def merge_space_defaults(runtime: Runtime, doc: CellDoc) -> None:
     """Apply the parent space's ``spec.defaults.container`` to every container (shallow)."""
     realm, space = doc.spec.realmId, doc.spec.spaceId
@@ -314,23 +325,21 @@ class CellHandlers:
         """
         docrules.normalize_request_doc(args.Doc)
         key = identify(args.Doc)
-        result = kukeonv1.GetCellResult()
         text = stored_cell(self.rt, key)
         if text is None:
-            result.Cell = output(args.Doc)
+            result = kukeonv1.GetCellResult(Cell=output(args.Doc))
             return kukeonv1.GetCellReply(Result=result)
         ns = self.runner.namespace(key[0])
         try:
             live = await self.runner.shared_states(ns, text.query, text.running)
         except cerrors.ContainerdError:
             live = None  # the stored statuses stand; the root counts as absent
-        result.Cell = text.raw if live is None else text.with_states(live.states)
-        result.MetadataExists = True
+        cell = text.raw if live is None else text.with_states(live.states)
         group = text.cgroup_path or naming.cgroup_path(self.rt.cgroup_root, *text.key)
-        result.CgroupExists = self.rt.cgroups.exists(group)
         present = live.present if live is not None else None
-        result.RootContainerExists = present is not None and text.root_cid in present
-        return kukeonv1.GetCellReply(Result=result)
+        root = present is not None and text.root_cid in present
+        head, tail = _GET_REPLY[(self.rt.cgroups.exists(group), root)]
+        return gojson.RawJSON(head + cell.data + tail)
 
     async def list(self, args: Any) -> Any:
         """ListCells: stored documents (no live queries); empty filters match all.

@@ -148,15 +148,21 @@ class GetCellLiveTests(TestCase):
         self.assertEqual((web.state, web.restartCount), (READY, 3))
 
     async def test_reply_is_the_full_encoding_of_the_cell(self):
-        """The spliced text equals encoding the stored document with live statuses."""
+        """The spliced reply is byte for byte what encoding its values gives."""
         await make_parents(self.rt)
         await self.call("CreateCell", Doc=cell_doc("c1", [workload("web", "sleep 9")]))
-        args = kukeonv1.METHODS["GetCell"][0]
-        reply = await cells.handlers(self.rt)["GetCell"](args(Doc=cell_doc("c1")))
-        text = gojson.dumps(reply.to_wire())
-        doc = CellDoc.from_wire(json.loads(text)["Result"]["Cell"])
-        self.assertEqual(json.loads(text)["Result"]["Cell"], doc.to_wire())
-        self.assertEqual(gojson.dumps(doc.to_wire()), gojson.dumps(reply.Result.Cell))
+        args_type, reply_type = kukeonv1.METHODS["GetCell"]
+        handler = cells.handlers(self.rt)["GetCell"]
+        for stop in (False, True):
+            if stop:  # another state combination, and the root gone
+                await self.call("StopCell", Doc=cell_doc("c1"))
+            reply = await handler(args_type(Doc=cell_doc("c1")))
+            text = gojson.dumps(reply.to_wire())
+            decoded = reply_type.from_wire(json.loads(text))
+            self.assertEqual(gojson.dumps(decoded.to_wire()), text)
+            self.assertEqual(decoded.Result.RootContainerExists, not stop)
+            cell = json.loads(text)["Result"]["Cell"]
+            self.assertEqual(CellDoc.from_wire(cell).to_wire(), cell)
 
 
 class ListCellsOtherWriterTests(TestCase):
