@@ -13,6 +13,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 
 from kukeond import __version__
+from kukeond.base.memory import keep_freed_memory
 from kukeond.config import DaemonConfig
 from kukeond.containerd.grpc import ContainerdService, GrpcContainerd
 from kukeond.controller.reconcile import Reconciler
@@ -200,6 +201,7 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> OrderedServices:
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
     check_instance(config)
+    keep_freed_memory()
     top = OrderedServices()
     runtime, services = build_runtime(config, reactor)
     for svc in services:
