@@ -430,9 +430,9 @@ class _Connection(protocol.Protocol):
         """End the connection after a protocol error (its calls go to a new one, once)."""
         self.open = False
         if self.transport is not None:
-            last = max(self.next_id - 2, 0)
+            # The last stream is the server's: it opens none to us.
             self._write(
-                frame(_GOAWAY, 0, 0, _U32.pack(last) + _U32.pack(_PROTOCOL_ERROR) + why.encode())
+                frame(_GOAWAY, 0, 0, _U32.pack(0) + _U32.pack(_PROTOCOL_ERROR) + why.encode())
             )
             self.transport.loseConnection()
 
