@@ -13,6 +13,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 
 from kukeond import __version__
+from kukeond.base.memory import keep_freed_memory
 from kukeond.config import DaemonConfig
 from kukeond.containerd.grpc import ContainerdService, GrpcContainerd
 from kukeond.controller.reconcile import Reconciler
@@ -136,7 +137,7 @@ class EgressRestore(Service):
 def build_runtime(config: DaemonConfig, reactor: Any) -> tuple[Runtime, list[Service]]:
     """Create the runtime collaborators and the services that own their threads."""
     containerd = GrpcContainerd(config.containerd_socket, reactor=reactor)
-    store = MetadataStore(config.run_path, reactor=reactor)
+    store = MetadataStore(config.run_path, reactor=reactor, watch=True)
     runtime = Runtime(
         config=config,
         store=store,
@@ -204,6 +205,7 @@ def build_daemon(config: DaemonConfig, reactor: Any = None) -> OrderedServices:
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
     check_instance(config)
+    keep_freed_memory()
     top = OrderedServices()
     runtime, services = build_runtime(config, reactor)
     for svc in services:

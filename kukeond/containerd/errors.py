@@ -121,14 +121,27 @@ _CONTEXT_ERRORS: dict[str, type[ContainerdError]] = {
 """Go context errors containerd reports with code UNKNOWN (its own client maps them back)."""
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status(number: int, details: str, what: str) -> ContainerdError:
+    """Translate a gRPC status (its code number and message) of a call to ``what``."""
+    return _typed(_CODES.get(number, grpc.StatusCode.UNKNOWN), details, what)
+
+
 def from_rpc_error(error: grpc.RpcError, what: str) -> ContainerdError:
-    """Translate a ``grpc.RpcError`` raised by ``what`` (e.g. ``"Tasks.Kill"``).
+    """Translate a ``grpc.RpcError`` raised by ``what`` (e.g. ``"Tasks.Kill"``)."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    return _typed(code, details, what)
+
+
+def _typed(code: grpc.StatusCode | None, details: str | None, what: str) -> ContainerdError:
+    """The error for ``code``.
 
     A server-side deadline that expires just before the client's arrives as
     UNKNOWN ``context deadline exceeded``; it is the same timeout.
     """
-    code = error.code() if hasattr(error, "code") else None
-    details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, ContainerdError) if code is not None else ContainerdError
     if code == grpc.StatusCode.UNKNOWN:
         # containerd may append the code to the text: "context deadline exceeded: unknown".

@@ -9,6 +9,11 @@ few slow stops must not queue every other cell's calls behind them. Nothing conn
 at construction: ``start()`` starts the pool and the channel is created on
 the first call. ``ContainerdService`` ties ``start``/``stop`` to the
 application's service tree.
+
+Two reads on the request path, ``container_ids`` and ``task_state``, do not
+use the pool: they go over an HTTP/2 connection the reactor drives
+(:mod:`kukeond.containerd.unary`), which costs a fraction of a thread hop and
+the library's call.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from kukeond.containerd import errors
+from kukeond.containerd._pb.services.containers.v1 import containers_pb2 as c_pb
 from kukeond.containerd._pb.services.events.v1 import events_pb2
+from kukeond.containerd._pb.services.tasks.v1 import tasks_pb2 as t_pb
 from kukeond.containerd.events import decode_envelope
 from kukeond.containerd.interface import IContainerd, ISubscription
-from kukeond.containerd.model import Event
-from kukeond.containerd.sync import SyncContainerd
+from kukeond.containerd.model import Event, TaskInfo
+from kukeond.containerd.sync import SyncContainerd, id_filters, task_info
+from kukeond.containerd.unary import UnaryClient
 from kukeond.logs import Logger
 
 DEFAULT_SOCKET = "/run/containerd/containerd.sock"
@@ -66,6 +74,7 @@ class GrpcContainerd:
             from twisted.internet import reactor
         self._reactor = reactor
         self._sync = SyncContainerd(socket_path, call_timeout, long_timeout, snapshotter)
+        self._unary = UnaryClient(reactor, socket_path, call_timeout)
         self._pool = ThreadPool(minthreads=0, maxthreads=max_threads, name="containerd")
         self._subscriptions: set[_Subscription] = set()
         self._running = False
@@ -85,6 +94,7 @@ class GrpcContainerd:
         """Stop subscriptions, close the channel (cancelling calls), join the pool."""
         subs = [s.stop() for s in list(self._subscriptions)]
         self._sync.close()
+        self._unary.close()
         if self._running:
             self._running = False
             self._pool.stop()
@@ -118,11 +128,32 @@ class GrpcContainerd:
     start_task = _threaded("start_task")
     kill_task = _threaded("kill_task")
     wait_task = _threaded("wait_task")
-    task_state = _threaded("task_state")
     task_pids = _threaded("task_pids")
     delete_task = _threaded("delete_task")
     list_tasks = _threaded("list_tasks")
     list_leases = _threaded("list_leases")
+
+    # The reads on the request path go over the reactor's own HTTP/2 connection.
+
+    def container_ids(self, namespace: str, ids: Sequence[str]) -> defer.Deferred[frozenset[str]]:
+        """See ``IContainerd``."""
+        if not self._running:
+            return defer.fail(errors.Unavailable("containerd client is not started"))
+        if not ids:
+            return defer.succeed(frozenset())
+        request = c_pb.ListContainersRequest(filters=id_filters(ids))
+        return self._unary.call("Containers.List", request, namespace).addCallback(
+            lambda reply: frozenset(c.id for c in reply.containers)
+        )
+
+    def task_state(self, namespace: str, container_id: str) -> defer.Deferred[TaskInfo]:
+        """See ``IContainerd``."""
+        if not self._running:
+            return defer.fail(errors.Unavailable("containerd client is not started"))
+        request = t_pb.GetRequest(container_id=container_id)
+        return self._unary.call("Tasks.Get", request, namespace).addCallback(
+            lambda reply: task_info(reply.process)
+        )
 
     def subscribe(
         self,

@@ -99,6 +99,10 @@ class IContainerd(Interface):
         """Fire with the ``model.ContainerInfo`` list (sorted by ID) whose labels
         include every ``labels`` key with that value."""
 
+    def container_ids(namespace, ids):
+        """Fire with the frozenset of those ``ids`` that name a container of ``namespace``
+        (one listing, whatever their number; a namespace containerd lacks holds none)."""
+
     def update_container_labels(namespace, container_id, labels):
         """Set labels (a value of None removes the key); fire with ``model.ContainerInfo``."""
 

@@ -80,3 +80,20 @@ class Stubs:
             request_serializer=request.SerializeToString,
             response_deserializer=response.FromString,
         )
+
+
+_unary: dict[str, tuple[str, Any]] = {}
+
+
+def unary_method(name: str) -> tuple[str, Any]:
+    """The HTTP/2 path and response class of a unary method, e.g. ``"Tasks.Get"``."""
+    found = _unary.get(name)
+    if found is None:
+        service_name, _, method_name = name.partition(".")
+        service = SERVICES[service_name].DESCRIPTOR.services_by_name[service_name]
+        method = service.methods_by_name[method_name]
+        if method.client_streaming or method.server_streaming:
+            raise ValueError(f"{name} is not a unary method")
+        path = f"/{service.full_name}/{method.name}"
+        found = _unary[name] = (path, message_factory.GetMessageClass(method.output_type))
+    return found

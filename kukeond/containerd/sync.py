@@ -71,6 +71,22 @@ def time_of(ts: Any) -> datetime | None:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+def task_info(p: Any) -> TaskInfo:
+    """A ``TaskInfo`` from a task's ``Process`` message."""
+    return TaskInfo(
+        p.container_id or p.id,
+        p.pid,
+        _STATUS.get(p.status, "unknown"),
+        p.exit_status,
+        time_of(p.exited_at),
+    )
+
+
+def id_filters(ids: Sequence[str]) -> list[str]:
+    """``Containers.List`` filters matching any of ``ids`` (containerd ORs the filters)."""
+    return [f"id=={json.dumps(i)}" for i in ids]
+
+
 def label_filter(labels: Mapping[str, str]) -> str:
     """A containerd filter matching every label key with its value."""
     return ",".join(f"labels.{json.dumps(k)}=={json.dumps(v)}" for k, v in sorted(labels.items()))
@@ -818,6 +834,14 @@ class SyncContainerd:
         reply = self.call("Containers.List", c_pb.ListContainersRequest(filters=filters), namespace)
         return sorted((self._container_info(c) for c in reply.containers), key=lambda c: c.id)
 
+    def container_ids(self, namespace: str, ids: Sequence[str]) -> frozenset[str]:
+        """Which of ``ids`` name a container: one ``Containers.List`` whose filters are ORed."""
+        if not ids:
+            return frozenset()
+        request = c_pb.ListContainersRequest(filters=id_filters(ids))
+        reply = self.call("Containers.List", request, namespace)
+        return frozenset(c.id for c in reply.containers)
+
     def update_container_labels(
         self, namespace: str, container_id: str, labels: Mapping[str, str | None]
     ) -> ContainerInfo:
@@ -936,20 +960,10 @@ class SyncContainerd:
         )
         return ExitStatus(reply.exit_status, time_of(reply.exited_at))
 
-    @staticmethod
-    def _task_info(p: Any) -> TaskInfo:
-        return TaskInfo(
-            p.container_id or p.id,
-            p.pid,
-            _STATUS.get(p.status, "unknown"),
-            p.exit_status,
-            time_of(p.exited_at),
-        )
-
     def task_state(self, namespace: str, container_id: str) -> TaskInfo:
         """A task's state."""
         reply = self.call("Tasks.Get", t_pb.GetRequest(container_id=container_id), namespace)
-        return self._task_info(reply.process)
+        return task_info(reply.process)
 
     def task_pids(self, namespace: str, container_id: str) -> list[int]:
         """Pids in a task."""
@@ -977,7 +991,7 @@ class SyncContainerd:
     def list_tasks(self, namespace: str) -> list[TaskInfo]:
         """Tasks of a namespace."""
         reply = self.call("Tasks.List", t_pb.ListTasksRequest(), namespace)
-        return sorted((self._task_info(p) for p in reply.tasks), key=lambda t: t.container_id)
+        return sorted((task_info(p) for p in reply.tasks), key=lambda t: t.container_id)
 
     def list_leases(self, namespace: str) -> list[str]:
         """Lease IDs of a namespace."""

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, NamedTuple
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from kukeond.api import docrules
 from kukeond.api.v1beta1 import (
@@ -209,6 +210,115 @@ async def gather(work: Iterable[Coroutine[Any, Any, Any] | defer.Deferred[Any]])
     return [value for _, value in results]
 
 
+class LiveStates(NamedTuple):
+    """What containerd says now about some containers of one namespace.
+
+    ``states``: containerd ID to container state (see :func:`container_state`);
+    ``present``: the IDs that name a container, ``None`` when the listing failed
+    (the states then come from the task queries alone). Shared by the callers of
+    a coalesced query: read, never modify.
+    """
+
+    present: frozenset[str] | None
+    states: dict[str, str]
+
+
+async def _task_status(client: Any, namespace: str, cid: str) -> str | None:
+    """The task's status; ``None`` when there is no task (or container); Unavailable raises."""
+    try:
+        return (await client.task_state(namespace, cid)).status
+    except cerrors.NotFound:
+        return None
+    except cerrors.Unavailable:
+        raise
+    except cerrors.ContainerdError:
+        return "unknown"
+
+
+async def _present(client: Any, namespace: str, cids: tuple[str, ...]) -> frozenset[str] | None:
+    try:
+        return await client.container_ids(namespace, cids)
+    except cerrors.Unavailable:
+        raise
+    except cerrors.ContainerdError:
+        return None
+
+
+async def query_states(
+    client: Any, namespace: str, cids: tuple[str, ...], running_first: bool
+) -> LiveStates:
+    """The live state of each of ``cids`` in ``namespace``; an unreachable containerd raises.
+
+    One listing says which containers exist; a task is asked for only where a
+    container is. ``running_first`` (the cell is expected to run) sends the
+    task queries along with the listing instead of after it: fewer round trips
+    when containers exist, more calls when they do not. Either way the answer
+    is the same.
+    """
+    if running_first:
+        present, *statuses = await gather(
+            [_present(client, namespace, cids), *(_task_status(client, namespace, c) for c in cids)]
+        )
+        tasks = dict(zip(cids, statuses, strict=True))
+    else:
+        present = await _present(client, namespace, cids)
+        asked = cids if present is None else tuple(c for c in cids if c in present)
+        tasks = {}
+        if asked:  # none for a stopped cell
+            statuses = await gather(_task_status(client, namespace, c) for c in asked)
+            tasks = dict(zip(asked, statuses, strict=True))
+    states = {
+        cid: STOPPED
+        if present is not None and cid not in present
+        else container_state(tasks.get(cid), True)
+        for cid in cids
+    }
+    return LiveStates(present, states)
+
+
+def expects_running(doc: CellDoc) -> bool:
+    """Whether the stored cell may have containers (only a hint for :func:`query_states`).
+
+    A cell stopped or failed had its containers removed by whoever wrote that state.
+    """
+    return doc.status.state not in (STOPPED, FAILED)
+
+
+class InFlight:
+    """Coalesces identical queries while they run.
+
+    ``run(key, query)`` starts ``query()`` unless a query of the same ``key``
+    is still running, in which case the caller waits for that one and gets its
+    result (or failure). Nothing is kept once a query has answered: the next
+    call asks again.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[Any, list[defer.Deferred[Any]]] = {}
+
+    def run(self, key: Any, query: Callable[[], Any]) -> defer.Deferred[Any]:
+        """The result of ``query()``, or of the identical query already in flight."""
+        mine: defer.Deferred[Any] = defer.Deferred()
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.append(mine)
+            return mine
+        self._waiting[key] = [mine]
+
+        def answer(result: Any) -> None:
+            for waiter in self._waiting.pop(key):
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+
+        defer.ensureDeferred(query()).addBoth(answer)
+        return mine
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
 def as_kukeon_error(exc: BaseException) -> KukeonError:
     """Give containerd, CNI, cgroup and spec failures the daemon's error type."""
     if isinstance(exc, KukeonError):
@@ -224,6 +334,7 @@ class CellRunner:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.files = FileWork(runtime.reactor)
+        self.in_flight = InFlight()
 
     # --- lookups -----------------------------------------------------------------
 
@@ -310,15 +421,28 @@ class CellRunner:
         """Statuses of every spec container, queried from containerd now."""
         ns = namespace or self.namespace(doc.spec.realmId)
         containers = doc.spec.containers or []
-        states = await gather(
-            self.container_state_live(ns, containerd_id_of(doc, c)) for c in containers
+        cids = [containerd_id_of(doc, c) for c in containers]
+        live = await query_states(
+            self.rt.containerd, ns, tuple(dict.fromkeys(cids)), expects_running(doc)
         )
         return carry_restarts(
             doc,
             [
-                ContainerStatus(name=c.id, id=c.id, state=s)
-                for c, s in zip(containers, states, strict=True)
+                ContainerStatus(name=c.id, id=c.id, state=live.states[cid])
+                for c, cid in zip(containers, cids, strict=True)
             ],
+        )
+
+    def shared_states(
+        self, namespace: str, cids: tuple[str, ...], running_first: bool
+    ) -> defer.Deferred[LiveStates]:
+        """:func:`query_states`, coalesced: a call made while the same query runs shares it.
+
+        For reads only: a caller that acts on the answer asks on its own.
+        """
+        return self.in_flight.run(
+            (namespace, cids),
+            lambda: query_states(self.rt.containerd, namespace, cids, running_first),
         )
 
     async def root_exists(self, doc: CellDoc, namespace: str) -> bool:

@@ -34,28 +34,26 @@ from typing import Any
 from kukeond import errors
 from kukeond.api import docrules, kukeonv1, wire_results
 from kukeond.api.v1beta1 import (
-    KIND_CELL,
     READY,
     CellDoc,
     ContainerSpec,
     SpaceDoc,
 )
-from kukeond.base import naming
+from kukeond.base import gojson, naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import secrets
 from kukeond.controller.cell_files import check_volumes
+from kukeond.controller.cell_reads import decode_cell, finish_output, stored_cell
 from kukeond.controller.cell_runner import (
     CellKey,
     as_kukeon_error,
     cell_key,
     containerd_id_of,
     derive_cell_state,
-    gather,
     root_container,
 )
 from kukeond.controller.common import (
-    as_output,
-    matching_wire,
+    matching_array,
     q,
     read_doc,
     required,
@@ -88,14 +86,30 @@ def identify(doc: CellDoc) -> CellKey:
     return (realm, space, stack, name)
 
 
-def output(doc: CellDoc) -> CellDoc:
-    """A cell as it leaves the daemon (``containers`` arrays never null)."""
-    as_output(doc, KIND_CELL)
-    if doc.spec.containers is None:
-        doc.spec.containers = []
-    if doc.status.containers is None:
-        doc.status.containers = []
-    return doc
+output = finish_output
+"""A cell as it leaves the daemon (``containers`` arrays never null)."""
+
+_LIST_HEAD, _LIST_TAIL = (
+    gojson.dumps(kukeonv1.ListCellsReply(Cells=[gojson.RawJSON(b"0")]).to_wire())
+    .encode()
+    .split(b"[0]")
+)
+"""ListCellsReply's text before and after the ``Cells`` array."""
+
+
+def _raw_text(text: Any) -> gojson.RawJSON:
+    return text.raw
+
+
+def _get_reply_parts(cgroup: bool, root: bool) -> tuple[bytes, bytes]:
+    result = wire_results.GetCellResult(Cell=gojson.RawJSON(b"0"), MetadataExists=True)
+    result.CgroupExists, result.RootContainerExists = cgroup, root
+    before, after = gojson.dumps(kukeonv1.GetCellReply(Result=result).to_wire()).split('"Cell":0')
+    return (before + '"Cell":').encode(), after.encode()
+
+
+_GET_REPLY = {(c, r): _get_reply_parts(c, r) for c in (False, True) for r in (False, True)}
+"""A found cell's GetCellReply text around the cell, by (CgroupExists, RootContainerExists)."""
 
 
 def merge_space_defaults(runtime: Runtime, doc: CellDoc) -> None:
@@ -302,38 +316,40 @@ class CellHandlers:
         return kukeonv1.CreateCellReply(Result=result)
 
     async def get(self, args: Any) -> Any:
-        """GetCell: stored document with live container statuses."""
+        """GetCell: the stored document with the container states containerd gives now.
+
+        One listing says which of the cell's containers (and its root) exist,
+        and a task is asked for where one does; a GetCell arriving while the
+        same query runs for another request shares its answer. The reply is
+        the stored version's text with the live statuses spliced in.
+        """
         docrules.normalize_request_doc(args.Doc)
         key = identify(args.Doc)
-        result = wire_results.GetCellResult()
-        cell = read_doc(self.rt, key, CellDoc, KIND_CELL)
-        if cell is None:
-            result.Cell = output(args.Doc)
+        text = stored_cell(self.rt, key)
+        if text is None:
+            result = wire_results.GetCellResult(Cell=output(args.Doc))
             return kukeonv1.GetCellReply(Result=result)
         ns = self.runner.namespace(key[0])
-        # The container states and the root's existence are asked for at once.
-        live, root_exists = await gather((self._live_statuses(cell, ns),
-                                          _root_exists(self.runner, cell, ns)))  # fmt: skip
-        if live is not None:
-            cell.status.containers = live
-        result.Cell = output(cell)
-        result.MetadataExists = True
-        result.CgroupExists = self.rt.cgroups.exists(self.runner.cgroup_path(cell))
-        result.RootContainerExists = root_exists
-        return kukeonv1.GetCellReply(Result=result)
-
-    async def _live_statuses(self, cell: CellDoc, ns: str) -> Any:
         try:
-            return await self.runner.live_statuses(cell, ns)
+            live = await self.runner.shared_states(ns, text.query, text.running)
         except cerrors.ContainerdError:
-            return None
+            live = None  # the stored statuses stand; the root counts as absent
+        cell = text.raw if live is None else text.with_states(live.states)
+        group = text.cgroup_path or naming.cgroup_path(self.rt.cgroup_root, *text.key)
+        present = live.present if live is not None else None
+        root = present is not None and text.root_cid in present
+        head, tail = _GET_REPLY[(self.rt.cgroups.exists(group), root)]
+        return gojson.RawJSON(head + cell.data + tail)
 
     async def list(self, args: Any) -> Any:
-        """ListCells: stored documents (no live queries); empty filters match all."""
+        """ListCells: stored documents (no live queries); empty filters match all.
+
+        Each cell's wire text is built once per stored version, and the array
+        of them is kept while nothing in the tree changed: the reply is spliced.
+        """
         wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip())
-        # Each cell's wire text is built once per stored version and spliced.
-        cells = matching_wire(self.rt, 4, wanted, CellDoc, KIND_CELL, output)
-        return kukeonv1.ListCellsReply(Cells=cells)
+        cells = matching_array(self.rt, 4, wanted, decode_cell, _raw_text)
+        return gojson.RawJSON(_LIST_HEAD + cells + _LIST_TAIL)
 
     async def start(self, args: Any) -> Any:
         """StartCell: refuses a running cell, else (re)starts every container."""

@@ -248,17 +248,62 @@ def matching_wire(
     finish: Callable[[D], Any] | None = None,
 ) -> list[gojson.RawJSON]:
     """The wire text of every document :func:`matching_keys` finds (unreadable ones: skipped)."""
+    return matching_decoded(runtime, depth, wanted, stored_wire(cls, kind, finish))
+
+
+def matching_decoded(
+    runtime: Runtime, depth: int, wanted: tuple[str, ...], decode: Callable[[Any], Any]
+) -> list[Any]:
+    """``decode`` of every document :func:`matching_keys` finds, once per stored version.
+
+    ``decode`` follows the rules of ``MetadataStore.decoded`` and answers
+    :class:`Unreadable` for a document it cannot use; those are skipped.
+    """
     prefix = _prefix(wanted)
-    found = runtime.store.decoded_keys(depth, prefix, stored_wire(cls, kind, finish))
-    if any(wanted[len(prefix) :]):  # a name below a wildcard: filter
-        found = [
-            (key, value) for key, value in found
-            if not any(w and w != k for w, k in zip(wanted, key, strict=False))
-        ]  # fmt: skip
-    return _readable(found, warn=False)
+    found = runtime.store.decoded_keys(depth, prefix, decode)
+    return _readable(_select(found, wanted, prefix), warn=False)
 
 
-def _readable(found: Any, *, warn: bool) -> list[gojson.RawJSON]:
+def _select(found: Any, wanted: tuple[str, ...], prefix: tuple[str, ...]) -> Any:
+    """The ``(key, value)`` pairs of ``found`` that every name of ``wanted`` matches."""
+    if not any(wanted[len(prefix) :]):  # the walk below the prefix found only those
+        return found
+    return [
+        (key, value) for key, value in found
+        if not any(w and w != k for w, k in zip(wanted, key, strict=False))
+    ]  # fmt: skip
+
+
+_arrays: dict[tuple[int, int, tuple[str, ...], Any, Any], tuple[Any, bytes]] = {}
+
+
+def matching_array(
+    runtime: Runtime,
+    depth: int,
+    wanted: tuple[str, ...],
+    decode: Callable[[Any], Any],
+    wire: Callable[[Any], gojson.RawJSON],
+) -> bytes:
+    """The JSON array of ``wire(value)`` for :func:`matching_decoded`'s values.
+
+    The array is kept while the store hands out the same listing (nothing
+    in the tree changed), so listing again copies one text.
+    """
+    prefix = _prefix(wanted)
+    found = runtime.store.decoded_keys(depth, prefix, decode)
+    key = (id(runtime.store), depth, wanted, decode, wire)
+    kept = _arrays.get(key)
+    if kept is not None and kept[0] is found:
+        return kept[1]
+    readable = _readable(_select(found, wanted, prefix), warn=False)
+    array = b"[" + b",".join([wire(v).data for v in readable]) + b"]"
+    if len(_arrays) >= 16:
+        _arrays.clear()
+    _arrays[key] = (found, array)  # the listing is kept alive with it: its id stays unique
+    return array
+
+
+def _readable(found: Any, *, warn: bool) -> list[Any]:
     out = []
     for key, value in found:
         if type(value) is Unreadable:
@@ -332,8 +377,11 @@ def remove_cgroup(runtime: Runtime, group: str, *, fatal: bool) -> bool:
 def realm_namespace(runtime: Runtime, realm: str) -> str:
     """The containerd namespace of a stored realm (its ``spec.namespace``), else the default."""
     explicit = ""
-    if safe(realm) and runtime.store.exists((realm,)):
-        explicit = runtime.store.decoded((realm,), _stored_namespace)
+    if safe(realm):
+        try:
+            explicit = runtime.store.decoded((realm,), _stored_namespace) or ""
+        except MetadataCorrupt:
+            pass  # an unusable realm document names no namespace
     return naming.realm_namespace(realm, runtime.suffix, explicit.strip() or None)
 
 

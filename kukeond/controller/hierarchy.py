@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from kukeond import errors
 from kukeond.api import docrules
 from kukeond.api import v1beta1 as v1
-from kukeond.base import naming
+from kukeond.base import gojson, naming
 from kukeond.controller import common
 from kukeond.controller.common import q
 from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
@@ -216,8 +216,11 @@ class Level(Generic[D]):
         """Whether the stored document's cgroup (or the default one) exists."""
         return self.rt.cgroups.exists(common.cgroup_of(self.rt, stored.status.cgroupPath, *key))
 
-    def list_stored(self, wanted: tuple[str, ...]) -> list[D]:
-        """Every readable document below the given parent names (empty = any), by key."""
+    def list_stored(self, wanted: tuple[str, ...]) -> list[gojson.RawJSON]:
+        """Every readable document below the given parent names (empty = any), by key.
+
+        Each comes as its wire text, built once per stored version.
+        """
         parents: list[Key] = [()]
         above: Key
         for want in wanted:
@@ -226,9 +229,9 @@ class Level(Generic[D]):
                 names = [want] if want else self.children(above)
                 below += [(*above, name) for name in names if common.safe(name)]
             parents = below
-        found: list[D] = []
+        found: list[gojson.RawJSON] = []
         for key in parents:
-            found += common.list_docs(self.rt, key, self.doc_type, self.doc_kind)
+            found += common.list_wire(self.rt, key, self.doc_type, self.doc_kind)
         return found
 
     def children(self, key: Key) -> list[str]:

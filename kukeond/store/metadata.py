@@ -22,6 +22,12 @@ daemon may take the host over. So:
   trusted from the cache, since two writes within one timestamp tick can
   look alike; a re-read of such a file that finds the same digest keeps
   what was decoded.
+* With ``watch=True`` (the daemon's store) inotify says what changed instead
+  (:mod:`kukeond.store.watch`): every read first takes the queued events,
+  and a document or listing read since its directory was watched, with no
+  event since, is served without a ``stat``. The kernel queues an event
+  during the system call that changes the tree, so a change another writer
+  has made is seen by the next read all the same.
 * No write replaces a document that changed on disk since the daemon last
   saw it: :meth:`MetadataStore.put` compares the file's version with the
   one expected (by default the last the daemon read or wrote, or an explicit
@@ -62,6 +68,7 @@ from twisted.python.threadpool import ThreadPool
 from kukeond.base import atomic, gojson, naming
 from kukeond.logs import Logger
 from kukeond.store.locks import KeyedLock
+from kukeond.store.watch import TreeWatch
 
 Key = tuple[str, ...]
 Document = dict[str, Any]
@@ -236,9 +243,18 @@ class MetadataStore:
         inline: bool = False,
         clock: Callable[[], str] = gojson.now,
         reactor: Any = None,
+        watch: bool = False,
     ) -> None:
         self.run_path = run_path
         self._inline = inline
+        self._watching = watch
+        self._watch: TreeWatch | None = None
+        # keys whose cached document / listing no event has touched since it was read
+        self._fresh: set[Key] = set()
+        self._fresh_dirs: set[Key] = set()
+        # moves whenever the cache may have changed; listings made within one epoch are kept
+        self._epoch = 0
+        self._listed: dict[tuple[int, Key, Any], tuple[int, list[tuple[Key, Any]]]] = {}
         self._clock = clock
         self._files: dict[Key, _Stored] = {}
         # parent key -> (the directory's (inode, mtime), its subdirectory names, sorted)
@@ -265,10 +281,51 @@ class MetadataStore:
         self._pool.start()
 
     def stop(self) -> None:
-        """Stop the write thread after the queued writes have run."""
+        """Stop the write thread after the queued writes have run; stop watching."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()
+        self._watching = False
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            watch.close()
+        self._forget_fresh()
+
+    def _forget_fresh(self) -> None:
+        self._epoch += 1
+        self._fresh.clear()
+        self._fresh_dirs.clear()
+        self._listed.clear()
+
+    def _sync(self) -> None:
+        """Forget what the events queued since the last read say may have changed."""
+        watch = self._watch
+        if watch is None:
+            if not self._watching:
+                return
+            try:
+                watch = self._watch = TreeWatch(naming.data_dir(self.run_path))
+            except OSError as exc:
+                self._watching = False
+                self.log.warn("not watching the metadata tree: {error}", error=str(exc))
+                return
+        changes = watch.changes()
+        if not changes:
+            return
+        if changes.everything:
+            self._forget_fresh()
+            return
+        self._epoch += 1
+        self._fresh.difference_update(changes.documents)
+        self._fresh_dirs.difference_update(changes.listings)
+        for top in changes.subtrees:
+            size = len(top)
+            for fresh in (self._fresh, self._fresh_dirs):
+                fresh.difference_update([k for k in fresh if k[:size] == top])
+
+    def _watched(self, key: Key) -> bool:
+        """Watch ``key``'s directory (and its ancestors) before it is read; whether it is."""
+        return self._watch is not None and self._watch.watch(key)
 
     def load(self) -> int:
         """Sweep interrupted writes' temp files from the run path, then read every document.
@@ -280,6 +337,7 @@ class MetadataStore:
         self._files.clear()
         self._dirs.clear()
         self._seen.clear()
+        self._forget_fresh()
         # Network files share the tree and the temp names; the run path's own
         # files (the instance file) are written the same way.
         top: list[tuple[str, list[str], list[str]]] = [
@@ -314,7 +372,14 @@ class MetadataStore:
         return path
 
     def _current(self, key: Key) -> _Stored | None:
-        """The file's current version, read only when it changed; ``None`` if absent."""
+        """The file's current version, parsed only when it changed; ``None`` if absent.
+
+        Callers take the queued changes first (:meth:`_sync`).
+        """
+        if key in self._fresh:
+            return self._files[key]
+        self._epoch += 1
+        watched = self._watched(key)
         path = self._path(key)
         try:
             st = os.stat(path)
@@ -323,11 +388,13 @@ class MetadataStore:
             return None
         cached = self._files.get(key)
         if cached is not None and cached.version == _version_of(st) and not _racy(st.st_mtime_ns):
+            if watched:
+                self._fresh.add(key)
             return cached
-        return self._fetch(key, path, cached)[0]
+        return self._fetch(key, path, cached, watched)[0]
 
     def _fetch(
-        self, key: Key, path: str, cached: _Stored | None
+        self, key: Key, path: str, cached: _Stored | None, watched: bool
     ) -> tuple[_Stored | None, Document | None]:
         """Read the file: its version (recorded) and document (``None``: absent or unusable)."""
         got = self._read(key, path)
@@ -338,6 +405,8 @@ class MetadataStore:
         if cached is not None and cached.same_content(stored):
             stored = cached  # the same content keeps its decoded values
         self._files[key] = stored
+        if watched:
+            self._fresh.add(key)
         self._observe(key, stored.version)
         return stored, doc
 
@@ -346,7 +415,8 @@ class MetadataStore:
 
         ``None`` when absent; raises :class:`MetadataCorrupt` when unusable.
         """
-        stored, doc = self._fetch(key, self._path(key), self._files.get(key))
+        self._sync()
+        stored, doc = self._fetch(key, self._path(key), self._files.get(key), self._watched(key))
         if stored is None:
             return None
         if stored.corrupt is not None:
@@ -356,6 +426,7 @@ class MetadataStore:
 
     def _absent(self, key: Key) -> None:
         self._files.pop(key, None)
+        self._fresh.discard(key)
         self._observe(key, None)
 
     def _observe(self, key: Key, version: Version | None) -> None:
@@ -386,15 +457,22 @@ class MetadataStore:
 
     def _subdirs(self, key: Key) -> tuple[str, ...]:
         """Names of the directories below ``key``'s directory that could hold resources."""
+        if key in self._fresh_dirs:
+            return self._dirs[key][1]
+        self._epoch += 1
+        watched = self._watched(key)
         directory = os.path.join(naming.data_dir(self.run_path), *key)
         try:
             st = os.stat(directory)
         except (FileNotFoundError, NotADirectoryError):
             self._dirs.pop(key, None)
+            self._fresh_dirs.discard(key)
             return ()
         version = (st.st_ino, st.st_mtime_ns)
         cached = self._dirs.get(key)
         if cached is not None and cached[0] == version and not _racy(st.st_mtime_ns):
+            if watched:
+                self._fresh_dirs.add(key)
             return cached[1]
         try:
             with os.scandir(directory) as entries:
@@ -407,16 +485,21 @@ class MetadataStore:
                 )
         except (FileNotFoundError, NotADirectoryError):
             self._dirs.pop(key, None)
+            self._fresh_dirs.discard(key)
             return ()
         self._dirs[key] = (version, names)
+        if watched:
+            self._fresh_dirs.add(key)
         return names
 
     def exists(self, key: Key) -> bool:
         """Whether a usable document is stored under ``key``."""
+        self._sync()
         stored = self._current(_check_key(key))
         return stored is not None and stored.corrupt is None
 
     def _usable(self, key: Key) -> _Stored | None:
+        self._sync()
         stored = self._current(_check_key(key))
         if stored is None:
             return None
@@ -479,6 +562,7 @@ class MetadataStore:
         key = _check_key(key, allow_empty=True)
         if len(key) == 4:
             return []
+        self._sync()
         out = []
         for name in self._subdirs(key):
             stored = self._current((*key, name))
@@ -491,10 +575,13 @@ class MetadataStore:
         key = _check_key(key, allow_empty=True)
         if len(key) == 4:
             return []
+        self._sync()
         out = []
         for name in self._subdirs(key):
             child = (*key, name)
-            stored, doc = self._fetch(child, self._path(child), self._files.get(child))
+            stored, doc = self._fetch(
+                child, self._path(child), self._files.get(child), self._watched(child)
+            )
             if stored is not None and doc is not None:
                 out.append((child, doc))
         return out
@@ -508,6 +595,7 @@ class MetadataStore:
         under = _check_key(under, allow_empty=True)
         if len(under) >= depth:
             return [under] if len(under) == depth and self.exists(under) else []
+        self._sync()
         level: list[Key] = [under]
         for _ in range(depth - 1 - len(under)):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
@@ -518,23 +606,31 @@ class MetadataStore:
     ) -> list[tuple[Key, Any]]:
         """``(key, decode(document))`` of every key :meth:`keys` gives, sorted.
 
-        Each file is validated against the disk once (one ``stat``), and
-        ``decode`` runs once per stored version as in :meth:`decoded`, whose
-        rules apply.
+        Each file is validated against the disk once (one ``stat``, or none
+        when the store watches the tree and nothing changed), and ``decode``
+        runs once per stored version as in :meth:`decoded`, whose rules apply.
+        A watching store hands out the same list again while nothing in the
+        tree changed: callers must not modify it.
         """
         under = _check_key(under, allow_empty=True)
         if len(under) >= depth:
             if len(under) == depth and self.exists(under):
                 return [(under, self.decoded(under, decode))]
             return []
+        self._sync()
+        epoch = self._epoch
+        listed = self._listed.get((depth, under, decode))
+        if listed is not None and listed[0] == epoch:
+            return listed[1]
         level: list[Key] = [under]
         for _ in range(depth - 1 - len(under)):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
         out = []
+        fresh, files = self._fresh, self._files
         for parent in level:
             for name in self._subdirs(parent):
                 key = (*parent, name)
-                stored = self._current(key)
+                stored = files[key] if key in fresh else self._current(key)
                 if stored is None or stored.corrupt is not None:
                     continue
                 value = stored.decoded.get(decode, _ABSENT)
@@ -546,11 +642,17 @@ class MetadataStore:
                     if value is _ABSENT:
                         continue
                 out.append((key, value))
+        if self._watch is not None and self._epoch == epoch:
+            # Everything came from what no event has touched: good until something does.
+            if len(self._listed) >= 64:
+                self._listed.clear()
+            self._listed[(depth, under, decode)] = (epoch, out)
         return out
 
     def corrupt(self) -> dict[Key, MetadataCorrupt]:
         """The unusable files of the tree, by key."""
         found: dict[Key, MetadataCorrupt] = {}
+        self._sync()
         level: list[Key] = [()]
         for _ in range(4):
             level = [(*parent, name) for parent in level for name in self._subdirs(parent)]
@@ -594,6 +696,7 @@ class MetadataStore:
 
         def written(outcome: tuple[bool, Version]) -> Document:
             existed, version = outcome
+            self._epoch += 1
             self._files[key] = _Stored(version, _digest(data))
             if existed:
                 self.log.info("metadata file already exists, overwriting: {path}", path=path)
@@ -617,7 +720,9 @@ class MetadataStore:
             return existed
 
         def removed(existed: bool) -> bool:
+            self._epoch += 1
             self._files.pop(key, None)
+            self._fresh.discard(key)
             return existed
 
         return self._writing(key, remove).addCallback(removed)
@@ -628,9 +733,12 @@ class MetadataStore:
         directory = naming.resource_dir(self.run_path, *key)
 
         def removed(_: None) -> None:
+            self._epoch += 1
             for index in (self._seen, self._files, self._dirs):
                 for stale in [k for k in index if k[: len(key)] == key]:
                     del index[stale]
+            for fresh in (self._fresh, self._fresh_dirs):
+                fresh.difference_update([k for k in fresh if k[: len(key)] == key])
 
         return self._writing(key, lambda: atomic.remove_tree(directory)).addCallback(removed)
 

@@ -219,6 +219,14 @@ def make_icontainerd_tests(make_client):
             )
             found = await self.client.list_containers(self.ns, {"kukeon.io/cell": "a"})
             self.assertEqual([c.id for c in found], ["c1"])
+            self.assertEqual(
+                await self.client.container_ids(self.ns, ["c2", "c1", "c3", "c1.x"]),
+                frozenset({"c1", "c2"}),
+            )
+            self.assertEqual(await self.client.container_ids(self.ns, []), frozenset())
+            self.assertEqual(
+                await self.client.container_ids(unique_namespace(), ["c1"]), frozenset()
+            )
             updated = await self.client.update_container_labels(
                 self.ns, "c1", {"kukeon.io/cell": None, "x.y/z": "1"}
             )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from twisted.trial.unittest import TestCase
 
 from kukeond.api import kukeonv1
 from kukeond.api.v1beta1 import CellDoc, ContainerDoc, ContainerSpec
-from kukeond.base import naming
+from kukeond.base import gojson, naming
 from kukeond.controller import cells
 from kukeond.handlers import containers
 
@@ -81,14 +83,19 @@ def container_doc(name, cell="c1", realm="r1", space="s1", stack="k1", **spec):
 
 
 class Calls:
-    """Call handlers by method name, as the dispatcher does (errors raised)."""
+    """Call handlers by method name, as the dispatcher does (errors raised).
+
+    The reply is read back from its wire text, as a client reads it (a reply
+    may carry kept wire text rather than structs).
+    """
 
     def __init__(self, runtime):
         self.table = {**cells.handlers(runtime), **containers.handlers(runtime)}
 
     async def __call__(self, method, **fields):
-        args_type = kukeonv1.METHODS[method][0]
-        return await self.table[method](args_type(**fields))
+        args_type, reply_type = kukeonv1.METHODS[method]
+        reply = await self.table[method](args_type(**fields))
+        return reply_type.from_wire(json.loads(gojson.dumps(reply.to_wire())))
 
 
 async def wait_for(predicate, timeout=20.0):

@@ -2,13 +2,15 @@
 
 Requests go through the real :class:`Dispatcher` (decode of ``params[0]``,
 handler, ``Err`` mapping), so a test sees exactly the reply object the
-daemon would write, as a plain JSON dict.
+daemon would write, as a plain JSON dict read back from its wire text.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from kukeond.base import gojson
 from kukeond.handlers import images, realms, spaces, stacks
 from kukeond.rpc.codec import Request
 from kukeond.rpc.dispatch import Dispatcher
@@ -38,7 +40,8 @@ class Caller:
         )
         if error is not None:
             raise AssertionError(f"protocol error: {error}")
-        return result
+        # As a client reads it: replies may carry kept wire text.
+        return json.loads(gojson.dumps(result))
 
     async def ok(self, method: str, params: Any) -> dict:
         """Call and insist that ``Err`` is null; return the reply."""

@@ -44,11 +44,16 @@ def result(d):
 
 
 class StoreTestMixin:
+    watch = False
+    """Whether the stores of the tests watch the tree with inotify (as the daemon's does)."""
+
     def make_store(self, **kw):
         self.run = self.mktemp()
         os.makedirs(self.run)
         kw.setdefault("inline", True)
-        return MetadataStore(self.run, clock=lambda: NOW, **kw)
+        store = MetadataStore(self.run, clock=lambda: NOW, watch=self.watch, **kw)
+        self.addCleanup(store.stop)
+        return store
 
     def place(self, key, content):
         path = os.path.join(self.run, "data", *key, "metadata.json")
@@ -535,3 +540,17 @@ class FootprintTests(StoreTestMixin, SynchronousTestCase):
         first = store.get(("r",))
         first["n"] = 3
         self.assertEqual(store.get(("r",)), {"n": 2})
+
+
+class WatchedIndexTests(IndexTests):
+    """The index tests, the store trusting inotify instead of a stat per read."""
+
+    watch = True
+
+
+class WatchedDecodedTests(DecodedTests):
+    watch = True
+
+
+class WatchedCrashTests(CrashTests):
+    watch = True

@@ -293,6 +293,11 @@ class FakeContainerd:
         ]
 
     @_deferred
+    def container_ids(self, namespace: str, ids: Sequence[str]) -> frozenset[str]:
+        """See ``IContainerd``."""
+        return frozenset(ids) & self._ns(namespace, create=False).containers.keys()
+
+    @_deferred
     def update_container_labels(
         self, namespace: str, container_id: str, labels: Mapping[str, str | None]
     ) -> ContainerInfo:

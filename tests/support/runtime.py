@@ -52,13 +52,18 @@ def test_config(run_path: str, cgroup_root: str | None = None) -> DaemonConfig:
     )
 
 
-def fake_runtime(test, reactor=None) -> Runtime:
-    """A runtime of fakes with an inline store under a temp run path."""
+def fake_runtime(test, reactor=None, watch=False) -> Runtime:
+    """A runtime of fakes with an inline store under a temp run path.
+
+    ``watch``: the store trusts inotify, as the daemon's does.
+    """
     if reactor is None:
         from twisted.internet import reactor
     run_path = short_tmpdir(test)
     config = test_config(run_path)
-    store = MetadataStore(run_path, inline=True, reactor=reactor)
+    store = MetadataStore(run_path, inline=True, reactor=reactor, watch=watch)
+    if watch:
+        test.addCleanup(store.stop)
     store.load()
     return Runtime(
         config=config,
