@@ -1,6 +1,6 @@
-"""Cell RPCs: CreateCell, GetCell, ListCells, StartCell, StopCell, KillCell, DeleteCell, PurgeCell.
+"""Cells by key: create or start, read with live states, start, stop, kill, delete, purge.
 
-Every mutating handler holds the cell's store lock (``store.lock((R, S, K, C))``)
+Every mutating operation holds the cell's store lock (``store.lock((R, S, K, C))``)
 for its whole read-modify-write, so calls on one cell are serialised while
 calls on different cells run in parallel. The lifecycle itself lives in
 :class:`kukeond.controller.cell_runner.CellRunner`.
@@ -29,10 +29,11 @@ it says otherwise):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from kukeond import errors
-from kukeond.api import docrules, kukeonv1, wire_results
+from kukeond.api import docrules
 from kukeond.api.v1beta1 import (
     READY,
     CellDoc,
@@ -48,20 +49,16 @@ from kukeond.controller.cell_runner import (
     CellKey,
     as_kukeon_error,
     cell_key,
-    containerd_id_of,
     derive_cell_state,
-    root_container,
 )
 from kukeond.controller.common import (
     matching_array,
     q,
     read_doc,
     required,
-    validated,
 )
 from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
-from kukeond.rpc.dispatch import Handler
 
 ROOT_HOST_NETWORK_MISMATCH = (
     "explicit rootContainerId must have hostNetwork: true when any cell container has "
@@ -88,28 +85,6 @@ def identify(doc: CellDoc) -> CellKey:
 
 output = finish_output
 """A cell as it leaves the daemon (``containers`` arrays never null)."""
-
-_LIST_HEAD, _LIST_TAIL = (
-    gojson.dumps(kukeonv1.ListCellsReply(Cells=[gojson.RawJSON(b"0")]).to_wire())
-    .encode()
-    .split(b"[0]")
-)
-"""ListCellsReply's text before and after the ``Cells`` array."""
-
-
-def _raw_text(text: Any) -> gojson.RawJSON:
-    return text.raw
-
-
-def _get_reply_parts(cgroup: bool, root: bool) -> tuple[bytes, bytes]:
-    result = wire_results.GetCellResult(Cell=gojson.RawJSON(b"0"), MetadataExists=True)
-    result.CgroupExists, result.RootContainerExists = cgroup, root
-    before, after = gojson.dumps(kukeonv1.GetCellReply(Result=result).to_wire()).split('"Cell":0')
-    return (before + '"Cell":').encode(), after.encode()
-
-
-_GET_REPLY = {(c, r): _get_reply_parts(c, r) for c in (False, True) for r in (False, True)}
-"""A found cell's GetCellReply text around the cell, by (CgroupExists, RootContainerExists)."""
 
 
 def merge_space_defaults(runtime: Runtime, doc: CellDoc) -> None:
@@ -170,7 +145,23 @@ def prepare_new_cell(runtime: Runtime, doc: CellDoc) -> None:
         secrets.check(container, os.environ)
 
 
-async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> wire_results.CreateCellResult:
+@dataclass
+class CellCreation:
+    """What creating (or re-ensuring) and starting a cell found and did."""
+
+    cell: CellDoc | None = None
+    MetadataExistsPre: bool = False
+    CgroupExistsPre: bool = False
+    CgroupCreated: bool = False
+    RootContainerExistsPre: bool = False
+    CgroupExistsPost: bool = False
+    RootContainerExistsPost: bool = False
+    Created: bool = False
+    containers: list[tuple[str, bool, bool]] = field(default_factory=list)
+    """``(name, existed before, exists after)`` of each container the request named."""
+
+
+async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> CellCreation:
     """Provision ``doc`` (or ensure the stored cell of that name) and start it.
 
     ``doc`` must have passed the request checks (names, document rules,
@@ -180,7 +171,7 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> wire_results.C
     key = cell_key(doc)
     requested = [c.id for c in doc.spec.containers or []]
     requested_root = doc.spec.rootContainerId
-    result = wire_results.CreateCellResult()
+    result = CellCreation()
     async with runtime.store.lock(key):
         stored = runner.load(key)
         result.MetadataExistsPre = stored is not None
@@ -216,27 +207,15 @@ async def create_or_start_cell(runtime: Runtime, doc: CellDoc) -> wire_results.C
         except errors.KukeonError as exc:
             raise exc.wrap("failed to start cell containers") from exc
         after = {c.id for c in cell.spec.containers or []}
-        result.Cell = output(cell)
+        result.cell = output(cell)
         if stored is None:
             # The stored cell names its root; the reference's reply to a new cell
             # carries only the rootContainerId of the request.
-            result.Cell.spec.rootContainerId = requested_root
-        result.MetadataExistsPost = True
+            result.cell.spec.rootContainerId = requested_root
         result.CgroupExistsPost = runtime.cgroups.exists(runner.cgroup_path(cell))
         result.RootContainerExistsPost = await _root_exists(runner, cell, ns)
-        result.RootContainerCreated = not result.RootContainerExistsPre
-        result.StartedPost = result.Started = True
         result.Created = stored is None
-        if requested:
-            result.Containers = [
-                wire_results.ContainerCreationOutcome(
-                    Name=name,
-                    ExistsPre=name in before,
-                    ExistsPost=name in after,
-                    Created=name not in before and name in after,
-                )
-                for name in requested
-            ]
+        result.containers = [(name, name in before, name in after) for name in requested]
     return result
 
 
@@ -294,171 +273,77 @@ async def purge_cell(runtime: Runtime, key: CellKey) -> list[str]:
         return await runner.purge(cell)
 
 
-class CellHandlers:
-    """The KukeonV1 cell methods."""
+@dataclass
+class LiveCell:
+    """A stored cell's kept text with the states containerd gives now."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.runner = runtime.cells
+    text: gojson.RawJSON
+    cgroup_exists: bool
+    root_exists: bool
 
-    async def create(self, args: Any) -> Any:
-        """CreateCell."""
-        doc: CellDoc = args.Doc
-        docrules.normalize_request_doc(doc)
-        doc.metadata.name = validated("cell", doc.metadata.name)
-        doc.spec.realmId = required(doc.spec.realmId, errors.RealmNameRequired)
-        doc.spec.spaceId = required(doc.spec.spaceId, errors.SpaceNameRequired)
-        doc.spec.stackId = required(doc.spec.stackId, errors.StackNameRequired)
-        for container in doc.spec.containers or []:
-            container.id = validated("container", container.id)
-        docrules.default_cell(doc)
-        result = await create_or_start_cell(self.rt, doc)
-        return kukeonv1.CreateCellReply(Result=result)
 
-    async def get(self, args: Any) -> Any:
-        """GetCell: the stored document with the container states containerd gives now.
+async def read_live(runtime: Runtime, key: CellKey) -> LiveCell | None:
+    """The stored cell of ``key`` with live container states; ``None`` if there is none.
 
-        One listing says which of the cell's containers (and its root) exist,
-        and a task is asked for where one does; a GetCell arriving while the
-        same query runs for another request shares its answer. The reply is
-        the stored version's text with the live statuses spliced in.
-        """
-        docrules.normalize_request_doc(args.Doc)
-        key = identify(args.Doc)
-        text = stored_cell(self.rt, key)
-        if text is None:
-            result = wire_results.GetCellResult(Cell=output(args.Doc))
-            return kukeonv1.GetCellReply(Result=result)
-        ns = self.runner.namespace(key[0])
-        try:
-            live = await self.runner.shared_states(ns, text.query, text.running)
-        except cerrors.ContainerdError:
-            live = None  # the stored statuses stand; the root counts as absent
-        cell = text.raw if live is None else text.with_states(live.states)
-        group = text.cgroup_path or naming.cgroup_path(self.rt.cgroup_root, *text.key)
-        present = live.present if live is not None else None
-        root = present is not None and text.root_cid in present
-        head, tail = _GET_REPLY[(self.rt.cgroups.exists(group), root)]
-        return gojson.RawJSON(head + cell.data + tail)
+    One listing says which of the cell's containers (and its root) exist,
+    and a task is asked for where one does; a read arriving while the same
+    query runs for another one shares its answer. The text is the stored
+    version's, with the live statuses spliced in.
+    """
+    text = stored_cell(runtime, key)
+    if text is None:
+        return None
+    runner = runtime.cells
+    try:
+        live = await runner.shared_states(runner.namespace(key[0]), text.query, text.running)
+    except cerrors.ContainerdError:
+        live = None  # the stored statuses stand; the root counts as absent
+    cell = text.raw if live is None else text.with_states(live.states)
+    group = text.cgroup_path or naming.cgroup_path(runtime.cgroup_root, *text.key)
+    root = live is not None and live.present is not None and text.root_cid in live.present
+    return LiveCell(cell, runtime.cgroups.exists(group), root)
 
-    async def list(self, args: Any) -> Any:
-        """ListCells: stored documents (no live queries); empty filters match all.
 
-        Each cell's wire text is built once per stored version, and the array
-        of them is kept while nothing in the tree changed: the reply is spliced.
-        """
-        wanted = (args.RealmName.strip(), args.SpaceName.strip(), args.StackName.strip())
-        cells = matching_array(self.rt, 4, wanted, decode_cell, _raw_text)
-        return gojson.RawJSON(_LIST_HEAD + cells + _LIST_TAIL)
+def list_cells(runtime: Runtime, wanted: tuple[str, str, str]) -> bytes:
+    """The JSON array text of the matching stored cells (empty names match all).
 
-    async def start(self, args: Any) -> Any:
-        """StartCell: refuses a running cell, else (re)starts every container."""
-        docrules.normalize_request_doc(args.Doc)
-        key = identify(args.Doc)
-        async with self.rt.store.lock(key):
-            cell = self.runner.load(key)
-            if cell is None:
-                raise not_found(key)
-            statuses = await self.runner.live_statuses(cell)
-            name = q(key[3])
-            # The workloads decide, not a root left running after its
-            # workloads were stopped on request: such a cell starts again.
-            if derive_cell_state(cell, statuses, True) == READY:
-                raise errors.KukeonError(
-                    f"cell {name} has running containers and must first be stopped"
-                )
-            if not statuses and cell.status.state == READY:
-                raise errors.KukeonError(
-                    f"cell {name} is already in Ready state and must first be stopped"
-                )
-            cell = await self.runner.start(cell)
-        return kukeonv1.StartCellReply(
-            Result=wire_results.StartCellResult(Cell=output(cell), Started=True)
-        )
+    Each cell's text is built once per stored version, and the array is
+    kept while nothing in the tree changed.
+    """
+    return matching_array(runtime, 4, wanted, decode_cell, _raw_text)
 
-    async def stop(self, args: Any) -> Any:
-        """StopCell."""
-        docrules.normalize_request_doc(args.Doc)
-        cell = await stop_cell(self.rt, identify(args.Doc))
-        return kukeonv1.StopCellReply(
-            Result=wire_results.StopCellResult(Cell=output(cell), Stopped=True)
-        )
 
-    async def kill(self, args: Any) -> Any:
-        """KillCell."""
-        docrules.normalize_request_doc(args.Doc)
-        cell = await kill_cell(self.rt, identify(args.Doc))
-        return kukeonv1.KillCellReply(
-            Result=wire_results.KillCellResult(Cell=output(cell), Killed=True)
-        )
+def _raw_text(text: Any) -> gojson.RawJSON:
+    return text.raw
 
-    async def delete(self, args: Any) -> Any:
-        """DeleteCell."""
-        docrules.normalize_request_doc(args.Doc)
-        key = identify(args.Doc)
-        cell = await delete_cell(self.rt, key)
+
+async def start_stopped_cell(runtime: Runtime, key: CellKey) -> CellDoc:
+    """Start a stored cell whose workloads are not running; refuse a running one."""
+    runner = runtime.cells
+    async with runtime.store.lock(key):
+        cell = runner.load(key)
         if cell is None:
             raise not_found(key)
-        result = wire_results.DeleteCellResult(
-            Cell=output(cell),
-            ContainersDeleted=bool(cell.spec.containers),
-            CgroupDeleted=True,
-            MetadataDeleted=True,
-        )
-        return kukeonv1.DeleteCellReply(Result=result)
-
-    async def purge(self, args: Any) -> Any:
-        """PurgeCell: failures are reported in ``Purged`` (``purge-error:``), not as errors."""
-        docrules.normalize_request_doc(args.Doc)
-        key = identify(args.Doc)
-        async with self.rt.store.lock(key):
-            cell = self.runner.load(key)
-            if cell is None:
-                raise not_found(key)
-            problems = await self.runner.purge(cell)
-        deleted = (["containers"] if cell.spec.containers else []) + ["cgroup", "metadata"]
-        purged = [f"purge-error:{p}" for p in problems] or [
-            "cni-resources",
-            "orphaned-containers",
-            "all-metadata",
-        ]
-        result = wire_results.PurgeCellResult(
-            Cell=output(cell),
-            ContainersDeleted=bool(cell.spec.containers),
-            CgroupDeleted=True,
-            MetadataDeleted=True,
-            PurgeSucceeded=not problems,
-            Force=args.Force,
-            Cascade=args.Cascade,
-            Deleted=deleted,
-            Purged=purged,
-        )
-        return kukeonv1.PurgeCellReply(Result=result)
+        statuses = await runner.live_statuses(cell)
+        name = q(key[3])
+        # The workloads decide, not a root left running after its
+        # workloads were stopped on request: such a cell starts again.
+        if derive_cell_state(cell, statuses, True) == READY:
+            raise errors.KukeonError(
+                f"cell {name} has running containers and must first be stopped"
+            )
+        if not statuses and cell.status.state == READY:
+            raise errors.KukeonError(
+                f"cell {name} is already in Ready state and must first be stopped"
+            )
+        return await runner.start(cell)
 
 
-def handlers(runtime: Runtime) -> dict[str, Handler]:
-    """The cell methods of the KukeonV1 service."""
-    h = CellHandlers(runtime)
-    return {
-        "CreateCell": h.create,
-        "GetCell": h.get,
-        "ListCells": h.list,
-        "StartCell": h.start,
-        "StopCell": h.stop,
-        "KillCell": h.kill,
-        "DeleteCell": h.delete,
-        "PurgeCell": h.purge,
-    }
-
-
-__all__ = [
-    "containerd_id_of",
-    "create_or_start_cell",
-    "delete_cell",
-    "handlers",
-    "kill_cell",
-    "purge_cell",
-    "root_container",
-    "start_cell",
-    "stop_cell",
-]
+async def purge_stored_cell(runtime: Runtime, key: CellKey) -> tuple[CellDoc, list[str]]:
+    """Purge a stored cell; returns it and the problems tolerated. Takes the lock."""
+    runner = runtime.cells
+    async with runtime.store.lock(key):
+        cell = runner.load(key)
+        if cell is None:
+            raise not_found(key)
+        return cell, await runner.purge(cell)

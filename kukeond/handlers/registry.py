@@ -17,11 +17,10 @@ import functools
 import inspect
 from typing import Any
 
-from kukeond.controller import cells
 from kukeond.controller.failures import HOST_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.errors import KukeonError
-from kukeond.handlers import apply, containers, images, realms, refresh, spaces, stacks
+from kukeond.handlers import apply, cells, containers, images, realms, refresh, spaces, stacks
 from kukeond.rpc.dispatch import Handler
 
 HANDLER_MODULES = (realms, spaces, stacks, images, cells, containers, refresh, apply)

@@ -9,8 +9,7 @@ from twisted.trial.unittest import TestCase
 from kukeond.api import kukeonv1
 from kukeond.api.v1beta1 import CellDoc, ContainerDoc, ContainerSpec
 from kukeond.base import gojson, naming
-from kukeond.controller import cells
-from kukeond.handlers import containers
+from kukeond.handlers import cells, containers
 
 
 async def make_parents(runtime, realm="r1", space="s1", stack="k1", image=True):

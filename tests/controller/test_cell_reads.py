@@ -12,10 +12,10 @@ from kukeond.api import kukeonv1
 from kukeond.api.v1beta1 import READY, STOPPED, UNKNOWN, CellDoc
 from kukeond.base import gojson
 from kukeond.containerd import errors as cerrors
-from kukeond.controller import cells
 from kukeond.controller.cell_reads import decode_cell
 from kukeond.controller.cell_runner import InFlight
 from kukeond.controller.common import matching_array
+from kukeond.handlers import cells
 from kukeond.store.metadata import render_document
 from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload
 from tests.support.runtime import fake_runtime
