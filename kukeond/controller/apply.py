@@ -25,12 +25,8 @@ from kukeond.api import docrules
 from kukeond.api import v1beta1 as v1
 from kukeond.api.structs import GoStruct
 from kukeond.controller import cells
-from kukeond.controller.cell_runner import (
-    CellRunner,
-    containerd_id_of,
-    root_container,
-    workloads,
-)
+from kukeond.controller.cell_runner import CellRunner
+from kukeond.controller.cell_state import containerd_id_of, root_container, workloads
 from kukeond.controller.common import q, read_doc, validated
 from kukeond.controller.containers import CellContainers
 from kukeond.controller.failures import EXPECTED_FAILURES

@@ -18,7 +18,7 @@ from kukeond import errors
 from kukeond.api.structs import DecodeError
 from kukeond.api.v1beta1 import KIND_CELL, CellDoc, ContainerStatus
 from kukeond.base import gojson, naming
-from kukeond.controller.cell_runner import cell_key, containerd_id_of, expects_running
+from kukeond.controller.cell_state import cell_key, containerd_id_of, expects_running
 from kukeond.controller.common import Unreadable, as_output, safe
 from kukeond.controller.runtime import Runtime
 from kukeond.store.metadata import Key, MetadataCorrupt
@@ -92,7 +92,7 @@ class CellText:
         """The text with live ``status.containers``: ``states`` maps containerd IDs to states.
 
         Restart counts and times recorded for a container are kept, as
-        :func:`kukeond.controller.cell_runner.carry_restarts` does.
+        :func:`kukeond.controller.cell_state.carry_restarts` does.
         """
         combination = tuple(states[cid] for cid in self.cids)
         text = self._texts.get(combination)

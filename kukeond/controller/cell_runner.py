@@ -24,42 +24,41 @@ had already exited is removed on stop instead of being left behind.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, NamedTuple
-
-from twisted.internet import defer
-from twisted.python.failure import Failure
+from collections.abc import Iterable
+from typing import Any
 
 from kukeond.api import docrules
 from kukeond.api.v1beta1 import (
     FAILED,
-    PAUSED,
-    PAUSING,
     PENDING,
     READY,
     STOPPED,
-    UNKNOWN,
     CellDoc,
     ContainerSpec,
-    ContainerStatus,
-    RealmDoc,
 )
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.model import ImageRuntimeConfig
 from kukeond.controller import cellspec, secrets, stopping
+from kukeond.controller.cell_basics import CellBasics
 from kukeond.controller.cell_files import (
     DIR_MODE,
-    FileWork,
     read_json_file,
     remove_tree,
-    render_etc_hostname,
-    render_etc_hosts,
-    write_in_place,
+)
+from kukeond.controller.cell_state import (
+    REASON_CREATE,
+    REASON_START,
+    as_kukeon_error,
+    cell_key,
+    containerd_id_of,
+    flatten_message,
+    gather,
+    root_container,
+    statuses_from,
+    workloads,
 )
 from kukeond.controller.cellspec import CellContext, CellSpecError, Kuketty
-from kukeond.controller.common import realm_namespace
 from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.kuketty import (
     KukettyNotFound,
@@ -69,459 +68,14 @@ from kukeond.controller.kuketty import (
     write_metadata,
 )
 from kukeond.controller.kuketty import stage as stage_kuketty
-from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE, STOP_GRACE
-from kukeond.errors import ImageNotFound, KukeonError
+from kukeond.errors import KukeonError
 from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
-from kukeond.logs import Logger
-
-CellKey = tuple[str, str, str, str]
 
 
-REASON_CREATE = "CreateCellFailed"
-REASON_START = "StartCellFailed"
-REASON_START_CONTAINER = "StartContainerFailed"
-MAX_MESSAGE_BYTES = 256
-
-_TASK_STATES = {
-    "running": READY,
-    "stopped": STOPPED,
-    "created": PENDING,
-    "paused": PAUSED,
-    "pausing": PAUSING,
-}
-_LIVE = (READY, PENDING, PAUSED, PAUSING)
-
-
-def cell_key(doc: CellDoc) -> CellKey:
-    """Store key of a cell: ``(realm, space, stack, cell)``."""
-    spec = doc.spec
-    return (spec.realmId, spec.spaceId, spec.stackId, doc.metadata.name)
-
-
-def root_container(doc: CellDoc) -> ContainerSpec | None:
-    """The cell's root container spec, if the cell has one yet."""
-    containers = doc.spec.containers or []
-    for container in containers:
-        if container.root or (
-            doc.spec.rootContainerId and container.id == doc.spec.rootContainerId
-        ):
-            return container
-    return None
-
-
-def workloads(doc: CellDoc) -> list[ContainerSpec]:
-    """The non-root containers, in spec order."""
-    root = root_container(doc)
-    return [c for c in doc.spec.containers or [] if c is not root]
-
-
-def containerd_id_of(doc: CellDoc, container: ContainerSpec) -> str:
-    """containerd ID of a container of ``doc``: ``S_K_C_root`` for the root, else ``S_K_C_X``."""
-    realm, space, stack, cell = cell_key(doc)
-    if container is root_container(doc):
-        return naming.root_containerd_id(space, stack, cell)
-    return container.containerdId or naming.containerd_id(space, stack, cell, container.id)
-
-
-def flatten_message(text: str) -> str:
-    """One line, whitespace collapsed, at most 256 bytes (253 + ``...``) of UTF-8."""
-    line = re.sub(r"\s+", " ", text.replace("\r", " ").replace("\n", " ").replace("\t", " "))
-    line = line.strip()
-    raw = line.encode("utf-8")
-    if len(raw) <= MAX_MESSAGE_BYTES:
-        return line
-    return raw[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
-
-
-def container_state(task_status: str | None, container_exists: bool) -> str:
-    """Live container state: no container → Stopped; no task → Unknown; else by task status."""
-    if not container_exists:
-        return STOPPED
-    if task_status is None:
-        return UNKNOWN
-    return _TASK_STATES.get(task_status, UNKNOWN)
-
-
-def statuses_from(
-    doc: CellDoc, containers: Iterable[str], tasks: dict[str, str]
-) -> list[ContainerStatus]:
-    """Container statuses of ``doc`` from a namespace's container IDs and task states.
-
-    ``tasks`` maps containerd IDs to task status (``running``, ``stopped`` ...);
-    what :meth:`CellRunner.live_statuses` computes with per-container calls,
-    for callers that already listed the namespace.
-    """
-    present = set(containers)
-    out = []
-    for container in doc.spec.containers or []:
-        cid = containerd_id_of(doc, container)
-        state = container_state(tasks.get(cid), cid in present)
-        out.append(ContainerStatus(name=container.id, id=container.id, state=state))
-    return carry_restarts(doc, out)
-
-
-def carry_restarts(doc: CellDoc, statuses: list[ContainerStatus]) -> list[ContainerStatus]:
-    """Give fresh ``statuses`` the restart count and time ``doc`` recorded for each container.
-
-    Live queries know nothing of restarts; without this a status refresh
-    would forget them. Returns ``statuses`` (changed in place).
-    """
-    restarted = {s.id: s for s in doc.status.containers or () if s.restartCount}
-    if restarted:
-        for status in statuses:
-            old = restarted.get(status.id)
-            if old is not None:
-                status.restartCount = old.restartCount
-                status.restartTime = old.restartTime
-    return statuses
-
-
-def derive_cell_state(doc: CellDoc, statuses: list[ContainerStatus], cgroup_ok: bool) -> str:
-    """The cell state the reconciler derives from live container statuses."""
-    if not cgroup_ok:
-        return UNKNOWN
-    by_id = {s.id: s.state for s in statuses}
-    root = root_container(doc)
-    others = workloads(doc)
-    if not others:
-        if root is None:
-            return READY
-        state = by_id.get(root.id, UNKNOWN)
-        if state in _LIVE:
-            return READY
-        return STOPPED if state in (STOPPED, FAILED) else UNKNOWN
-    if any(c.id not in by_id for c in others):
-        return UNKNOWN
-    states = [by_id[c.id] for c in others]
-    if any(s in _LIVE for s in states):
-        return READY
-    return UNKNOWN if UNKNOWN in states else STOPPED
-
-
-async def gather(work: Iterable[Coroutine[Any, Any, Any] | defer.Deferred[Any]]) -> list[Any]:
-    """Run coroutines/Deferreds concurrently; all finish, then the first failure is raised."""
-    deferreds = [d if isinstance(d, defer.Deferred) else defer.ensureDeferred(d) for d in work]
-    results = await defer.DeferredList(deferreds, consumeErrors=True)
-    for ok, value in results:
-        if not ok:
-            value.raiseException()
-    return [value for _, value in results]
-
-
-class LiveStates(NamedTuple):
-    """What containerd says now about some containers of one namespace.
-
-    ``states``: containerd ID to container state (see :func:`container_state`);
-    ``present``: the IDs that name a container, ``None`` when the listing failed
-    (the states then come from the task queries alone). Shared by the callers of
-    a coalesced query: read, never modify.
-    """
-
-    present: frozenset[str] | None
-    states: dict[str, str]
-
-
-async def _task_status(client: Any, namespace: str, cid: str) -> str | None:
-    """The task's status; ``None`` when there is no task (or container); Unavailable raises."""
-    try:
-        return (await client.task_state(namespace, cid)).status
-    except cerrors.NotFound:
-        return None
-    except cerrors.Unavailable:
-        raise
-    except cerrors.ContainerdError:
-        return "unknown"
-
-
-async def _present(client: Any, namespace: str, cids: tuple[str, ...]) -> frozenset[str] | None:
-    try:
-        return await client.container_ids(namespace, cids)
-    except cerrors.Unavailable:
-        raise
-    except cerrors.ContainerdError:
-        return None
-
-
-async def query_states(
-    client: Any, namespace: str, cids: tuple[str, ...], running_first: bool
-) -> LiveStates:
-    """The live state of each of ``cids`` in ``namespace``; an unreachable containerd raises.
-
-    One listing says which containers exist; a task is asked for only where a
-    container is. ``running_first`` (the cell is expected to run) sends the
-    task queries along with the listing instead of after it: fewer round trips
-    when containers exist, more calls when they do not. Either way the answer
-    is the same.
-    """
-    if running_first:
-        present, *statuses = await gather(
-            [_present(client, namespace, cids), *(_task_status(client, namespace, c) for c in cids)]
-        )
-        tasks = dict(zip(cids, statuses, strict=True))
-    else:
-        present = await _present(client, namespace, cids)
-        asked = cids if present is None else tuple(c for c in cids if c in present)
-        tasks = {}
-        if asked:  # none for a stopped cell
-            statuses = await gather(_task_status(client, namespace, c) for c in asked)
-            tasks = dict(zip(asked, statuses, strict=True))
-    states = {
-        cid: STOPPED
-        if present is not None and cid not in present
-        else container_state(tasks.get(cid), True)
-        for cid in cids
-    }
-    return LiveStates(present, states)
-
-
-def expects_running(doc: CellDoc) -> bool:
-    """Whether the stored cell may have containers (only a hint for :func:`query_states`).
-
-    A cell stopped or failed had its containers removed by whoever wrote that state.
-    """
-    return doc.status.state not in (STOPPED, FAILED)
-
-
-class InFlight:
-    """Coalesces identical queries while they run.
-
-    ``run(key, query)`` starts ``query()`` unless a query of the same ``key``
-    is still running, in which case the caller waits for that one and gets its
-    result (or failure). Nothing is kept once a query has answered: the next
-    call asks again.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: dict[Any, list[defer.Deferred[Any]]] = {}
-
-    def run(self, key: Any, query: Callable[[], Any]) -> defer.Deferred[Any]:
-        """The result of ``query()``, or of the identical query already in flight."""
-        mine: defer.Deferred[Any] = defer.Deferred()
-        waiting = self._waiting.get(key)
-        if waiting is not None:
-            waiting.append(mine)
-            return mine
-        self._waiting[key] = [mine]
-
-        def answer(result: Any) -> None:
-            for waiter in self._waiting.pop(key):
-                if isinstance(result, Failure):
-                    waiter.errback(result)
-                else:
-                    waiter.callback(result)
-
-        defer.ensureDeferred(query()).addBoth(answer)
-        return mine
-
-    def __len__(self) -> int:
-        return len(self._waiting)
-
-
-def as_kukeon_error(exc: BaseException) -> KukeonError:
-    """Give containerd, CNI, cgroup and spec failures the daemon's error type."""
-    if isinstance(exc, KukeonError):
-        return exc
-    return KukeonError(str(exc))
-
-
-class CellRunner:
+class CellRunner(CellBasics):
     """Runs cells for one daemon (see the module docstring): the runtime's ``cells``."""
-
-    log = Logger()
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.files = FileWork(runtime.reactor)
-        self.in_flight = InFlight()
-
-    # --- lookups -----------------------------------------------------------------
-
-    def load(self, key: CellKey) -> CellDoc | None:
-        """The stored cell, or None."""
-        raw = self.rt.store.get(key)
-        return None if raw is None else CellDoc.from_wire(raw)
-
-    async def save(self, doc: CellDoc) -> CellDoc:
-        """Persist ``doc`` (the store stamps its times) and return what was stored."""
-        stored = await self.rt.store.put(cell_key(doc), doc.to_wire())
-        return CellDoc.from_wire(stored)
-
-    def namespace(self, realm: str) -> str:
-        """The realm's containerd namespace (stored ``spec.namespace``, else ``R.<suffix>``)."""
-        return realm_namespace(self.rt, realm)
-
-    def conflist_path(self, realm: str, space: str) -> str:
-        """The space conflist: its ``spec.cniConfigPath``, else the canonical path."""
-        raw = self.rt.store.get((realm, space)) or {}
-        explicit = (raw.get("spec") or {}).get("cniConfigPath") or ""
-        return explicit or naming.network_conflist_path(self.rt.run_path, realm, space)
-
-    def cgroup_path(self, doc: CellDoc) -> str:
-        """The cell's cgroup (stored, else the computed default)."""
-        return doc.status.cgroupPath or naming.cgroup_path(self.rt.cgroup_root, *cell_key(doc))
-
-    def host_network(self, doc: CellDoc) -> bool:
-        """Whether the cell's root shares the host's network."""
-        root = root_container(doc)
-        return bool(root and root.hostNetwork)
-
-    def context(self, doc: CellDoc, namespace: str) -> CellContext:
-        """The facts every container spec of ``doc`` is built from."""
-        realm, space, stack, cell = cell_key(doc)
-        run = self.rt.run_path
-        return CellContext(
-            realm=realm,
-            space=space,
-            stack=stack,
-            cell=cell,
-            cell_id=doc.spec.id or cell,
-            namespace=namespace,
-            cgroup_path=self.cgroup_path(doc),
-            conflist_path=self.conflist_path(realm, space),
-            etc_hosts=""
-            if self.host_network(doc)
-            else naming.etc_hosts_path(run, realm, space, stack, cell),
-            etc_hostname=naming.etc_hostname_path(run, realm, space, stack, cell),
-            nested_cgroup=doc.spec.nestedCgroupRuntime,
-            labels=dict(doc.metadata.labels or {}),
-        )
-
-    # --- status ------------------------------------------------------------------
-
-    async def container_state_live(self, namespace: str, cid: str) -> str:
-        """One container's live state (see :func:`container_state`).
-
-        An unreachable containerd raises ``Unavailable`` instead of answering
-        Unknown, so that no caller persists a state it could not observe.
-        """
-        try:
-            task = await self.rt.containerd.task_state(namespace, cid)
-            return container_state(task.status, True)
-        except cerrors.NotFound:
-            pass
-        except cerrors.Unavailable:
-            raise
-        except cerrors.ContainerdError:
-            return UNKNOWN
-        try:
-            await self.rt.containerd.get_container(namespace, cid)
-        except cerrors.NotFound:
-            return STOPPED
-        except cerrors.Unavailable:
-            raise
-        except cerrors.ContainerdError:
-            return UNKNOWN
-        return UNKNOWN
-
-    async def live_statuses(
-        self, doc: CellDoc, namespace: str | None = None
-    ) -> list[ContainerStatus]:
-        """Statuses of every spec container, queried from containerd now."""
-        ns = namespace or self.namespace(doc.spec.realmId)
-        containers = doc.spec.containers or []
-        cids = [containerd_id_of(doc, c) for c in containers]
-        live = await query_states(
-            self.rt.containerd, ns, tuple(dict.fromkeys(cids)), expects_running(doc)
-        )
-        return carry_restarts(
-            doc,
-            [
-                ContainerStatus(name=c.id, id=c.id, state=live.states[cid])
-                for c, cid in zip(containers, cids, strict=True)
-            ],
-        )
-
-    def shared_states(
-        self, namespace: str, cids: tuple[str, ...], running_first: bool
-    ) -> defer.Deferred[LiveStates]:
-        """:func:`query_states`, coalesced: a call made while the same query runs shares it.
-
-        For reads only: a caller that acts on the answer asks on its own.
-        """
-        return self.in_flight.run(
-            (namespace, cids),
-            lambda: query_states(self.rt.containerd, namespace, cids, running_first),
-        )
-
-    async def root_exists(self, doc: CellDoc, namespace: str) -> bool:
-        """Whether the root's containerd container exists."""
-        realm, space, stack, cell = cell_key(doc)
-        try:
-            await self.rt.containerd.get_container(
-                namespace, naming.root_containerd_id(space, stack, cell)
-            )
-        except cerrors.NotFound:
-            return False
-        return True
-
-    # --- provisioning --------------------------------------------------------------
-
-    async def render_etc_files(self, doc: CellDoc, ipv4: str | None = None) -> None:
-        """Write ``etc-hostname`` and (unless host network) ``etc-hosts``."""
-        realm, space, stack, cell = cell_key(doc)
-        run = self.rt.run_path
-
-        def write() -> None:
-            write_in_place(
-                naming.etc_hostname_path(run, realm, space, stack, cell), render_etc_hostname(cell)
-            )
-            if not self.host_network(doc):
-                write_in_place(
-                    naming.etc_hosts_path(run, realm, space, stack, cell),
-                    render_etc_hosts(cell, ipv4),
-                )
-
-        await self.files.run(write)
-
-    def ensure_cgroup(self, doc: CellDoc) -> bool:
-        """Create the cell cgroup unless present; fill the status fields. True if created."""
-        group = self.cgroup_path(doc)
-        existed = self.rt.cgroups.exists(group)
-        try:
-            controllers = self.rt.cgroups.create(
-                group, all_controllers=doc.spec.nestedCgroupRuntime
-            )
-        except CgroupError as exc:
-            raise KukeonError(f"failed to create cell cgroup: {exc}") from exc
-        doc.status.cgroupPath = group
-        doc.status.subtreeControllers = controllers or None
-        doc.status.network.bridgeName = naming.bridge_name(doc.spec.realmId, doc.spec.spaceId)
-        return not existed
-
-    async def check_images(self, doc: CellDoc, namespace: str) -> None:
-        """Pull the cell's images its realm lacks; fail clearly when one cannot be had."""
-        images = dict.fromkeys(c.image for c in doc.spec.containers or [])
-        await gather(self.ensure_image(image, doc.spec.realmId, namespace) for image in images)
-
-    async def ensure_image(self, image: str, realm: str, namespace: str) -> None:
-        """Make sure ``image`` is in ``namespace``, pulling it with the realm's credentials."""
-        try:
-            await self.rt.containerd.get_image(namespace, image)
-            return
-        except cerrors.NotFound:
-            if self.rt.config.pull_policy == "never":
-                raise self.missing_image(image, realm, namespace) from None
-        raw = self.rt.store.get((realm,))
-        credentials = (RealmDoc.from_wire(raw).spec.registryCredentials or []) if raw else []
-        try:
-            await self.rt.pulls.ensure(namespace, image, credentials)
-        except cerrors.Unavailable:
-            raise
-        except (cerrors.ContainerdError, defer.TimeoutError, ValueError) as exc:
-            raise self.missing_image(image, realm, namespace, exc) from None
-
-    @staticmethod
-    def missing_image(
-        image: str, realm: str, namespace: str, pull_error: BaseException | None = None
-    ) -> KukeonError:
-        """The error for an image absent from the realm (and, if tried, why the pull failed)."""
-        why = f" and pulling it failed: {flatten_message(str(pull_error))}" if pull_error else ""
-        return ImageNotFound(
-            f"{image} is not in containerd namespace {namespace}{why}; load it with "
-            f"'kuke image load --realm {realm} <image.tar>'"
-        )
 
     async def provision(self, doc: CellDoc) -> bool:
         """Make a new cell's cgroup and files and persist it. True if the cgroup was created.
@@ -546,24 +100,6 @@ class CellRunner:
         return created
 
     # --- start ---------------------------------------------------------------------
-
-    async def all_running(self, doc: CellDoc, namespace: str) -> bool:
-        """Whether the root and every workload task reports ``running``."""
-        containers = doc.spec.containers or []
-        running = await gather(
-            self.task_running(namespace, containerd_id_of(doc, c)) for c in containers
-        )
-        return bool(running) and all(running)
-
-    async def task_running(self, namespace: str, cid: str) -> bool:
-        """Whether ``cid`` has a task in state ``running`` (one call; Unavailable raises)."""
-        try:
-            task = await self.rt.containerd.task_state(namespace, cid)
-        except cerrors.Unavailable:
-            raise
-        except cerrors.ContainerdError:
-            return False
-        return task.status == "running"
 
     async def start(self, doc: CellDoc) -> CellDoc:
         """Run the cell: a no-op when all tasks run, else recreate every container."""

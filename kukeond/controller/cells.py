@@ -45,12 +45,7 @@ from kukeond.containerd import errors as cerrors
 from kukeond.controller import secrets
 from kukeond.controller.cell_files import check_volumes
 from kukeond.controller.cell_reads import decode_cell, finish_output, stored_cell
-from kukeond.controller.cell_runner import (
-    CellKey,
-    as_kukeon_error,
-    cell_key,
-    derive_cell_state,
-)
+from kukeond.controller.cell_state import CellKey, as_kukeon_error, cell_key, derive_cell_state
 from kukeond.controller.common import (
     matching_array,
     q,

@@ -17,10 +17,10 @@ from kukeond.api.v1beta1 import CellDoc, ContainerSpec
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller import cellspec
-from kukeond.controller.cell_runner import (
+from kukeond.controller.cell_runner import CellRunner
+from kukeond.controller.cell_state import (
     REASON_START_CONTAINER,
     CellKey,
-    CellRunner,
     as_kukeon_error,
     containerd_id_of,
     root_container,

@@ -44,8 +44,8 @@ from kukeond.api import v1beta1 as v1
 from kukeond.base import gojson
 from kukeond.containerd import errors as cerrors
 from kukeond.containerd.interface import IContainerd
-from kukeond.controller.cell_runner import (
-    CellRunner,
+from kukeond.controller.cell_runner import CellRunner
+from kukeond.controller.cell_state import (
     containerd_id_of,
     derive_cell_state,
     gather,

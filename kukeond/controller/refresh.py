@@ -22,7 +22,7 @@ from typing import Any
 from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
-from kukeond.controller.cell_runner import containerd_id_of
+from kukeond.controller.cell_state import containerd_id_of
 from kukeond.controller.common import realm_namespace
 from kukeond.controller.failures import log_if_bug
 from kukeond.controller.reconcile import LiveView, decide, namespace_view

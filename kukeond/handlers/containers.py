@@ -17,7 +17,7 @@ from kukeond.api.v1beta1 import (
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.cell_files import check_volumes
-from kukeond.controller.cell_runner import CellKey
+from kukeond.controller.cell_state import CellKey
 from kukeond.controller.common import as_output, required, validated
 from kukeond.controller.containers import CellContainers, container_names
 from kukeond.controller.runtime import Runtime

@@ -13,7 +13,7 @@ from kukeond.api.v1beta1 import READY, STOPPED, UNKNOWN, CellDoc
 from kukeond.base import gojson
 from kukeond.containerd import errors as cerrors
 from kukeond.controller.cell_reads import decode_cell
-from kukeond.controller.cell_runner import InFlight
+from kukeond.controller.cell_state import InFlight
 from kukeond.controller.common import matching_array
 from kukeond.handlers import cells
 from kukeond.store.metadata import render_document

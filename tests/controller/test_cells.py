@@ -12,7 +12,7 @@ from kukeond import errors
 from kukeond.api.v1beta1 import FAILED, READY, STOPPED, ContainerSpec
 from kukeond.base import gojson, naming
 from kukeond.controller import cells
-from kukeond.controller.cell_runner import flatten_message
+from kukeond.controller.cell_state import flatten_message
 from tests.controller.cellsupport import Calls, cell_doc, container_doc, make_parents, workload
 from tests.support.fake_network import FakeNetwork
 from tests.support.runtime import fake_runtime
