@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from kukeond import errors
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.api.v1beta1 import KIND_CELL, CellDoc, ContainerStatus
 from kukeond.base import gojson, naming
 from kukeond.controller.cell_runner import cell_key, containerd_id_of, expects_running

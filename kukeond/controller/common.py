@@ -23,7 +23,8 @@ from typing import Any, TypeVar, cast
 
 from kukeond import errors
 from kukeond.api import v1beta1
-from kukeond.api.structs import DecodeError, GoStruct
+from kukeond.api.gotypes import DecodeError
+from kukeond.api.structs import GoStruct
 from kukeond.base import gojson, naming
 from kukeond.blocking import BlockingPool
 from kukeond.containerd import errors as cerrors

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kukeond import errors
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.api.v1beta1 import CellDoc, ContainerSpec
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.containerd.errors import ContainerdError
 from kukeond.errors import KukeonError
 from kukeond.host.cgroups import CgroupError

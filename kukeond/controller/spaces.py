@@ -14,7 +14,7 @@ from typing import Any
 from kukeond import errors
 from kukeond.api import docrules
 from kukeond.api import v1beta1 as v1
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.base import naming
 from kukeond.controller import common, stacks
 from kukeond.controller.common import q
