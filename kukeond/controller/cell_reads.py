@@ -21,7 +21,8 @@ from kukeond.base import gojson, naming
 from kukeond.controller.cell_runner import cell_key, containerd_id_of, expects_running
 from kukeond.controller.common import Unreadable, as_output, safe
 from kukeond.controller.runtime import Runtime
-from kukeond.store.metadata import Key, MetadataCorrupt
+from kukeond.store.documents import Key
+from kukeond.store.errors import MetadataCorrupt
 
 _MARK = b"\x00"
 """Stands for ``status.containers`` while the text is split (encoded text never holds a NUL)."""

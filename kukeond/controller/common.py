@@ -32,7 +32,8 @@ from kukeond.controller import stopping
 from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import CgroupError
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key, MetadataCorrupt
+from kukeond.store.documents import Key
+from kukeond.store.errors import MetadataCorrupt
 
 log = Logger()
 

@@ -30,7 +30,7 @@ from kukeond.controller.common import matching_keys, q
 from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE
-from kukeond.store.metadata import MetadataCorrupt
+from kukeond.store.errors import MetadataCorrupt
 
 
 def find(cell: CellDoc, name: str) -> ContainerSpec | None:

@@ -20,7 +20,7 @@ from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.host.netpolicy import EgressError
 from kukeond.host.subnets import SubnetError
-from kukeond.store.metadata import DocumentChanged, MetadataCorrupt
+from kukeond.store.errors import DocumentChanged, MetadataCorrupt
 
 HOST_FAILURES = (
     ContainerdError,

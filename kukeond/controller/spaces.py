@@ -25,7 +25,8 @@ from kukeond.host import netpolicy
 from kukeond.host.cni import CNIError
 from kukeond.host.subnets import SubnetError
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key, MetadataCorrupt
+from kukeond.store.documents import Key
+from kukeond.store.errors import MetadataCorrupt
 
 KIND = v1.KIND_SPACE
 
