@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 
 from rpc import cpu_seconds, start_daemon  # noqa: E402
 
-from kukeond.store.metadata import render_document  # noqa: E402
+from kukeond.store.documents import render_document  # noqa: E402
 from tests.controller.reconcile_support import cell_doc  # noqa: E402
 
 STAMP = "2025-06-01T10:00:00.5Z"

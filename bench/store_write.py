@@ -14,7 +14,8 @@ import time
 from twisted.internet import defer, task
 
 from kukeond.base import atomic
-from kukeond.store.metadata import MetadataStore, render_document
+from kukeond.store.documents import render_document
+from kukeond.store.metadata import MetadataStore
 
 ROUNDS = 200
 DOC = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from kukeond.api.gotypes import INT64, TIME
 from kukeond.api.kukeonv1 import APIError, Reply
-from kukeond.api.structs import INT64, TIME
 from kukeond.api.wire_results import WireStruct
 
 

@@ -1,7 +1,7 @@
 """The ``v1beta1`` document model: Realm, Space, Stack, Cell, Container and local docs.
 
 Field tables follow the Go declaration order and JSON tags of the reference
-(``pkg/api/model/v1beta1``); see :mod:`kukeond.api.structs` for how values are
+(``pkg/api/model/v1beta1``); see :mod:`kukeond.api.gotypes` for how values are
 represented. Defaulting and validation rules live in
 :mod:`kukeond.api.docrules`.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from kukeond.api.structs import INT64, OMIT, TIME, UINT32, Enum, GoStruct, Ptr
+from kukeond.api.gotypes import INT64, TIME, UINT32, Enum, Ptr
+from kukeond.api.structs import OMIT, GoStruct
 
 API_VERSION = "v1beta1"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from kukeond.api import v1beta1 as v1
-from kukeond.api.structs import INT64, TIME, GoStruct
+from kukeond.api.gotypes import INT64, TIME
+from kukeond.api.structs import GoStruct
 
 
 class WireStruct(GoStruct):

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from kukeond.api import gotypes as gt
 from kukeond.api import structs as st
 from kukeond.api import v1beta1 as v1
 from kukeond.base import gojson
@@ -54,7 +55,7 @@ class DocumentError(Exception):
 
     def __str__(self) -> str:
         if self.name:
-            return f"document {self.index} ({self.kind} {st.go_quote(self.name)}): {self.reason}"
+            return f"document {self.index} ({self.kind} {gt.go_quote(self.name)}): {self.reason}"
         return f"document {self.index} ({self.kind}): {self.reason}"
 
 
@@ -130,46 +131,46 @@ def _int(node: yaml.Node, t: Any) -> int:
 
 def decode_node(node: yaml.Node, t: Any) -> Any:
     """Decode a composed node into the Python value of Go type ``t``."""
-    t = st.as_type(t)
+    t = gt.as_type(t)
     if _is_null(node):
         return t.zero()
-    if isinstance(t, st.Ptr):
+    if isinstance(t, gt.Ptr):
         return decode_node(node, t.elem)
     if isinstance(t, st._StructType):
         if not isinstance(node, yaml.MappingNode):
             raise _mismatch(node, t.go_type)
         return decode_struct(node, t.cls)
-    if isinstance(t, st.Slice):
+    if isinstance(t, gt.Slice):
         if not isinstance(node, yaml.SequenceNode):
             raise _mismatch(node, t.go_type)
         return [decode_node(item, t.elem) for item in node.value]
-    if isinstance(t, st.Map):
+    if isinstance(t, gt.Map):
         if not isinstance(node, yaml.MappingNode):
             raise _mismatch(node, t.go_type)
         return {str(k.value): decode_node(v, t.elem) for k, v in _pairs(node)}
     if not isinstance(node, yaml.ScalarNode):
         raise _mismatch(node, t.go_type)
-    if t is st.STRING:
+    if t is gt.STRING:
         return node.value
-    if t is st.BOOL:
+    if t is gt.BOOL:
         word = node.value.lower()
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
         raise _mismatch(node, t.go_type)
-    if isinstance(t, st._Int):
+    if isinstance(t, gt._Int):
         return _int(node, t)
-    if t is st.TIME:
+    if t is gt.TIME:
         try:
             return gojson.normalize_time(node.value)
         except gojson.GoTimeError as exc:
             raise _Unmarshal(node.start_mark.line + 1, str(exc)) from None
-    if isinstance(t, st.Enum):
+    if isinstance(t, gt.Enum):
         raw: Any = node.value
         if node.tag == _TAG + "int":
-            raw = _int(node, st.INT64)
+            raw = _int(node, gt.INT64)
         try:
             return t.decode(raw)
-        except st.DecodeError as exc:
+        except gt.DecodeError as exc:
             raise _Unmarshal(node.start_mark.line + 1, str(exc)) from None
     raise _mismatch(node, t.go_type)
 
@@ -210,7 +211,7 @@ def parse_document(index: int, text: str) -> Parsed:
     for key, value in _pairs(node):
         if getattr(key, "value", None) == "kind":
             try:
-                kind = decode_node(value, st.STRING)
+                kind = decode_node(value, gt.STRING)
             except _Unmarshal as exc:
                 raise DocumentError(
                     index,
@@ -237,17 +238,17 @@ def _secrets_problem(secrets: list[Any] | None) -> str | None:
         if not sources:
             return (
                 "secret requires exactly one of fromFile or fromEnv "
-                f"(secrets[{i}] {st.go_quote(name)})"
+                f"(secrets[{i}] {gt.go_quote(name)})"
             )
         if len(sources) == 2:
             return (
-                f"secret must not set both fromFile and fromEnv (secrets[{i}] {st.go_quote(name)})"
+                f"secret must not set both fromFile and fromEnv (secrets[{i}] {gt.go_quote(name)})"
             )
         mount = secret.mountPath.strip()
         if mount and not os.path.isabs(mount):
             return (
                 "secret mountPath must be an absolute container path "
-                f"(secrets[{i}] {st.go_quote(name)} mountPath {st.go_quote(mount)})"
+                f"(secrets[{i}] {gt.go_quote(name)} mountPath {gt.go_quote(mount)})"
             )
     return None
 

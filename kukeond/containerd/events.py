@@ -7,8 +7,8 @@ from typing import Any
 from google.protobuf import descriptor_pool, message_factory
 
 import kukeond.containerd.stubs  # noqa: F401  (registers the event message types)
+from kukeond.containerd.messages import time_of
 from kukeond.containerd.model import Event
-from kukeond.containerd.sync import time_of
 
 
 def decode_any(value: Any) -> Any:

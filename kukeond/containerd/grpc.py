@@ -35,8 +35,9 @@ from kukeond.containerd._pb.services.events.v1 import events_pb2
 from kukeond.containerd._pb.services.tasks.v1 import tasks_pb2 as t_pb
 from kukeond.containerd.events import decode_envelope
 from kukeond.containerd.interface import IContainerd, ISubscription
+from kukeond.containerd.messages import id_filters, task_info
 from kukeond.containerd.model import Event, TaskInfo
-from kukeond.containerd.sync import SyncContainerd, id_filters, task_info
+from kukeond.containerd.sync import SyncContainerd
 from kukeond.containerd.unary import UnaryClient
 from kukeond.logs import Logger
 

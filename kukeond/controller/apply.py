@@ -37,7 +37,7 @@ from kukeond.controller.spaces import SpaceLevel
 from kukeond.controller.stacks import StackLevel
 from kukeond.controller.stopping import STOP_GRACE
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key
+from kukeond.store.documents import Key
 
 CREATED = "created"
 UPDATED = "updated"

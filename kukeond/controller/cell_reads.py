@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from kukeond import errors
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.api.v1beta1 import KIND_CELL, CellDoc, ContainerStatus
 from kukeond.base import gojson, naming
 from kukeond.controller.cell_state import cell_key, containerd_id_of, expects_running
 from kukeond.controller.common import Unreadable, as_output, safe
 from kukeond.controller.runtime import Runtime
-from kukeond.store.metadata import Key, MetadataCorrupt
+from kukeond.store.documents import Key
+from kukeond.store.errors import MetadataCorrupt
 
 _MARK = b"\x00"
 """Stands for ``status.containers`` while the text is split (encoded text never holds a NUL)."""

@@ -23,7 +23,8 @@ from typing import Any, TypeVar, cast
 
 from kukeond import errors
 from kukeond.api import v1beta1
-from kukeond.api.structs import DecodeError, GoStruct
+from kukeond.api.gotypes import DecodeError
+from kukeond.api.structs import GoStruct
 from kukeond.base import gojson, naming
 from kukeond.blocking import BlockingPool
 from kukeond.containerd import errors as cerrors
@@ -31,7 +32,8 @@ from kukeond.controller import stopping
 from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import CgroupError
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key, MetadataCorrupt
+from kukeond.store.documents import Key
+from kukeond.store.errors import MetadataCorrupt
 
 log = Logger()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kukeond import errors
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.api.v1beta1 import CellDoc, ContainerSpec
 from kukeond.base import naming
 from kukeond.containerd import errors as cerrors
@@ -30,7 +30,7 @@ from kukeond.controller.common import matching_keys, q
 from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.runtime import Runtime
 from kukeond.controller.stopping import DELETE_GRACE
-from kukeond.store.metadata import MetadataCorrupt
+from kukeond.store.errors import MetadataCorrupt
 
 
 def find(cell: CellDoc, name: str) -> ContainerSpec | None:

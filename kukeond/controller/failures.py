@@ -13,14 +13,14 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.containerd.errors import ContainerdError
 from kukeond.errors import KukeonError
 from kukeond.host.cgroups import CgroupError
 from kukeond.host.cni import CNIError
 from kukeond.host.netpolicy import EgressError
 from kukeond.host.subnets import SubnetError
-from kukeond.store.metadata import DocumentChanged, MetadataCorrupt
+from kukeond.store.errors import DocumentChanged, MetadataCorrupt
 
 HOST_FAILURES = (
     ContainerdError,

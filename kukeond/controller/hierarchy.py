@@ -29,7 +29,7 @@ from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
 from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import CgroupError
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key
+from kukeond.store.documents import Key
 
 log = Logger()
 

@@ -20,7 +20,7 @@ from kukeond.controller.common import q
 from kukeond.controller.failures import EXPECTED_FAILURES
 from kukeond.controller.hierarchy import Level
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key
+from kukeond.store.documents import Key
 
 log = Logger()
 

@@ -59,7 +59,8 @@ from kukeond.controller.restart_policy import Backoff, RestartPolicy, parse_poli
 from kukeond.controller.runtime import Runtime
 from kukeond.host.cgroups import CgroupError
 from kukeond.logs import Logger
-from kukeond.store.metadata import DocumentChanged, Version
+from kukeond.store.errors import DocumentChanged
+from kukeond.store.versions import Version
 
 Key = tuple[str, ...]
 

@@ -14,7 +14,7 @@ from typing import Any
 from kukeond import errors
 from kukeond.api import docrules
 from kukeond.api import v1beta1 as v1
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.base import naming
 from kukeond.controller import common, stacks
 from kukeond.controller.common import q
@@ -25,7 +25,8 @@ from kukeond.host import netpolicy
 from kukeond.host.cni import CNIError
 from kukeond.host.subnets import SubnetError
 from kukeond.logs import Logger
-from kukeond.store.metadata import Key, MetadataCorrupt
+from kukeond.store.documents import Key
+from kukeond.store.errors import MetadataCorrupt
 
 KIND = v1.KIND_SPACE
 

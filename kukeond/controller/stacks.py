@@ -14,7 +14,7 @@ from kukeond.base import naming
 from kukeond.controller import cells, common
 from kukeond.controller.common import q
 from kukeond.controller.hierarchy import Level
-from kukeond.store.metadata import Key
+from kukeond.store.documents import Key
 
 
 class StackLevel(Level[v1.StackDoc]):

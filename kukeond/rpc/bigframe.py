@@ -14,7 +14,7 @@ runs on a worker thread and splits the work instead:
 3. when every placeholder stands for a ``[]byte`` field of the method's
    arguments (``LoadImage.Tarball``, ``ApplyDocuments.RawYAML``), decode those
    strings as base64 :data:`PIECE` characters per C call
-   (:func:`kukeond.api.structs.decode_base64`) and give the results to the
+   (:func:`kukeond.api.gotypes.decode_base64`) and give the results to the
    argument decoder in their place;
 4. in every other case (a long string elsewhere, a backslash escape in one,
    a character JSON does not allow in a string), decode the whole frame the
@@ -42,7 +42,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from kukeond.api.structs import DecodedBytes, DecodeError, bytes_field, decode_base64
+from kukeond.api.gotypes import DecodedBytes, DecodeError, decode_base64
+from kukeond.api.structs import bytes_field
 from kukeond.rpc.codec import Request, decode_request, decode_request_text
 from kukeond.rpc.dispatch import Call, Dispatcher, Outcome
 

@@ -8,7 +8,8 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond.api import kukeonv1
-from kukeond.api.structs import DecodedBytes, DecodeError, bytes_field, decode_base64
+from kukeond.api.gotypes import DecodedBytes, DecodeError, decode_base64
+from kukeond.api.structs import bytes_field
 
 LoadImageArgs, _ = kukeonv1.METHODS["LoadImage"]
 ApplyDocumentsArgs, _ = kukeonv1.METHODS["ApplyDocuments"]

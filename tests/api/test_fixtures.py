@@ -8,7 +8,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond.api import kukeonv1, v1beta1, wire_results
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.base import gojson
 
 FIXTURES = Path(__file__).parent / "fixtures"

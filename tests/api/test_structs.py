@@ -7,7 +7,7 @@ import json
 from twisted.trial.unittest import SynchronousTestCase
 
 from kukeond.api import kukeonv1, v1beta1
-from kukeond.api.structs import DecodeError
+from kukeond.api.gotypes import DecodeError
 from kukeond.base import gojson
 
 CreateRealmArgs, _ = kukeonv1.METHODS["CreateRealm"]

@@ -16,7 +16,7 @@ from kukeond.controller.cell_reads import decode_cell
 from kukeond.controller.cell_state import InFlight
 from kukeond.controller.common import matching_array
 from kukeond.handlers import cells
-from kukeond.store.metadata import render_document
+from kukeond.store.documents import render_document
 from tests.controller.cellsupport import Calls, cell_doc, make_parents, workload
 from tests.support.runtime import fake_runtime
 

@@ -2,8 +2,9 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kukeond.store import metadata
-from kukeond.store.metadata import MetadataStore, render_document
+from kukeond.store import versions
+from kukeond.store.documents import render_document
+from kukeond.store.metadata import MetadataStore
 
 
 def cell(name, image="busybox"):
@@ -14,7 +15,7 @@ def cell(name, image="busybox"):
 class DecodedKeysTests(SynchronousTestCase):
     def setUp(self):
         self.run = self.mktemp()
-        self.patch(metadata, "RACY_NS", 0)  # files written just now are trusted
+        self.patch(versions, "RACY_NS", 0)  # files written just now are trusted
         self.store = MetadataStore(self.run, inline=True)
         self.calls = []
 

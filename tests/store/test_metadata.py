@@ -11,15 +11,10 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kukeond.base import atomic
+from kukeond.store.documents import copy_json, parse_document, render_document
+from kukeond.store.errors import DocumentChanged, MetadataCorrupt
 from kukeond.store.locks import KeyedLock
-from kukeond.store.metadata import (
-    DocumentChanged,
-    MetadataCorrupt,
-    MetadataStore,
-    copy_json,
-    parse_document,
-    render_document,
-)
+from kukeond.store.metadata import MetadataStore
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 KEYS = {

@@ -6,8 +6,9 @@ import shutil
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kukeond.store import metadata, watch
-from kukeond.store.metadata import MetadataStore, render_document
+from kukeond.store import index, watch
+from kukeond.store.documents import render_document
+from kukeond.store.metadata import MetadataStore
 
 
 def cell(name, image="busybox"):
@@ -155,7 +156,7 @@ class WatchedStoreTests(SynchronousTestCase):
         def unavailable(root):
             raise OSError(24, "Too many open files")
 
-        self.patch(metadata, "TreeWatch", unavailable)
+        self.patch(index, "TreeWatch", unavailable)
         store = self.watched()
         self.populate(cells=2)
         self.assertEqual(self.listed(store), self.on_disk())
