@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from list import status as stored_status  # noqa: E402
 from list import write as write_doc  # noqa: E402
-from rpc import request, rss_kib, throughput  # noqa: E402
+from rpc import cpu_seconds, request, rss_kib, throughput  # noqa: E402
 
 from tests.support import reference  # noqa: E402
 
@@ -258,6 +258,17 @@ class Side:
         return rss_kib(self.pid) / 1024 if self.pid else None
 
 
+def settle(sides: list[Side], timeout: float = 30.0) -> None:
+    """Wait until every daemon is idle: under 5 ms of CPU in half a second (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [side.pid for side in sides if side.pid]
+        before = [cpu_seconds(pid) for pid in pids]
+        time.sleep(0.5)
+        if all(cpu_seconds(pid) - cpu < 0.005 for pid, cpu in zip(pids, before, strict=True)):
+            return
+
+
 def measure_all(sides: list[Side], tarball: str) -> list[str]:
     """Fill every side's figures; return the figure names in table order."""
     from kukeond.client import BlockingClient
@@ -372,7 +383,9 @@ def main() -> int:
             d.start(timeout=60)
         with open(busybox_image().oci_tar, "rb") as f:
             tarball = base64.b64encode(f.read()).decode()
-        time.sleep(2)  # both settle (first reconcile pass, page cache)
+        # Measured one after the other, each side must not share the cores with
+        # the other's start-up work (the Go daemon's goes on for seconds).
+        settle(sides)
         print(f"containerd {containerd.version}, {os.cpu_count()} cores; measuring ...", flush=True)
         order = measure_all(sides, tarball)
         print()
