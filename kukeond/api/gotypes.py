@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -90,7 +91,7 @@ def go_quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-class GoType:
+class GoType(ABC):
     """How one Go type is zeroed, decoded and encoded.
 
     ``encode`` is ``None`` when the Python value is already JSON-ready, so the
@@ -106,9 +107,9 @@ class GoType:
         """Return a fresh zero value (``None``: nil slice, map, pointer or ``[]byte``)."""
         return None
 
+    @abstractmethod
     def decode(self, raw: Any) -> Any:
         """Decode a parsed JSON value (``None`` for ``null``)."""
-        raise NotImplementedError
 
 
 class _String(GoType):

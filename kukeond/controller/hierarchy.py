@@ -15,6 +15,7 @@ what they return.
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -48,7 +49,7 @@ class Ensured(Generic[D]):
     """The level's own host object (namespace, network) existed before the call."""
 
 
-class Level(Generic[D]):
+class Level(ABC, Generic[D]):
     """One level of the hierarchy over one :class:`Runtime`.
 
     Subclasses set the class attributes and override the hooks; the
@@ -84,9 +85,9 @@ class Level(Generic[D]):
     def check_parent(self, key: Key) -> None:
         """Refuse to create below a parent that is not stored (a realm has none)."""
 
+    @abstractmethod
     def not_found(self, key: Key) -> errors.KukeonError:
         """The plain (Kind ``Unknown``) error of a missing document."""
-        raise NotImplementedError
 
     def check(self, key: Key, doc: D) -> None:
         """Validate ``doc`` before anything is written."""
@@ -102,21 +103,17 @@ class Level(Generic[D]):
         """Whether re-ensuring a document in ``state`` sets it Ready."""
         return state != v1.READY
 
+    @abstractmethod
     async def remove(self, key: Key) -> None:
         """Tear down the level's own host objects and its metadata (children are gone)."""
-        raise NotImplementedError
 
-    async def purge_leftovers(self, key: Key) -> None:
-        """Sweep what a delete leaves behind (labelled containers, cgroup, directory)."""
-        raise NotImplementedError
-
+    @abstractmethod
     async def delete_child(self, key: Key, force: bool, cascade: bool) -> None:
         """Delete the child ``key`` in a cascade (taking the child's lock)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def purge_child(self, key: Key, force: bool, cascade: bool) -> None:
         """Purge the child ``key`` in a cascade (taking the child's lock)."""
-        raise NotImplementedError
 
     # --- create -----------------------------------------------------------------------
 
@@ -129,9 +126,9 @@ class Level(Generic[D]):
         self.apply_defaults(doc, key)
         return key
 
+    @abstractmethod
     def apply_defaults(self, doc: D, key: Key) -> None:
         """Write the checked names back into a create request's document, with defaults."""
-        raise NotImplementedError
 
     async def create(self, doc: D) -> Ensured[D]:
         """Provision a new document and its host objects, or re-ensure a stored one."""
@@ -293,6 +290,17 @@ class Level(Generic[D]):
                 f"Use --cascade to {verb} them or --force to skip validation"
             )
 
+    def stored_cgroup(self, key: Key) -> str:
+        """The cgroup a stored document names, else the default one (no document needed)."""
+        store = self.rt.store
+        raw = store.get(key) if store.exists(key) else {}
+        stored_path = ((raw or {}).get("status") or {}).get("cgroupPath") or ""
+        return common.cgroup_of(self.rt, stored_path, *key)
+
+
+class ChildLevel(Level[D]):
+    """A level below the realm: purged by the generic purge, which sweeps what is left."""
+
     async def purge(self, key: Key, force: bool, cascade: bool) -> tuple[D, list[str], str]:
         """Delete plus sweeping, for a stored document; a failure is returned, not raised.
 
@@ -322,9 +330,6 @@ class Level(Generic[D]):
             raise errors.wrap(exc, f"failed to delete {self.kind}") from None
         await self.purge_leftovers(key)
 
-    def stored_cgroup(self, key: Key) -> str:
-        """The cgroup a stored document names, else the default one (no document needed)."""
-        store = self.rt.store
-        raw = store.get(key) if store.exists(key) else {}
-        stored_path = ((raw or {}).get("status") or {}).get("cgroupPath") or ""
-        return common.cgroup_of(self.rt, stored_path, *key)
+    @abstractmethod
+    async def purge_leftovers(self, key: Key) -> None:
+        """Sweep what a delete leaves behind (labelled containers, cgroup, directory)."""

@@ -38,7 +38,8 @@ class RealmLevel(Level[v1.RealmDoc]):
     """Realms: the top of the hierarchy; their children are spaces.
 
     A realm is purged with :meth:`purge_realm`, which also works without
-    metadata, rather than the generic :meth:`~Level.purge`.
+    metadata; the generic purge is the levels below
+    (:class:`~kukeond.controller.hierarchy.ChildLevel`).
     """
 
     kind = "realm"

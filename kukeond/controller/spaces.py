@@ -19,7 +19,7 @@ from kukeond.base import naming
 from kukeond.controller import common, stacks
 from kukeond.controller.common import q
 from kukeond.controller.failures import EXPECTED_FAILURES, log_step_failure
-from kukeond.controller.hierarchy import Level
+from kukeond.controller.hierarchy import ChildLevel
 from kukeond.controller.runtime import Runtime
 from kukeond.host import netpolicy
 from kukeond.host.cni import CNIError
@@ -52,7 +52,7 @@ def _egress(doc: v1.SpaceDoc) -> Any:
     return network.egress if network is not None else None
 
 
-class SpaceLevel(Level[v1.SpaceDoc]):
+class SpaceLevel(ChildLevel[v1.SpaceDoc]):
     """Spaces: children of a realm; their children are stacks."""
 
     kind = "space"

@@ -13,11 +13,11 @@ from kukeond.api import v1beta1 as v1
 from kukeond.base import naming
 from kukeond.controller import cells, common
 from kukeond.controller.common import q
-from kukeond.controller.hierarchy import Level
+from kukeond.controller.hierarchy import ChildLevel
 from kukeond.store.documents import Key
 
 
-class StackLevel(Level[v1.StackDoc]):
+class StackLevel(ChildLevel[v1.StackDoc]):
     """Stacks: children of a space; their children are cells."""
 
     kind = "stack"
