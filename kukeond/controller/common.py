@@ -176,20 +176,6 @@ def read_doc(runtime: Runtime, key: Key, cls: type[D], kind: str) -> D | None:
     return None if doc is None else copy_doc(doc)
 
 
-def list_docs(runtime: Runtime, parent: Key, cls: type[D], kind: str) -> list[D]:
-    """Every readable document directly below ``parent``, by name; bad ones are skipped."""
-    if not safe(*parent):
-        return []
-    out = []
-    for name in runtime.store.children(parent):
-        key = (*parent, name)
-        try:
-            out.append(copy_doc(peek_doc(runtime, key, cls, kind)))
-        except DecodeError as exc:
-            log.warn("skipping unreadable metadata {key}: {error}", key=key, error=str(exc))
-    return out
-
-
 class Unreadable:
     """A stored version that does not decode as its kind, and why (kept with the version)."""
 
@@ -234,23 +220,14 @@ def list_wire(
     kind: str,
     finish: Callable[[D], Any] | None = None,
 ) -> list[gojson.RawJSON]:
-    """:func:`list_docs`, as the wire text of each document (see :func:`stored_wire`)."""
+    """Every readable document directly below ``parent``, by name, as its wire text.
+
+    Bad documents are skipped with a warning; see :func:`stored_wire`.
+    """
     if not safe(*parent):
         return []
     found = runtime.store.decoded_keys(len(parent) + 1, parent, stored_wire(cls, kind, finish))
     return _readable(found, warn=True)
-
-
-def matching_wire(
-    runtime: Runtime,
-    depth: int,
-    wanted: tuple[str, ...],
-    cls: type[D],
-    kind: str,
-    finish: Callable[[D], Any] | None = None,
-) -> list[gojson.RawJSON]:
-    """The wire text of every document :func:`matching_keys` finds (unreadable ones: skipped)."""
-    return matching_decoded(runtime, depth, wanted, stored_wire(cls, kind, finish))
 
 
 def matching_decoded(
