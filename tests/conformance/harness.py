@@ -36,8 +36,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -267,40 +265,11 @@ class Pair:
         from tests.support.daemon import OurKukeond
         from tests.support.runtime import short_tmpdir
 
-        class InNetns(OurKukeond):
-            """Our daemon started under ``nsenter --net=NETNS`` (else as ``OurKukeond``)."""
-
-            def start(self, timeout: float = 30.0) -> None:
-                from tools.private_containerd import _accepts
-
-                pid_file = os.path.join(self.directory, "kukeond.pid")
-                with open(self.log_path, "ab") as log:
-                    self.process = subprocess.Popen(
-                        [
-                            "nsenter",
-                            f"--net={netns}",
-                            "--",
-                            sys.executable,
-                            "-m",
-                            "kukeond.cli",
-                            "serve",
-                            *self.flags,
-                        ],
-                        cwd=self.directory,
-                        stdout=subprocess.DEVNULL,
-                        stderr=log,
-                        stdin=subprocess.DEVNULL,
-                    )
-                deadline = time.monotonic() + timeout
-                while not (os.path.exists(pid_file) and _accepts(self.socket)):
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise FailTest(f"our kukeond did not start: {self.log_tail()}")
-                    time.sleep(0.05)
-
         netns = _netns(self.test, "o")
-        daemon = InNetns(
+        daemon = OurKukeond(
             short_tmpdir(self.test, "kco-"), self.containerd_socket, "0", "10.88.0.0/16"
         )
+        daemon.prefix = ["nsenter", f"--net={netns}", "--"]
         self.test.addCleanup(self._cleanup_daemon(daemon))
         daemon.start()
         return daemon

@@ -63,6 +63,8 @@ class OurKukeond:
             *cni,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
+        self.prefix: list[str] = []
+        """Words run before the daemon's command (e.g. ``nsenter --net=...``)."""
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the daemon and wait for its pid file (it is serving then)."""
@@ -71,7 +73,7 @@ class OurKukeond:
         pid_file = os.path.join(self.directory, "kukeond.pid")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kukeond.cli", "serve", *self.flags],
+                [*self.prefix, sys.executable, "-m", "kukeond.cli", "serve", *self.flags],
                 cwd=self.directory,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
