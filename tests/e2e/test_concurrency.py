@@ -35,9 +35,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -58,6 +55,7 @@ from tests.network.hostenv import (
     sh,
 )
 from tests.support.containerd import get_containerd_socket
+from tests.support.daemon import spawn_daemon, stop_daemon_process
 from tests.support.image import busybox_image
 from tests.support.runtime import purge_test_namespaces, remove_cgroup_tree, short_tmpdir
 
@@ -168,28 +166,15 @@ class ConcurrencyTests(TestCase):
     # --- the daemon and the host ------------------------------------------------------
 
     def start_daemon(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kukeond.cli", "serve", *self.flags],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=ROOT),
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.dir, "daemon.log"), "ab"),
-        )
+        self.proc = spawn_daemon(self.flags, os.path.join(self.dir, "daemon.log"))
         self.client = KukeonClient(reactor, f"unix://{self.sock}")
 
     async def stop_daemon(self):
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            for _ in range(600):
-                if self.proc.poll() is not None:
-                    break
-                await task.deferLater(reactor, 0.05, lambda: None)
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            await stop_daemon_process(self.proc, 30)
 
     async def cleanup_host(self):
         await self.stop_daemon()

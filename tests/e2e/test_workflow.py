@@ -13,8 +13,6 @@ import base64
 import os
 import secrets
 import signal
-import subprocess
-import sys
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
@@ -25,6 +23,7 @@ from kukeond.containerd.grpc import GrpcContainerd
 from kukeond.host.cgroups import detect_cgroups
 from tests.network.hostenv import free_parent_cidr, link_exists, preserve_ip_forward, sh
 from tests.support.containerd import get_containerd_socket
+from tests.support.daemon import spawn_daemon, stop_daemon_process
 from tests.support.image import busybox_image
 from tests.support.runtime import purge_test_namespaces, remove_cgroup_tree, short_tmpdir
 
@@ -85,28 +84,15 @@ class WorkflowTests(TestCase):
             sh("ip", "link", "delete", bridge, check=False)
 
     def start_daemon(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kukeond.cli", "serve", *self.flags],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=ROOT),
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.dir, "daemon.log"), "ab"),
-        )
+        self.proc = spawn_daemon(self.flags, os.path.join(self.dir, "daemon.log"))
         self.client = KukeonClient(reactor, f"unix://{self.sock}")
 
     async def stop_daemon(self):
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            for _ in range(200):
-                if self.proc.poll() is not None:
-                    break
-                await task.deferLater(reactor, 0.05, lambda: None)
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            await stop_daemon_process(self.proc, 10)
         self.assertEqual(self.proc.returncode if self.proc else 0, 0, self.daemon_log())
 
     def daemon_log(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -179,3 +180,33 @@ def start_our_kukeond(
     test.addCleanup(cleanup)
     daemon.start()
     return daemon
+
+
+def spawn_daemon(flags: list[str], log_path: str) -> subprocess.Popen[bytes]:
+    """``python -m kukeond.cli serve FLAGS`` from the checkout, stderr appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kukeond.cli", "serve", *flags],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+async def stop_daemon_process(proc: subprocess.Popen[bytes], seconds: float) -> int:
+    """SIGTERM ``proc``, SIGKILL if it still runs after ``seconds``; its exit status.
+
+    Waits on the reactor (the test's own client may be talking to it).
+    """
+    from twisted.internet import reactor, task
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        for _ in range(int(seconds / 0.05)):
+            if proc.poll() is not None:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.wait()
