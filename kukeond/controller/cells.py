@@ -42,7 +42,7 @@ from kukeond.api.v1beta1 import (
 )
 from kukeond.base import gojson, naming
 from kukeond.containerd import errors as cerrors
-from kukeond.controller import secrets
+from kukeond.controller import common, secrets
 from kukeond.controller.cell_files import check_volumes
 from kukeond.controller.cell_reads import decode_cell, finish_output, stored_cell
 from kukeond.controller.cell_state import CellKey, as_kukeon_error, cell_key, derive_cell_state
@@ -294,7 +294,7 @@ async def read_live(runtime: Runtime, key: CellKey) -> LiveCell | None:
     except cerrors.ContainerdError:
         live = None  # the stored statuses stand; the root counts as absent
     cell = text.raw if live is None else text.with_states(live.states)
-    group = text.cgroup_path or naming.cgroup_path(runtime.cgroup_root, *text.key)
+    group = common.cgroup_of(runtime, text.cgroup_path, *text.key)
     root = live is not None and live.present is not None and text.root_cid in live.present
     return LiveCell(cell, runtime.cgroups.exists(group), root)
 

@@ -185,19 +185,17 @@ class Unreadable:
         self.reason = reason
 
 
-_wire_encoders: dict[tuple[type, str, Any], Callable[[Any], Any]] = {}
+_wire_encoders: dict[tuple[type, str], Callable[[Any], Any]] = {}
 
 
-def stored_wire(
-    cls: type[D], kind: str, finish: Callable[[D], Any] | None = None
-) -> Callable[[Any], gojson.RawJSON | Unreadable]:
+def stored_wire(cls: type[D], kind: str) -> Callable[[Any], gojson.RawJSON | Unreadable]:
     """The one encoder of stored ``cls`` documents to their wire text, for ``store.decoded``.
 
-    The document is decoded, marked as output (:func:`as_output`, then
-    ``finish``) and encoded once per stored version; Get and List replies
+    The document is decoded, marked as output (:func:`as_output`) and
+    encoded once per stored version; Get and List replies
     splice the text. A document that does not decode gives :class:`Unreadable`.
     """
-    encoder = _wire_encoders.get((cls, kind, finish))
+    encoder = _wire_encoders.get((cls, kind))
     if encoder is None:
 
         def encoder(raw: Any) -> gojson.RawJSON | Unreadable:
@@ -205,11 +203,9 @@ def stored_wire(
                 doc = decode_stored(cls, kind, raw)
             except DecodeError as exc:
                 return Unreadable(str(exc))
-            if finish is not None:
-                finish(doc)
             return gojson.raw(doc.to_wire())
 
-        _wire_encoders[(cls, kind, finish)] = encoder
+        _wire_encoders[(cls, kind)] = encoder
     return encoder
 
 
@@ -218,7 +214,6 @@ def list_wire(
     parent: Key,
     cls: type[D],
     kind: str,
-    finish: Callable[[D], Any] | None = None,
 ) -> list[gojson.RawJSON]:
     """Every readable document directly below ``parent``, by name, as its wire text.
 
@@ -226,21 +221,8 @@ def list_wire(
     """
     if not safe(*parent):
         return []
-    found = runtime.store.decoded_keys(len(parent) + 1, parent, stored_wire(cls, kind, finish))
+    found = runtime.store.decoded_keys(len(parent) + 1, parent, stored_wire(cls, kind))
     return _readable(found, warn=True)
-
-
-def matching_decoded(
-    runtime: Runtime, depth: int, wanted: tuple[str, ...], decode: Callable[[Any], Any]
-) -> list[Any]:
-    """``decode`` of every document :func:`matching_keys` finds, once per stored version.
-
-    ``decode`` follows the rules of ``MetadataStore.decoded`` and answers
-    :class:`Unreadable` for a document it cannot use; those are skipped.
-    """
-    prefix = _prefix(wanted)
-    found = runtime.store.decoded_keys(depth, prefix, decode)
-    return _readable(_select(found, wanted, prefix), warn=False)
 
 
 def _select(found: Any, wanted: tuple[str, ...], prefix: tuple[str, ...]) -> Any:
@@ -263,7 +245,7 @@ def matching_array(
     decode: Callable[[Any], Any],
     wire: Callable[[Any], gojson.RawJSON],
 ) -> bytes:
-    """The JSON array of ``wire(value)`` for :func:`matching_decoded`'s values.
+    """The JSON array of ``wire(value)`` for ``decode`` of every matching stored document.
 
     The array is kept while the store hands out the same listing (nothing
     in the tree changed), so listing again copies one text.

@@ -58,6 +58,10 @@ def log_report(log: TwistedLogger, report: PassReport) -> None:
     )
 
 
+def _spec_id(raw: dict[str, Any]) -> Any:
+    return (raw.get("spec") or {}).get("id")
+
+
 def cell_of_event(reconciler: Reconciler, event: Event) -> Key | None:
     """The stored cell an event's container belongs to, or None if it is not ours."""
     cid = getattr(event.event, "container_id", "") or ""
@@ -71,8 +75,8 @@ def cell_of_event(reconciler: Reconciler, event: Event) -> Key | None:
             continue
         if store.exists((realm, space, stack, cell_id)):
             return (realm, space, stack, cell_id)
-        for key, raw in store.documents((realm, space, stack)):
-            if (raw.get("spec") or {}).get("id") == cell_id:
+        for key, spec_id in store.decoded_keys(4, (realm, space, stack), _spec_id):
+            if spec_id == cell_id:
                 return key
     return None
 

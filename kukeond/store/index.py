@@ -49,6 +49,9 @@ class MetadataIndex:
         self._epoch = 0
         self._listed: dict[tuple[int, Key, Any], tuple[int, list[tuple[Key, Any]]]] = {}
         self._files: dict[Key, Stored] = {}
+        # the version the last read parsed and its document, until a decode takes it:
+        # a version that had to be read is decoded without a second read
+        self._last_read: tuple[Stored, Document] | None = None
         # parent key -> (the directory's (inode, mtime), its subdirectory names, sorted)
         self._dirs: dict[Key, tuple[tuple[int, int], tuple[str, ...]]] = {}
         # key -> version the daemon last read or wrote (None: saw it absent); the
@@ -120,7 +123,10 @@ class MetadataIndex:
             if watched:
                 self._fresh.add(key)
             return cached
-        return self._fetch(key, path, cached, watched)[0]
+        stored, doc = self._fetch(key, path, cached, watched)
+        # Nobody else sees this document: a decode of this version may use it.
+        self._last_read = None if stored is None or doc is None else (stored, doc)
+        return stored
 
     def _fetch(
         self, key: Key, path: str, cached: Stored | None, watched: bool

@@ -210,7 +210,18 @@ class MetadataStore(MetadataIndex):
         return None if value is _ABSENT else value
 
     def _decode(self, key: Key, decode: Callable[[Document], Any]) -> Any:
-        """Read ``key`` and decode it, kept with the version read; ``_ABSENT`` if it vanished."""
+        """Decode ``key``, kept with the version read; ``_ABSENT`` if it vanished.
+
+        The document of a version the validating read just parsed is used as it
+        is; otherwise the file is read again.
+        """
+        last, self._last_read = self._last_read, None
+        if last is not None and self._files.get(key) is last[0]:
+            stored, doc = last
+            value = stored.decoded.get(decode, _ABSENT)
+            if value is _ABSENT:
+                value = stored.decoded[decode] = decode(doc)
+            return value
         found = self._document(key)
         if found is None:
             return _ABSENT
@@ -235,22 +246,6 @@ class MetadataStore(MetadataIndex):
             stored = self._current((*key, name))
             if stored is not None and stored.corrupt is None:
                 out.append(name)
-        return out
-
-    def documents(self, key: Key = ()) -> list[tuple[Key, Document]]:
-        """``(key, document)`` of every resource directly below ``key``, sorted, read from disk."""
-        key = check_key(key, allow_empty=True)
-        if len(key) == 4:
-            return []
-        self._sync()
-        out = []
-        for name in self._subdirs(key):
-            child = (*key, name)
-            stored, doc = self._fetch(
-                child, self._path(child), self._files.get(child), self._watched(child)
-            )
-            if stored is not None and doc is not None:
-                out.append((child, doc))
         return out
 
     def keys(self, depth: int, under: Key = ()) -> list[Key]:
@@ -369,7 +364,7 @@ class MetadataStore(MetadataIndex):
                 self.log.info("metadata file already exists, overwriting: {path}", path=path)
             else:
                 self.log.info("metadata file written: {path}", path=path)
-            return copy.deepcopy(stored)
+            return stored  # the store keeps only the version and digest: the copy is the caller's
 
         return self._writing(key, write).addCallback(written)
 
